@@ -1,0 +1,246 @@
+"""The ``lowkey`` command line.
+
+``lowkey models list | fetch | verify | add`` manage the face-recognition weights;
+``lowkey faces PHOTO...`` shows the faces found and what each model makes of them.
+Output is for people by default and JSON with ``--json``; progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lowkey import __version__
+from lowkey.errors import LowKeyError
+
+logger = logging.getLogger("lowkey")
+
+
+def _records(names: Sequence[str], everything: bool = False):
+    from lowkey.models.registry import all_records, default_ensemble, get_record
+
+    if everything:
+        return all_records()
+    if names:
+        return [get_record(n) for n in names]
+    return default_ensemble()
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from lowkey.models import store
+    from lowkey.models.registry import all_records, expected_sha256
+
+    rows = []
+    for record in all_records():
+        check = store.verify(record)
+        rows.append({
+            "name": record.name,
+            "default": record.in_default_ensemble,
+            "user_added": record.user_added,
+            "description": record.description,
+            "embedding_dim": record.embedding_dim,
+            "input": f"{record.contract.size}px {record.contract.colour} "
+                     f"{record.contract.alignment} {record.contract.normalisation}",
+            "sha256": expected_sha256(record),
+            "sha256_pinned_in_registry": record.sha256 is not None,
+            "source": check.source,
+            "converted": check.converted,
+            "sources": [s.describe() for s in record.sources],
+            "licence": record.licence,
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        flag = "*" if row["default"] else " "
+        sha = (row["sha256"] or "not yet pinned")[:16]
+        print(f"{flag} {row['name']:<18} {row['embedding_dim']:>4}-d  {row['input']:<40} "
+              f"source {row['source']:<8} converted {row['converted']:<8} sha256 {sha}")
+    print("\n* = in the default ensemble. Fetch with `lowkey models fetch`.")
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from lowkey.models import store
+
+    failed = 0
+    results = []
+    for record in _records(args.names, args.all):
+        try:
+            path = store.ensure_converted(record, progress=not args.json)
+            results.append({"name": record.name, "ok": True, "converted": str(path)})
+            if not args.json:
+                print(f"ok      {record.name}: {path}")
+        except LowKeyError as exc:
+            failed += 1
+            results.append({"name": record.name, "ok": False, "error": str(exc)})
+            if not args.json:
+                print(f"FAILED  {record.name}: {exc}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failed else 0
+
+
+def cmd_models_verify(args: argparse.Namespace) -> int:
+    from lowkey.models import store
+
+    checks = [store.verify(r) for r in _records(args.names, args.all)]
+    if args.json:
+        print(json.dumps([c.__dict__ | {"ok": c.ok} for c in checks], indent=2))
+    else:
+        for c in checks:
+            print(f"{'ok' if c.ok else 'BAD':<4} {c.name:<18} source {c.source:<9} "
+                  f"converted {c.converted:<8} {c.detail}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_models_add(args: argparse.Namespace) -> int:
+    from lowkey.models import store
+
+    record = store.add_user_model(Path(args.file), args.name, args.architecture,
+                                  progress=not args.json)
+    if args.json:
+        print(json.dumps(record.to_json(), indent=2))
+    else:
+        print(f"added {record.name}: {record.architecture}, sha256 {record.sha256} (pinned now; "
+              f"checked on every load)")
+    return 0
+
+
+def _sample_photo_bytes() -> bytes:
+    """The built-in sample: scikit-image's astronaut (NASA, public domain), as PNG bytes."""
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def cmd_faces(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from lowkey.embedding import embed_faces
+    from lowkey.faces import FaceDetector, select_faces
+    from lowkey.image_io import load_photo
+    from lowkey.models import store
+
+    inputs: list[tuple[str, Path | bytes]] = [(str(p), Path(p)) for p in args.photos]
+    if args.sample:
+        inputs.insert(0, ("sample:astronaut", _sample_photo_bytes()))
+    if not inputs:
+        print("give at least one photo, or --sample", file=sys.stderr)
+        return 2
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    records = _records(args.models.split(",") if args.models else [])
+    recognizers = [store.load_recognizer(r, device, progress=not args.json) for r in records]
+    detector = FaceDetector(device=device)
+
+    photos_out, all_embeddings, failures = [], {r.name: [] for r in records}, 0
+    for label, source in tqdm(inputs, desc="photos", unit="photo", disable=len(inputs) < 2):
+        try:
+            photo = load_photo(source)
+        except LowKeyError as exc:
+            failures += 1
+            photos_out.append({"photo": label, "error": str(exc)})
+            continue
+        faces = select_faces(detector.detect(photo.pixels), "largest" if args.largest else "all")
+        entry = {"photo": label, "size": list(photo.size), "format": photo.format,
+                 "faces": [f.to_json() for f in faces]}
+        if faces:
+            with torch.no_grad():
+                for rec in recognizers:
+                    emb = embed_faces(photo.pixels.to(device), faces, rec).cpu()
+                    for i, (face_json, e) in enumerate(zip(entry["faces"], emb, strict=True)):
+                        face_json.setdefault("embedding_norm", {})[rec.name] = round(
+                            float(e.norm()), 4)
+                        all_embeddings[rec.name].append((f"{label}#{i}", e))
+        photos_out.append(entry)
+
+    cosines = {}
+    for name, items in all_embeddings.items():
+        if len(items) >= 2:
+            embs = torch.nn.functional.normalize(torch.stack([e for _, e in items]), dim=1)
+            cosines[name] = {"faces": [k for k, _ in items],
+                             "matrix": (embs @ embs.T).round(decimals=4).tolist()}
+    if args.json:
+        print(json.dumps({"photos": photos_out, "cosines": cosines, "device": device}, indent=2))
+    else:
+        for entry in photos_out:
+            if "error" in entry:
+                print(f"{entry['photo']}: ERROR {entry['error']}")
+                continue
+            w, h = entry["size"]
+            print(f"{entry['photo']}: {w}x{h} {entry['format']}, {len(entry['faces'])} face(s)")
+            if not entry["faces"]:
+                print("  no face found: this photo would be left unchanged")
+            for i, face in enumerate(entry["faces"]):
+                box = ", ".join(f"{v:.0f}" for v in face["box"])
+                norms = "  ".join(f"{k} {v:.2f}" for k, v in face.get("embedding_norm", {}).items())
+                print(f"  face {i}: box ({box}) score {face['score']:.3f}")
+                print(f"          landmarks {face['landmarks']}")
+                print(f"          embedding norms: {norms}")
+        for name, cos in cosines.items():
+            print(f"\ncosine similarity between faces, {name}:")
+            for key, row in zip(cos["faces"], cos["matrix"], strict=True):
+                print(f"  {key[-40:]:>40} " + " ".join(f"{v:6.3f}" for v in row))
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lowkey", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lowkey {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="manage face-recognition weights")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    p = msub.add_parser("list", help="every known model and the state of its files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_list)
+    for verb, func, text in (("fetch", cmd_models_fetch, "download, verify and convert"),
+                             ("verify", cmd_models_verify, "re-hash cached files")):
+        p = msub.add_parser(verb, help=f"{text} (default: the default ensemble)")
+        p.add_argument("names", nargs="*", help="model names (see `lowkey models list`)")
+        p.add_argument("--all", action="store_true", help="every known model")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+    p = msub.add_parser("add", help="register a face.evoLVe IR/ResNet checkpoint you have")
+    p.add_argument("file", help="the .pth checkpoint")
+    p.add_argument("--name", required=True, help="the name to use for it")
+    p.add_argument("--architecture", choices=("ir_50", "ir_152", "resnet_50", "resnet_152"),
+                   help="detected from the checkpoint when omitted")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models_add)
+
+    p = sub.add_parser("faces", help="faces found in photos and their embeddings")
+    p.add_argument("photos", nargs="*", help="photo files")
+    p.add_argument("--sample", action="store_true", help="also use the built-in sample photo")
+    p.add_argument("--models", help="comma-separated model names (default: default ensemble)")
+    p.add_argument("--largest", action="store_true", help="only the largest face of each photo")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_faces)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except (LowKeyError, KeyError, ValueError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"lowkey: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

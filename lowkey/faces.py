@@ -1,0 +1,120 @@
+"""Face detection: MTCNN (facenet-pytorch) boxes and 5 landmarks, without gradient.
+
+Large photos are detected on a downscaled copy (long side ``max_side``) and the boxes and
+landmarks are mapped back to full-resolution pixel coordinates. Landmarks are in the order left
+eye, right eye, nose tip, left mouth corner, right mouth corner, "left" meaning smaller x in the
+photo, which is the order of the ArcFace template in :mod:`lowkey.models.registry`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+FaceSelection = Literal["all", "largest"]
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face in full-resolution, upright photo pixel coordinates.
+
+    ``box`` is (x1, y1, x2, y2); ``landmarks`` is five (x, y) points; ``score`` is MTCNN's
+    probability in [0, 1].
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: tuple[tuple[float, float], ...]
+    score: float
+
+    @property
+    def area(self) -> float:
+        x1, y1, x2, y2 = self.box
+        return max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
+
+    def landmarks_array(self) -> np.ndarray:
+        """(5, 2) float64 array of (x, y)."""
+        return np.asarray(self.landmarks, np.float64)
+
+    def to_json(self) -> dict:
+        return {
+            "box": [round(v, 2) for v in self.box],
+            "landmarks": [[round(x, 2), round(y, 2)] for x, y in self.landmarks],
+            "score": round(self.score, 4),
+        }
+
+
+def _load_mtcnn(device: torch.device, min_face_size: int):
+    try:
+        from facenet_pytorch import MTCNN
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "face detection needs facenet-pytorch: pip install --no-deps facenet-pytorch==2.6.0 "
+            "(installers/setup.sh does this)"
+        ) from exc
+    return MTCNN(keep_all=True, min_face_size=min_face_size, device=device)
+
+
+class FaceDetector:
+    """Find faces in RGB photos with MTCNN.
+
+    ``max_side``: photos whose long side exceeds it are detected on a copy downscaled to it.
+    ``min_score``: faces MTCNN is less sure of are dropped.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", max_side: int = 1024,
+                 min_face_size: int = 20, min_score: float = 0.9) -> None:
+        self.device = torch.device(device)
+        self.max_side = max_side
+        self.min_face_size = min_face_size
+        self.min_score = min_score
+        self._mtcnn = _load_mtcnn(self.device, min_face_size)
+
+    def detect(self, pixels: torch.Tensor) -> list[Face]:
+        """Faces in ``pixels`` (3, H, W) RGB in [0, 1], largest first; [] when there is none."""
+        if pixels.ndim != 3 or pixels.shape[0] != 3:
+            raise ValueError(f"pixels must be (3, H, W), got {tuple(pixels.shape)}")
+        array = (pixels.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+        image = Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
+        height, width = pixels.shape[-2:]
+        scale = min(1.0, self.max_side / max(height, width))
+        if scale < 1.0:
+            small = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image = image.resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0)
+            sx, sy = width / small[0], height / small[1]
+        else:
+            sx = sy = 1.0
+        with torch.no_grad():
+            boxes, probs, points = self._mtcnn.detect(image, landmarks=True)
+        if boxes is None:
+            return []
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        probs = np.asarray(probs, np.float64).reshape(-1)
+        points = np.asarray(points, np.float64).reshape(-1, 5, 2)
+        faces = []
+        for box, prob, pts in zip(boxes, probs, points, strict=True):
+            if prob < self.min_score:
+                continue
+            faces.append(Face(
+                box=(float(box[0] * sx), float(box[1] * sy), float(box[2] * sx), float(box[3] * sy)),
+                landmarks=tuple((float(x * sx), float(y * sy)) for x, y in pts),
+                score=float(prob),
+            ))
+        faces.sort(key=lambda f: f.area, reverse=True)
+        logger.debug("found %d face(s) in a %dx%d photo", len(faces), width, height)
+        return faces
+
+
+def select_faces(faces: list[Face], which: FaceSelection = "all") -> list[Face]:
+    """Every face (the default), or only the largest one."""
+    if which == "all":
+        return list(faces)
+    if which == "largest":
+        return faces[:1]
+    raise ValueError(f"which must be 'all' or 'largest', not {which!r}")

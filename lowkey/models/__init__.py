@@ -1,0 +1,1 @@
+"""Face-recognition models: registry of weights, fetching and conversion, uniform wrapper."""

