@@ -12,6 +12,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from lowkey.errors import WeightsError
 from lowkey.models.sface import (
     EMBEDDING_DIM,
     TARGET_OPSET,
@@ -218,6 +219,14 @@ def test_convert_sface_on_messy_synthetic_graph(tmp_path):
     with torch.no_grad():
         out = load_sface(dest)(torch.from_numpy(x)).numpy()
     assert _rel_diff(out, ref) <= PARITY_REL_TOL
+
+
+def test_convert_sface_rejects_a_file_that_is_not_onnx(tmp_path):
+    source = tmp_path / "broken.onnx"
+    source.write_bytes(b"this is not a protobuf" * 10)
+    with pytest.raises(WeightsError, match="cannot read SFace ONNX"):
+        convert_sface(source, tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def _write(path, model: onnx.ModelProto):

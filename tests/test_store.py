@@ -47,10 +47,10 @@ def http_server(tmp_path):
         server.server_close()
 
 
-def _record(sources, sha=SHA):
+def _record(sources, sha=SHA, user_added=False):
     base = get_record("sface")
     return replace(base, name="test-model", sources=tuple(sources), sha256=sha,
-                   filename="weights.bin")
+                   filename="weights.bin", user_added=user_added)
 
 
 def _wheel(tmp_path: Path, member: str, payload: bytes) -> Path:
@@ -141,8 +141,32 @@ def test_unpinned_record_is_pinned_on_first_download(http_server, tmp_path):
 def test_user_file_that_changed_is_refused(tmp_path):
     weights = tmp_path / "mine.pth"
     weights.write_bytes(PAYLOAD)
-    record = _record([WeightSource("file", str(weights))])
+    record = _record([WeightSource("file", str(weights))], user_added=True)
     assert store.fetch_source(record, progress=False) == weights
     weights.write_bytes(b"changed")
     with pytest.raises(WeightsError, match="has changed"):
         store.fetch_source(record, progress=False)
+
+
+def test_offline_still_takes_a_local_copy(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOWKEY_OFFLINE", "1")
+    local = tmp_path / "already-here.bin"
+    local.write_bytes(PAYLOAD)
+    record = _record([WeightSource("file", str(local)),
+                      WeightSource("url", "https://example.invalid/weights.bin")])
+    path = store.fetch_source(record, progress=False)
+    assert path != local and path.read_bytes() == PAYLOAD
+
+
+def test_prefix_only_hash_is_checked_then_pinned(tmp_path, http_server):
+    from lowkey.models.registry import LPIPS_ALEX, pinned_sha256
+
+    good = replace(LPIPS_ALEX, name="prefix-test", filename="weights.bin",
+                   sources=(WeightSource("url", f"{http_server}/weights.bin"),),
+                   sha256_prefix=SHA[:8])
+    bad = replace(good, name="prefix-test-bad", sha256_prefix="00000000")
+    with pytest.raises(WeightsError, match="starting 00000000"):
+        store.fetch_source(bad, progress=False)
+    assert pinned_sha256(bad.name) is None
+    store.fetch_source(good, progress=False)
+    assert pinned_sha256(good.name) == SHA

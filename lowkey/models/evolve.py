@@ -36,6 +36,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -234,10 +235,13 @@ def build_backbone(architecture: str) -> nn.Module:
 
 @functools.cache
 def expected_shapes(architecture: str) -> Mapping[str, tuple[int, ...]]:
-    """Every state-dict key of ``architecture`` and its tensor shape (built on the meta device)."""
+    """Every state-dict key of ``architecture``, in face.evoLVe's order, and its tensor shape.
+
+    Built on the meta device (no memory, no initialisation), cached, and read-only.
+    """
     with torch.device("meta"):
         model = build_backbone(architecture)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return MappingProxyType({k: tuple(v.shape) for k, v in model.state_dict().items()})
 
 
 # ------------------------------------------------------------------------ checkpoint handling
@@ -298,9 +302,7 @@ def _mismatches(
     it, and it plays no part in eval mode.
     """
     shapes = expected_shapes(architecture)
-    missing = [
-        k for k in shapes if k not in state and not k.endswith(".num_batches_tracked")
-    ]
+    missing = [k for k in shapes if k not in state and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in state if k not in shapes]
     wrong = [
         f"{k}: {tuple(v.shape)} instead of {shapes[k]}"
@@ -341,7 +343,7 @@ def _check(state: Mapping[str, torch.Tensor], architecture: str, source: str) ->
         lines.append(f"  {len(wrong)} shape mismatches: {_name_some(wrong)}")
     guess = detect_architecture(state)
     if guess is not None:
-        lines.append(f"  it looks like a {guess} checkpoint: give that architecture instead")
+        lines.append(f"  it looks like a face.evoLVe {guess} checkpoint: give that architecture")
     raise WeightsError("\n".join(lines))
 
 

@@ -115,6 +115,50 @@ class WeightRecord:
         )
 
 
+@dataclass(frozen=True)
+class AuxiliaryWeights:
+    """Weights that are not a face-recognition model (the LPIPS backbone).
+
+    ``sha256_prefix`` is for files whose publisher gives only a prefix of the hash (torchvision's
+    file names): the full hash is pinned on first download.
+    """
+
+    name: str
+    description: str
+    filename: str
+    sources: tuple[WeightSource, ...]
+    sha256: str | None
+    sha256_prefix: str | None
+    size_bytes: int | None
+    licence: str
+    provenance: str
+
+
+def _torch_hub_checkpoint(filename: str) -> str:
+    """Where torchvision would have cached ``filename`` (used if the user already has it)."""
+    import os
+
+    hub = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    return os.path.join(hub, "hub", "checkpoints", filename)
+
+
+LPIPS_ALEX = AuxiliaryWeights(
+    name="lpips-alex",
+    description="ImageNet AlexNet backbone of LPIPS (torchvision IMAGENET1K_V1)",
+    filename="alexnet-owt-7be5be79.pth",
+    sources=(
+        WeightSource("file", _torch_hub_checkpoint("alexnet-owt-7be5be79.pth")),
+        WeightSource("url", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
+    ),
+    sha256=None,
+    sha256_prefix="7be5be79",
+    size_bytes=None,
+    licence="BSD-3-Clause (torchvision)",
+    provenance="torchvision model zoo",
+)
+
+
 _SFACE = InputContract(size=112, alignment="template5", colour="RGB", normalisation="scale255")
 _FACENET_128 = InputContract(
     size=160, alignment="box", normalisation="per_image_standardise", template=None, box_margin=0
@@ -274,7 +318,7 @@ def get_record(name: str) -> WeightRecord:
     raise KeyError(f"no model called {name!r}; known models: {known}")
 
 
-def expected_sha256(record: WeightRecord) -> str | None:
+def expected_sha256(record: WeightRecord | AuxiliaryWeights) -> str | None:
     """The hash a source file must have: the record's own, else the one pinned on first use."""
     return record.sha256 or pinned_sha256(record.name)
 

@@ -181,7 +181,9 @@ def convert_sface(source: Path, dest: Path) -> None:
     model = fold_constants(model)
     if [i.name for i in model.graph.input] != ["data"] or len(model.graph.output) != 1:
         raise WeightsError(
-            f"SFace conversion: unexpected graph inputs {[i.name for i in model.graph.input]}"
+            "SFace conversion: expected one input 'data' and one output, got inputs "
+            f"{[i.name for i in model.graph.input]} and outputs "
+            f"{[o.name for o in model.graph.output]}"
         )
     _make_batch_dynamic(model)
     onnx_opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

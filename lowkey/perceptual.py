@@ -1,0 +1,90 @@
+"""The perceptual penalty of the LowKey objective: LPIPS (AlexNet) when its weights are present.
+
+The lpips wheel ships only LPIPS's linear heads; the ImageNet AlexNet backbone is a separate
+download (:data:`lowkey.models.registry.LPIPS_ALEX`, fetched with ``lowkey models fetch
+lpips-alex`` or taken from torchvision's cache). Without it, the penalty falls back to
+``1 - SSIM`` (Gaussian window 11, sigma 1.5; weight-free, finite gradients). Which one is in force
+is a property of the penalty (``name``) that every report shows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from lowkey.errors import WeightsError
+
+logger = logging.getLogger(__name__)
+
+# torchvision AlexNet ``features`` index -> the LPIPS slice that holds it.
+_ALEX_SLICES = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
+
+
+class PerceptualPenalty(nn.Module):
+    """``forward(original, perturbed) -> (B,)`` distance; both (B, 3, H, W) RGB in [0, 1].
+
+    0 for identical images, larger is more different. ``name`` says which metric this is.
+    """
+
+    name: str = "abstract"
+
+    def forward(self, original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LPIPSPenalty(PerceptualPenalty):
+    """LPIPS v0.1 with the AlexNet backbone (Zhang et al. 2018), as in the paper."""
+
+    name = "lpips-alex"
+
+    def __init__(self, backbone_state: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        import lpips
+
+        # pnet_rand: build the backbone without torchvision's download; we load it ourselves.
+        self.metric = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+        mapped = {}
+        for key, value in backbone_state.items():
+            parts = key.split(".")
+            if parts[0] == "features" and int(parts[1]) in _ALEX_SLICES:
+                index = int(parts[1])
+                mapped[f"net.slice{_ALEX_SLICES[index]}.{index}.{parts[2]}"] = value
+        missing = self.metric.load_state_dict(mapped, strict=False).missing_keys
+        missing = [k for k in missing if k.startswith("net.")]
+        if missing or len(mapped) != 10:
+            raise WeightsError(f"not an AlexNet state dict: missing {missing}")
+        self.metric.eval().requires_grad_(False)
+
+    def forward(self, original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+        return self.metric(original, perturbed, normalize=True).flatten()
+
+
+class SSIMPenalty(PerceptualPenalty):
+    """``1 - SSIM`` (pytorch-msssim, window 11, sigma 1.5, data range 1): the weight-free fallback."""
+
+    name = "1-ssim"
+
+    def forward(self, original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+        from pytorch_msssim import ssim
+
+        return 1.0 - ssim(original, perturbed, data_range=1.0, size_average=False)
+
+
+def load_penalty(device: str | torch.device = "cpu", prefer_lpips: bool = True) -> PerceptualPenalty:
+    """LPIPS when its AlexNet weights are cached (or in torchvision's cache), else ``1 - SSIM``.
+
+    Never downloads anything: fetching is ``lowkey models fetch lpips-alex``'s job.
+    """
+    if prefer_lpips:
+        from lowkey.models import store
+        from lowkey.models.registry import LPIPS_ALEX
+
+        try:
+            path = store.fetch_source(LPIPS_ALEX, progress=False, allow_network=False)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            return LPIPSPenalty(state).to(device)
+        except WeightsError as exc:
+            logger.info("LPIPS unavailable (%s); the perceptual penalty is 1 - SSIM", exc)
+    return SSIMPenalty().to(device)
