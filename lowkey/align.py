@@ -112,6 +112,20 @@ def warp_affine(image: torch.Tensor, dst_from_src: torch.Tensor,
                          align_corners=False)
 
 
+def source_region(dst_from_src: np.ndarray, size: int) -> tuple[float, float, float, float]:
+    """Bounding box (x0, y0, x1, y1) in source pixels of what a ``size`` x ``size`` crop sees."""
+    src_from_dst = np.linalg.inv(np.asarray(dst_from_src, np.float64))
+    corners = np.array([[-0.5, -0.5, 1], [size - 0.5, -0.5, 1], [-0.5, size - 0.5, 1],
+                        [size - 0.5, size - 0.5, 1]]).T
+    xs, ys = (src_from_dst @ corners)[:2]
+    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+
+
+def translated(dst_from_src: np.ndarray, x0: float, y0: float) -> np.ndarray:
+    """The same map for a sub-image whose top-left pixel is photo pixel (x0, y0)."""
+    return np.asarray(dst_from_src, np.float64) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
+
+
 def align(image: torch.Tensor, dst_from_src: np.ndarray, size: int) -> torch.Tensor:
     """One aligned crop (C, size, size) of ``image`` (C, H, W), anti-aliased when downscaling.
 
@@ -126,15 +140,12 @@ def align(image: torch.Tensor, dst_from_src: np.ndarray, size: int) -> torch.Ten
     if factor < 2:
         out = warp_affine(image[None], torch.from_numpy(matrix)[None], (size, size))
         return out[0]
-    # Source region seen by the crop (its corners mapped back), padded by one pooled pixel.
-    src_from_dst = np.linalg.inv(matrix)
-    corners = np.array([[-0.5, -0.5, 1], [size - 0.5, -0.5, 1], [-0.5, size - 0.5, 1],
-                        [size - 0.5, size - 0.5, 1]]).T
-    xs, ys = (src_from_dst @ corners)[:2]
-    x0 = max(int(math.floor(xs.min())) - factor, 0)
-    y0 = max(int(math.floor(ys.min())) - factor, 0)
-    x1 = min(int(math.ceil(xs.max())) + factor + 1, width)
-    y1 = min(int(math.ceil(ys.max())) + factor + 1, height)
+    # Source region seen by the crop, padded by one pooled pixel.
+    left, top, right, bottom = source_region(matrix, size)
+    x0 = max(int(math.floor(left)) - factor, 0)
+    y0 = max(int(math.floor(top)) - factor, 0)
+    x1 = min(int(math.ceil(right)) + factor + 1, width)
+    y1 = min(int(math.ceil(bottom)) + factor + 1, height)
     if x1 - x0 < factor or y1 - y0 < factor:  # the crop lies outside the photo
         out = warp_affine(image[None], torch.from_numpy(matrix)[None], (size, size))
         return out[0]

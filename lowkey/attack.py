@@ -1,0 +1,204 @@
+"""The LowKey attack: signed gradient ascent on objective (1), with a seed and a step callback.
+
+Bound: like the paper and its public ports, the perturbation has no explicit epsilon ball. It
+starts uniform in [-init_noise, init_noise] and each of the ``steps`` steps moves every pixel by
+exactly ``step_size``, so ``|x' - x| <= init_noise + steps * step_size`` per pixel (0.13, about
+33/255, for the paper's settings), and ``x'`` is kept in [0, 1]. Pixels outside the windows
+around the faces never change.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lowkey.align import alignment_matrix, source_region, translated
+from lowkey.errors import LowKeyError
+from lowkey.faces import Face
+from lowkey.models.recognizer import FaceRecognizer
+from lowkey.objective import FaceInWindow, LowKeyObjective
+
+logger = logging.getLogger(__name__)
+
+#: ``on_step(step, total_steps, terms) -> keep going?``; ``terms`` as in LowKeyObjective.
+StepCallback = Callable[[int, int, dict[str, float]], bool]
+
+
+class AttackCancelled(LowKeyError):
+    """The step callback asked to stop; nothing was produced."""
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """Hyper-parameters of the attack (defaults: the paper's, appendix 8.1)."""
+
+    steps: int = 50
+    step_size: float = 0.0025
+    alpha: float = 0.05
+    blur_sigma: float = 3.0
+    blur_window: int = 7
+    init_noise: float = 0.005
+    seed: int = 0
+    penalty_max_side: int = 1536
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError("steps must be at least 1")
+        if not 0 < self.step_size <= 0.1:
+            raise ValueError("step_size must be in (0, 0.1]")
+        if self.alpha < 0 or self.init_noise < 0:
+            raise ValueError("alpha and init_noise must not be negative")
+        if self.blur_window < 1 or self.blur_window % 2 == 0 or self.blur_sigma <= 0:
+            raise ValueError("blur_window must be odd and positive, blur_sigma positive")
+
+    @property
+    def linf_bound(self) -> float:
+        """Largest possible per-pixel change, in [0, 1] units."""
+        return self.init_noise + self.steps * self.step_size
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rectangle of the photo that the attack may change: columns x0..x1-1, rows y0..y1-1."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    def union(self, other: Window) -> Window:
+        return Window(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1),
+                      max(self.y1, other.y1))
+
+    def overlaps(self, other: Window) -> bool:
+        return (self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1
+                and other.y0 < self.y1)
+
+
+@dataclass
+class AttackResult:
+    """``pixels``: the protected photo (3, H, W) RGB [0, 1]; ``history``: terms at each step."""
+
+    pixels: torch.Tensor
+    windows: list[Window]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def face_windows(faces: list[Face], models: list[FaceRecognizer], image_size: tuple[int, int],
+                 margin: float = 0.15) -> tuple[list[Window], list[int]]:
+    """Disjoint windows covering what every model's alignment reads of every face.
+
+    Each face's region (the union over models of the source area its crop sees) is widened by
+    ``margin`` of its size on every side (context for the blur and the perceptual metric),
+    clipped to the photo; overlapping regions are merged. Returns the windows and, per face,
+    the index of its window.
+    """
+    width, height = image_size
+    regions = []
+    for face in faces:
+        boxes = [source_region(alignment_matrix(m.record.contract, face.landmarks_array(),
+                                                face.box, image_size), m.input_size)
+                 for m in models]
+        left = min(b[0] for b in boxes)
+        top = min(b[1] for b in boxes)
+        right = max(b[2] for b in boxes)
+        bottom = max(b[3] for b in boxes)
+        pad = margin * max(right - left, bottom - top) + 8
+        regions.append(Window(max(0, math.floor(left - pad)), max(0, math.floor(top - pad)),
+                              min(width, math.ceil(right + pad)),
+                              min(height, math.ceil(bottom + pad))))
+    windows: list[Window] = []
+    for region in regions:
+        merged = region
+        while True:
+            overlapping = [w for w in windows if w.overlaps(merged)]
+            if not overlapping:
+                break
+            for w in overlapping:
+                windows.remove(w)
+                merged = merged.union(w)
+        windows.append(merged)
+    owner = [next(i for i, w in enumerate(windows) if w.overlaps(r) or w == r) for r in regions]
+    return windows, owner
+
+
+class LowKeyAttack:
+    """Configured once with an ensemble and a penalty; ``run`` protects one photo's faces."""
+
+    def __init__(self, objective: LowKeyObjective, settings: AttackSettings) -> None:
+        self.objective = objective
+        self.settings = settings
+
+    def run(self, pixels: torch.Tensor, faces: list[Face], grayscale: bool = False,
+            on_step: StepCallback | None = None) -> AttackResult:
+        """Protect ``faces`` in ``pixels`` (3, H, W) RGB [0, 1] on the models' device.
+
+        ``grayscale``: keep the perturbation gray (one channel repeated), so a grayscale photo
+        stays grayscale. Raises :class:`AttackCancelled` if ``on_step`` returns False.
+        """
+        if not faces:
+            raise ValueError("no faces to protect")
+        s = self.settings
+        models = self.objective.models
+        height, width = pixels.shape[-2:]
+        windows, owner = face_windows(faces, models, (width, height))
+        targets = [
+            FaceInWindow(owner[i], {
+                m.name: translated(alignment_matrix(m.record.contract, f.landmarks_array(),
+                                                    f.box, (width, height)),
+                                   windows[owner[i]].x0, windows[owner[i]].y0)
+                for m in models})
+            for i, f in enumerate(faces)
+        ]
+        originals = [pixels[:, w.y0:w.y1, w.x0:w.x1].detach() for w in windows]
+        with torch.no_grad():
+            original_embeddings = self.objective.embeddings(originals, targets)
+
+        generator = torch.Generator(device="cpu").manual_seed(s.seed)
+        channels = 1 if grayscale else 3
+        deltas = []
+        for original in originals:
+            noise = (torch.rand((channels, *original.shape[-2:]), generator=generator) * 2 - 1)
+            delta = (noise * s.init_noise).to(original)
+            deltas.append(self._project(original, delta))
+
+        history: list[dict[str, float]] = []
+        for step in range(s.steps):
+            for delta in deltas:
+                delta.requires_grad_(True)
+            current = [o + d.expand_as(o) for o, d in zip(originals, deltas, strict=True)]
+            value, terms = self.objective(original_embeddings, originals, current, targets,
+                                          height * width)
+            grads = torch.autograd.grad(value, deltas)
+            with torch.no_grad():
+                deltas = [self._project(o, d.detach() + s.step_size * g.sign())
+                          for o, d, g in zip(originals, deltas, grads, strict=True)]
+            history.append(terms)
+            logger.debug("step %d/%d %s", step + 1, s.steps, terms)
+            if on_step is not None and on_step(step + 1, s.steps, terms) is False:
+                raise AttackCancelled(f"cancelled after step {step + 1} of {s.steps}")
+
+        protected = pixels.detach().clone()
+        for w, o, d in zip(windows, originals, deltas, strict=True):
+            protected[:, w.y0:w.y1, w.x0:w.x1] = o + d.expand_as(o)
+        return AttackResult(protected, windows, history)
+
+    @staticmethod
+    def _project(original: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Keep ``original + delta`` in [0, 1] (delta may have 1 channel for gray photos)."""
+        base = original[: delta.shape[0]]
+        return ((base + delta).clamp(0.0, 1.0) - base).detach()
+
+
+def embeddings_of(models: list[FaceRecognizer], pixels: torch.Tensor,
+                  faces: list[Face]) -> dict[str, np.ndarray]:
+    """Each model's embeddings (N, D) of ``faces`` in ``pixels`` (no gradient), as numpy."""
+    from lowkey.embedding import embed_faces
+
+    with torch.no_grad():
+        return {m.name: embed_faces(pixels, faces, m).cpu().numpy() for m in models}

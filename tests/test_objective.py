@@ -1,0 +1,175 @@
+"""Objective (1) term by term on a hand-checkable case, and the attack loop's contracts."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lowkey.align import box_crop_matrix
+from lowkey.attack import AttackCancelled, AttackSettings, LowKeyAttack, face_windows
+from lowkey.faces import Face
+from lowkey.models.recognizer import FaceRecognizer
+from lowkey.models.registry import InputContract, get_record
+from lowkey.objective import FaceInWindow, LowKeyObjective, normalised_distance
+from lowkey.perceptual import SSIMPenalty
+
+SIZE = 8
+BOX = (16.0, 16.0, 24.0, 24.0)  # an 8x8 box: the crop copies it pixel for pixel
+CONTRACT = InputContract(size=SIZE, alignment="box", normalisation="half", template=None)
+
+
+class MeanPlusBias(nn.Module):
+    """f(z) = per-channel mean of z + (1, 2, 3): linear, so blurring does not change it."""
+
+    def forward(self, z):
+        return z.mean(dim=(2, 3)) + torch.tensor([1.0, 2.0, 3.0])
+
+
+class MeanSquarePlusOne(nn.Module):
+    """f(z) = per-channel mean of z^2 + 1: sees the checkerboard's contrast, which G removes."""
+
+    def forward(self, z):
+        return (z**2).mean(dim=(2, 3)) + 1.0
+
+
+def toy_model(name, net):
+    record = replace(get_record("sface"), name=name, contract=CONTRACT, embedding_dim=3)
+    return FaceRecognizer(record, net)
+
+
+def checker_photo(shift, contrast):
+    yy, xx = torch.meshgrid(torch.arange(40), torch.arange(40), indexing="ij")
+    checker = ((-1.0) ** (xx + yy)).float()
+    original = torch.full((3, 40, 40), 0.5)
+    perturbed = (0.5 + shift + contrast * checker).expand(3, 40, 40).clone()
+    return original, perturbed
+
+
+def test_normalised_distance_divides_by_the_original_norm():
+    a = torch.tensor([[3.0, 4.0]])
+    b = torch.tensor([[3.0, 1.0]])
+    assert normalised_distance(a, b).item() == pytest.approx(3.0 / 5.0)
+
+
+def test_objective_matches_equation_1_term_by_term():
+    models = [toy_model("a", MeanPlusBias()), toy_model("b", MeanSquarePlusOne())]
+    penalty = SSIMPenalty()
+    objective = LowKeyObjective(models, penalty, alpha=0.05, blur_sigma=3.0, blur_window=7)
+    s, d = 0.05, 0.1
+    original, perturbed = checker_photo(s, d)
+    matrix = box_crop_matrix(BOX, 0, SIZE, (40, 40))
+    faces = [FaceInWindow(0, {"a": matrix, "b": matrix})]
+    with torch.no_grad():
+        emb = objective.embeddings([original], faces)
+        value, terms = objective(emb, [original], [perturbed], faces, photo_area=40 * 40)
+
+    # Normalised crop values z = (x - 0.5) / 0.5 = 2s + 2d c, c = +-1 checkerboard.
+    a_plain = math.sqrt(3) * 2 * s / math.sqrt(14)  # mean moves by 2s; ||(1,2,3)|| = sqrt(14)
+    a_smooth = a_plain  # G keeps the mean
+    g = [math.exp(-(k**2) / 18) for k in range(-3, 4)]  # sigma 3, window 7
+    r = (sum(w * (-1) ** k for k, w in zip(range(-3, 4), g, strict=True)) / sum(g)) ** 2
+    b_plain = 4 * s**2 + 4 * d**2  # ||(1+4s²+4d²) - 1|| * sqrt(3) / sqrt(3)
+    b_smooth = 4 * s**2 + 4 * d**2 * r**2  # G shrinks the 2D checkerboard by r
+    feature = (a_plain + a_smooth + b_plain + b_smooth) / (2 * 2)
+    perceptual = penalty(original[None], perturbed[None]).item()
+
+    assert terms["feature/a"] == pytest.approx((a_plain + a_smooth) / 2, rel=1e-5)
+    assert terms["feature/b"] == pytest.approx((b_plain + b_smooth) / 2, rel=1e-4)
+    assert terms["feature"] == pytest.approx(feature, rel=1e-4)
+    assert terms["perceptual"] == pytest.approx(perceptual, rel=1e-5)
+    assert value.item() == pytest.approx(feature - 0.05 * perceptual, rel=1e-4)
+    # The smoothed term really saw a blurred image: without G it would equal the plain one.
+    assert b_smooth < 0.5 * b_plain
+
+
+def test_perceptual_penalty_is_area_weighted_over_the_photo():
+    models = [toy_model("a", MeanPlusBias())]
+    penalty = SSIMPenalty()
+    objective = LowKeyObjective(models, penalty)
+    original, perturbed = checker_photo(0.0, 0.05)
+    whole = objective.perceptual([original], [perturbed], photo_area=40 * 40).item()
+    quarter = objective.perceptual([original], [perturbed], photo_area=4 * 40 * 40).item()
+    assert quarter == pytest.approx(whole / 4)
+
+
+def _face():
+    landmarks = ((18.0, 18.0), (22.0, 18.0), (20.0, 20.0), (18.0, 22.0), (22.0, 22.0))
+    return Face(BOX, landmarks, 0.99)
+
+
+def test_attack_increases_the_objective_and_respects_its_bound():
+    models = [toy_model("b", MeanSquarePlusOne())]
+    objective = LowKeyObjective(models, SSIMPenalty())
+    settings = AttackSettings(steps=6, step_size=0.01, init_noise=0.005, seed=3)
+    g = torch.Generator().manual_seed(0)
+    photo = torch.rand(3, 40, 48, generator=g) * 0.5 + 0.25
+    result = LowKeyAttack(objective, settings).run(photo, [_face()])
+    values = [h["feature"] for h in result.history]
+    assert values[-1] > values[0] > 0
+    change = (result.pixels - photo).abs()
+    assert change.max() <= settings.linf_bound + 1e-6
+    # Outside the window nothing moved.
+    (w,) = result.windows
+    mask = torch.ones_like(photo, dtype=torch.bool)
+    mask[:, w.y0:w.y1, w.x0:w.x1] = False
+    assert change[mask].max() == 0
+
+
+def test_attack_is_reproducible_with_its_seed():
+    models = [toy_model("b", MeanSquarePlusOne())]
+    objective = LowKeyObjective(models, SSIMPenalty())
+    photo = torch.full((3, 40, 40), 0.5)
+    runs = [LowKeyAttack(objective, AttackSettings(steps=2, seed=seed)).run(photo, [_face()])
+            for seed in (7, 7, 8)]
+    assert torch.equal(runs[0].pixels, runs[1].pixels)
+    assert not torch.equal(runs[0].pixels, runs[2].pixels)
+
+
+def test_grayscale_perturbation_stays_gray_and_values_stay_in_range():
+    models = [toy_model("b", MeanSquarePlusOne())]
+    objective = LowKeyObjective(models, SSIMPenalty())
+    photo = torch.zeros(3, 40, 40)
+    photo[:, :, 20:] = 1.0  # saturated pixels must stay in [0, 1]
+    result = LowKeyAttack(objective, AttackSettings(steps=3)).run(photo, [_face()],
+                                                                   grayscale=True)
+    assert torch.equal(result.pixels[0], result.pixels[1])
+    assert torch.equal(result.pixels[1], result.pixels[2])
+    assert result.pixels.min() >= 0 and result.pixels.max() <= 1
+
+
+def test_cancel_from_the_step_callback():
+    models = [toy_model("b", MeanSquarePlusOne())]
+    attack = LowKeyAttack(LowKeyObjective(models, SSIMPenalty()), AttackSettings(steps=10))
+    seen = []
+
+    def stop_after_two(step, total, terms):
+        seen.append(step)
+        return step < 2
+
+    with pytest.raises(AttackCancelled):
+        attack.run(torch.full((3, 40, 40), 0.5), [_face()], on_step=stop_after_two)
+    assert seen == [1, 2]
+
+
+def test_windows_cover_each_face_and_merge_when_faces_overlap():
+    models = [toy_model("a", MeanPlusBias())]
+    near = Face((20.0, 16.0, 28.0, 24.0), _face().landmarks, 0.9)
+    far = Face((80.0, 80.0, 88.0, 88.0), _face().landmarks, 0.9)
+    windows, owner = face_windows([_face(), near, far], models, (100, 100))
+    assert len(windows) == 2 and owner[0] == owner[1] != owner[2]
+    for face, i in zip([_face(), near, far], owner, strict=True):
+        w = windows[i]
+        assert w.x0 <= face.box[0] and face.box[2] <= w.x1
+        assert w.y0 <= face.box[1] and face.box[3] <= w.y1
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError):
+        AttackSettings(steps=0)
+    with pytest.raises(ValueError):
+        AttackSettings(blur_window=6)
+    assert AttackSettings().linf_bound == pytest.approx(0.005 + 50 * 0.0025)
+    assert np.isclose(AttackSettings(steps=10).linf_bound, 0.03)
