@@ -194,6 +194,100 @@ def cmd_faces(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
+
+
+def _expand_inputs(paths: Sequence[str]) -> list[Path]:
+    """Files as given, and the image files (by extension) directly inside given folders."""
+    out: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            out.extend(sorted(p for p in path.iterdir()
+                              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                              and "_lowkey" not in p.stem))
+        else:
+            out.append(path)
+    return out
+
+
+def _print_report(report) -> None:
+    if report.status == "failed":
+        print(f"{report.source}: FAILED: {report.error}")
+        return
+    w, h = report.size
+    head = f"{report.source}: {w}x{h} {report.format}, {report.seconds:.1f} s on {report.device}"
+    if report.status == "no-face":
+        print(f"{head}\n  no face found: left unchanged, nothing written")
+        return
+    print(f"{head} -> {report.output}")
+    print(f"  preset {report.preset}, {report.steps} steps; quality: SSIM {report.ssim:.4f}, "
+          f"PSNR {report.psnr:.1f} dB, {report.penalty} {report.penalty_value:.4f}, "
+          f"largest change {report.linf * 255:.0f}/255")
+    for i, face in enumerate(report.faces):
+        cos = "  ".join(f"{k} {'not found' if v is None else f'{v:+.3f}'}"
+                        for k, v in face.cosine.items())
+        print(f"  face {i} at ({', '.join(f'{v:.0f}' for v in face.box)}):")
+        print(f"    attacked models (white-box), cosine original->protected: {cos}")
+        if face.dlib_distance is not None:
+            verdict = ("no longer the same person to dlib" if face.dlib_distance
+                       > report.dlib_threshold else "dlib still matches it")
+            print(f"    dlib (never attacked, black-box): distance {face.dlib_distance:.3f} "
+                  f"(threshold {report.dlib_threshold}): {verdict}")
+        elif face.dlib_found_after is False:
+            print("    dlib (never attacked, black-box): no face found in the protected photo")
+
+
+def cmd_protect(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from lowkey.protect import Protector
+
+    files = _expand_inputs(args.photos)
+    if args.sample:
+        folder = Path(args.out or "lowkey-sample")
+        folder.mkdir(parents=True, exist_ok=True)
+        sample = folder / "astronaut.png"
+        if not sample.exists():
+            sample.write_bytes(_sample_photo_bytes())
+        files.insert(0, sample)
+        args.out = args.out or str(folder)
+    if not files:
+        print("lowkey: error: no photos given (or none in the folders given)", file=sys.stderr)
+        return 2
+    protector = Protector(preset=args.preset, strength=args.strength, seed=args.seed,
+                          faces="largest" if args.largest else "all", device=args.device,
+                          progress=not args.json)
+    info = protector.describe()
+    if not args.json:
+        print(f"preset {info['preset']}: {', '.join(info['models'])} on {info['device']}; "
+              f"perceptual penalty {info['penalty']}; {info['settings']['steps']} steps of "
+              f"{info['settings']['step_size']}, change at most {info['linf_bound'] * 255:.0f}/255")
+    reports = []
+    photos_bar = tqdm(files, desc="photos", unit="photo", disable=len(files) < 2 or args.json)
+    for path in photos_bar:
+        with tqdm(total=protector.settings.steps, desc=path.name[:30], unit="step", leave=False,
+                  disable=args.json) as steps_bar:
+            def on_step(step: int, total: int, terms: dict, bar=steps_bar) -> bool:
+                bar.update(1)
+                bar.set_postfix(objective=f"{terms['objective']:.3f}")
+                return True
+
+            report = protector.protect_file(path, Path(args.out) if args.out else None,
+                                            on_step=on_step, keep_location=args.keep_location)
+        reports.append(report)
+        if not args.json:
+            _print_report(report)
+    counts = {s: sum(r.status == s for r in reports) for s in ("protected", "no-face", "failed")}
+    if args.json:
+        print(json.dumps({"settings": info, "photos": [r.to_json() for r in reports],
+                          "summary": counts}, indent=2))
+    else:
+        print(f"\n{counts['protected']} protected, {counts['no-face']} without a face (left "
+              f"unchanged), {counts['failed']} failed")
+    return 1 if counts["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowkey", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lowkey {__version__}")
@@ -219,6 +313,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detected from the checkpoint when omitted")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models_add)
+
+    p = sub.add_parser("protect", help="protect photos with the LowKey filter")
+    p.add_argument("photos", nargs="*", help="photo files or folders")
+    p.add_argument("--sample", action="store_true",
+                   help="also protect the built-in sample photo (written to the output folder, "
+                        "default ./lowkey-sample)")
+    p.add_argument("-o", "--out", help="output folder (default: beside each photo, name_lowkey)")
+    p.add_argument("--preset", choices=("paper", "default", "fast"), default="default",
+                   help="paper: the paper's models; default: offline ensemble; fast: for CPUs")
+    p.add_argument("--strength", type=int, default=50,
+                   help="change budget in the paper's steps (10 = subtle .. 50 = paper)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
+    p.add_argument("--largest", action="store_true", help="protect only the largest face")
+    p.add_argument("--keep-location", action="store_true",
+                   help="keep GPS/location metadata (removed by default)")
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_protect)
 
     p = sub.add_parser("faces", help="faces found in photos and their embeddings")
     p.add_argument("photos", nargs="*", help="photo files")

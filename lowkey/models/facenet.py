@@ -10,9 +10,11 @@ Both sources are FaceNet networks with the same layout, that of facenet-pytorch'
   convolution's BatchNorm is folded into it (weights already scaled, the rest a per-channel
   offset), so each ``BasicConv2d.bn`` is loaded as an exact identity plus the offset as its bias.
 
-Every source tensor is used exactly once and every state-dict key is filled: the converters check
-it, and the conversion's geometry (strides, padding, residual scales, BatchNorm epsilons) against
-what the source file says, and raise :class:`~lowkey.errors.WeightsError` on any mismatch.
+Every weight tensor of the source is used exactly once and every state-dict key is filled (490
+Keras tensors, 269 GraphDef constants -> 602 float tensors, the rest being constants the source
+implies: gamma 1, identity BN statistics). The converters check it, and the geometry (strides,
+padding, residual scales, BatchNorm epsilons) against what the source file says, and raise
+:class:`~lowkey.errors.WeightsError` on any mismatch.
 
 Converted weights are a safetensors file whose keys are exactly facenet-pytorch's
 ``InceptionResnetV1`` state-dict keys (without ``logits``). :func:`load_inception_resnet_v1`
@@ -31,7 +33,7 @@ import logging
 import math
 import os
 import re
-import tempfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +76,9 @@ class FaceNetEmbedder(InceptionResnetV1):
     ``forward(x)``: ``x`` is ``(B, 3, 160, 160)`` float, RGB, already normalised by the weight
     record's contract. Returns ``(B, embedding_dim)`` raw embeddings, NOT L2-normalised (the parent
     class normalises; this one does not, so that callers choose). Gradients flow to ``x``.
+
+    The stem's VALID stride-2 convolutions floor, so the last 3 rows and columns of the input
+    reach no output and get zero gradient (the TensorFlow original behaves the same).
 
     State-dict keys are exactly the parent's (``last_linear`` is ``FEATURE_DIM -> embedding_dim``
     without bias, ``last_bn`` has eps ``BN_EPS``); there is no ``logits`` layer.
@@ -128,7 +133,7 @@ def load_inception_resnet_v1(path: Path, embedding_dim: int) -> FaceNetEmbedder:
         state = load_file(str(path))
     except (OSError, SafetensorError) as exc:
         raise WeightsError(f"cannot read converted FaceNet weights {path}: {exc}") from exc
-    model = FaceNetEmbedder(embedding_dim)
+    model = _shape_only(embedding_dim)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -139,7 +144,7 @@ def load_inception_resnet_v1(path: Path, embedding_dim: int) -> FaceNetEmbedder:
             f"missing {missing[:5]} ({len(missing)}), unexpected {unexpected[:5]} "
             f"({len(unexpected)}), wrong shape {wrong[:5]} ({len(wrong)}); delete it to convert again"
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)
     model = model.float().eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -239,6 +244,12 @@ def _plan(model: InceptionResnetV1) -> tuple[list[_Conv], list[_Residual]]:
     return convs, residuals
 
 
+def _shape_only(embedding_dim: int) -> FaceNetEmbedder:
+    """The architecture on the meta device: shapes and hyper-parameters, no memory, no init."""
+    with torch.device("meta"):
+        return FaceNetEmbedder(embedding_dim)
+
+
 def _keras_name(scope: str) -> str:
     """Keras layer name of a TF-slim scope: ``Repeat_1/block17_3/Branch_0/Conv2d_1x1`` ->
     ``Block17_3_Branch_0_Conv2d_1x1``; the final ``Block8`` is ``Block8_6``."""
@@ -312,7 +323,11 @@ class _StateBuilder:
             raise WeightsError(f"{self.label}: the architecture has no parameter {key!r}")
         if key in self.state:
             raise WeightsError(f"{self.label}: {key!r} would be filled twice")
-        tensor = torch.as_tensor(np.array(value, copy=True)) if isinstance(value, np.ndarray) else value
+        if isinstance(value, np.ndarray):
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                raise WeightsError(f"{self.label}: {origin} has non-finite values")
+            value = torch.from_numpy(np.array(value, order="C", copy=True))
+        tensor = value
         if tuple(tensor.shape) != self.expected[key]:
             raise WeightsError(
                 f"{self.label}: {origin} has shape {tuple(tensor.shape)}, "
@@ -324,8 +339,6 @@ class _StateBuilder:
             if not torch.is_floating_point(tensor):
                 raise WeightsError(f"{self.label}: {origin} is not floating point")
             tensor = tensor.to(torch.float32)
-            if not torch.isfinite(tensor).all():
-                raise WeightsError(f"{self.label}: {origin} has non-finite values")
         self.state[key] = tensor.contiguous()
         self.origin[key] = origin
 
@@ -364,18 +377,23 @@ class _StateBuilder:
 
 def _write_atomic(converted: ConvertedWeights, dest: Path) -> None:
     """Write the state dict to ``dest`` (safetensors) through a temp file in the same folder."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
+    metadata = {**converted.metadata, "embedding_dim": str(converted.embedding_dim)}
+    data = save(converted.state, metadata=metadata)
+    # Written with open() rather than safetensors' save_file, which creates files readable by
+    # their owner only; the unique name keeps concurrent conversions apart.
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
-        metadata = {**converted.metadata, "embedding_dim": str(converted.embedding_dim)}
-        save_file(converted.state, tmp_name, metadata=metadata)
-        os.replace(tmp_name, dest)
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     logger.info("wrote converted FaceNet weights %s (%d tensors)", dest, len(converted.state))
 
@@ -398,7 +416,8 @@ def _put_folded_bn(b: _StateBuilder, key: str, offset_name: str) -> None:
 @dataclass
 class KerasWeights:
     """The content of a Keras 2 ``.h5`` model: ``tensors`` keyed ``"<layer>/<weight>"`` (for
-    example ``"Conv2d_1a_3x3/kernel"``) and ``layers``: layer name -> its Keras config."""
+    example ``"Conv2d_1a_3x3/kernel"``), ``layers``: layer name -> its Keras config (with
+    ``class_name``), ``inbound``: layer name -> the names of the layers it takes input from."""
 
     tensors: dict[str, np.ndarray]
     layers: dict[str, dict[str, Any]]
@@ -428,16 +447,19 @@ def read_keras_h5(source: Path) -> KerasWeights:
                     tensors[key] = obj[()]
 
             f["model_weights"].visititems(visit)
-    except OSError as exc:
-        raise WeightsError(f"cannot read {source} as HDF5: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot read {source} as a Keras HDF5 model: {exc}") from exc
     layers: dict[str, dict[str, Any]] = {}
     inbound: dict[str, list[str]] = {}
-    for layer in config["config"]["layers"]:
-        name = layer["config"]["name"]
-        layers[name] = {"class_name": layer["class_name"], **layer["config"]}
-        inbound[name] = [
-            ref[0] for node in layer.get("inbound_nodes", []) for ref in node if ref
-        ]
+    try:
+        for layer in config["config"]["layers"]:
+            name = layer["config"]["name"]
+            layers[name] = {"class_name": layer["class_name"], **layer["config"]}
+            inbound[name] = [
+                ref[0] for node in layer.get("inbound_nodes", []) for ref in node if ref
+            ]
+    except (KeyError, TypeError, IndexError) as exc:
+        raise WeightsError(f"{source}: unexpected Keras model config ({exc!r})") from exc
     return KerasWeights(tensors, layers, inbound)
 
 
@@ -483,11 +505,18 @@ def _put_keras_conv(b: _StateBuilder, w: KerasWeights, conv: _Conv) -> None:
 def keras_state_dict(w: KerasWeights) -> ConvertedWeights:
     """Map a Keras FaceNet onto :class:`FaceNetEmbedder`; the embedding size is read from the
     ``Bottleneck`` layer. Raises :class:`WeightsError` unless the mapping is one-to-one."""
+    try:
+        return _keras_state_dict(w)
+    except (KeyError, TypeError) as exc:
+        raise WeightsError(f"Keras FaceNet: the model config lacks {exc}") from exc
+
+
+def _keras_state_dict(w: KerasWeights) -> ConvertedWeights:
     kernel = w.tensors.get("Bottleneck/kernel")
     if kernel is None or kernel.ndim != 2:
         raise WeightsError("Keras model has no 2-d Bottleneck/kernel")
     dim = int(kernel.shape[1])
-    model = FaceNetEmbedder(dim)
+    model = _shape_only(dim)
     b = _StateBuilder(model, w.tensors, "Keras FaceNet")
     convs, residuals = _plan(model)
     for conv in convs:
@@ -514,7 +543,9 @@ def keras_state_dict(w: KerasWeights) -> ConvertedWeights:
             )
         checked.add(sources[0].key)
     if len(checked) != len(residuals):
-        raise WeightsError(f"Keras model: {len(checked)} residual scales, expected {len(residuals)}")
+        raise WeightsError(
+            f"Keras model: {len(checked)} residual scales, expected {len(residuals)}"
+        )
     return b.finish(dim, {"converter": "keras_h5"})
 
 
@@ -587,6 +618,52 @@ def _node_input(name: str) -> str:
     return name.split(":")[0].lstrip("^")
 
 
+_Geometry = dict[str, tuple[tuple[int, ...], str, str | None]]
+
+
+def _tf_conv_geometry(graph: Any) -> _Geometry:
+    """For each Conv2D, keyed by its weights' node name: (strides (h, w), padding, the name of
+    the constant its output gets through a BiasAdd, or None). Read from the graph's edges."""
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(_node_input(i), []).append(n)
+    geometry: _Geometry = {}
+    for n in graph.node:
+        if n.op != "Conv2D":
+            continue
+        if n.attr["data_format"].s not in (b"", b"NHWC"):
+            raise WeightsError(f"{n.name}: data format {n.attr['data_format'].s!r}")
+        strides = tuple(n.attr["strides"].list.i)
+        if len(strides) != 4 or strides[0] != 1 or strides[3] != 1:
+            raise WeightsError(f"{n.name}: strides {strides}")
+        if any(d != 1 for d in n.attr["dilations"].list.i):
+            raise WeightsError(f"{n.name}: dilated convolutions are not supported")
+        adds = [c for c in consumers.get(n.name, []) if c.op == "BiasAdd"]
+        bias = _node_input(adds[0].input[1]) if len(adds) == 1 else None
+        geometry[_node_input(n.input[1])] = (strides[1:3], n.attr["padding"].s.decode(), bias)
+    return geometry
+
+
+def _put_tf_conv(b: _StateBuilder, conv: _Conv, geometry: _Geometry) -> None:
+    """One conv of the frozen graph: HWIO kernel -> OIHW; a basic conv's folded BatchNorm offset
+    becomes the bias of an identity BN, an up-projection's ``biases`` the conv's own bias."""
+    w_name = f"{_TF_ROOT}/{conv.scope}/weights"
+    if w_name not in geometry:
+        raise WeightsError(f"GraphDef has no Conv2D reading {w_name}")
+    strides, padding, bias = geometry[w_name]
+    key = f"{conv.key}.conv" if conv.basic else conv.key
+    _check_geometry(b.module.get_submodule(key), strides, padding, w_name)
+    want_bias = f"{_TF_ROOT}/{conv.scope}/" + ("Conv2D_bn_offset" if conv.basic else "biases")
+    if bias != want_bias:
+        raise WeightsError(f"{w_name}: the conv output gets bias {bias}, expected {want_bias}")
+    b.put_source(f"{key}.weight", w_name, "hwio")
+    if conv.basic:
+        _put_folded_bn(b, f"{conv.key}.bn", want_bias)
+    else:
+        b.put_source(f"{conv.key}.bias", want_bias)
+
+
 def graphdef_state_dict(graph: Any) -> ConvertedWeights:
     """Map Sandberg's frozen FaceNet GraphDef onto :class:`FaceNetEmbedder` (size read from
     ``Bottleneck/weights``). Raises :class:`WeightsError` unless the mapping is one-to-one.
@@ -597,38 +674,23 @@ def graphdef_state_dict(graph: Any) -> ConvertedWeights:
     integer constants (concat axes, reshape shapes) are structure, not weights.
     """
     consts = graphdef_constants(graph)
-    nodes = {n.name: n for n in graph.node}
     weights = f"{_TF_ROOT}/Bottleneck/weights"
     if weights not in consts or consts[weights].ndim != 2:
         raise WeightsError(f"GraphDef has no 2-d {weights}")
     dim = int(consts[weights].shape[1])
-    model = FaceNetEmbedder(dim)
+    model = _shape_only(dim)
     convs, residuals = _plan(model)
 
-    # Convolution geometry and the bias each conv's output gets, read from the graph's edges.
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(_node_input(i), []).append(n)
-    geometry: dict[str, tuple[tuple[int, ...], str, str | None]] = {}
-    for n in graph.node:
-        if n.op != "Conv2D":
-            continue
-        if n.attr["data_format"].s not in (b"", b"NHWC"):
-            raise WeightsError(f"{n.name}: data format {n.attr['data_format'].s!r}")
-        strides = tuple(n.attr["strides"].list.i)
-        if len(strides) != 4 or strides[0] != 1 or strides[3] != 1:
-            raise WeightsError(f"{n.name}: strides {strides}")
-        adds = [c for c in consumers.get(n.name, []) if c.op == "BiasAdd"]
-        bias = _node_input(adds[0].input[1]) if len(adds) == 1 else None
-        geometry[_node_input(n.input[1])] = (strides[1:3], n.attr["padding"].s.decode(), bias)
+    geometry = _tf_conv_geometry(graph)
 
     # Scalars: residual scales (checked) and the L2-normalisation epsilon (not part of the module).
     structural: set[str] = {"embeddings/Maximum/y"}
     for r in residuals:
         name = f"{_TF_ROOT}/{r.scope}/mul/x"
         if name not in consts or not math.isclose(float(consts[name]), r.scale, rel_tol=1e-6):
-            raise WeightsError(f"{r.key}: GraphDef scale {consts.get(name)}, architecture {r.scale}")
+            raise WeightsError(
+                f"{r.key}: GraphDef scale {consts.get(name)}, architecture {r.scale}"
+            )
         structural.add(name)
     sources = {
         k: v
@@ -638,20 +700,7 @@ def graphdef_state_dict(graph: Any) -> ConvertedWeights:
 
     b = _StateBuilder(model, sources, "TF FaceNet GraphDef")
     for conv in convs:
-        w_name = f"{_TF_ROOT}/{conv.scope}/weights"
-        if w_name not in geometry:
-            raise WeightsError(f"GraphDef has no Conv2D reading {w_name}")
-        strides, padding, bias = geometry[w_name]
-        key = f"{conv.key}.conv" if conv.basic else conv.key
-        _check_geometry(b.module.get_submodule(key), strides, padding, w_name)
-        want_bias = f"{_TF_ROOT}/{conv.scope}/" + ("Conv2D_bn_offset" if conv.basic else "biases")
-        if bias != want_bias:
-            raise WeightsError(f"{w_name}: the conv output gets bias {bias}, expected {want_bias}")
-        b.put_source(f"{key}.weight", w_name, "hwio")
-        if conv.basic:
-            _put_folded_bn(b, f"{conv.key}.bn", want_bias)
-        else:
-            b.put_source(f"{conv.key}.bias", want_bias)
+        _put_tf_conv(b, conv, geometry)
 
     b.put_source("last_linear.weight", weights, "io")
     fused = [n for n in graph.node if n.op.startswith("FusedBatchNorm")]

