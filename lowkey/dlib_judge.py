@@ -42,22 +42,35 @@ class DlibJudge:
 
     name = "dlib-resnet"
 
-    def __init__(self, upsample: int = 1) -> None:
+    def __init__(self, max_side: int = 1024) -> None:
         import dlib
         import face_recognition_models as frm
 
         self._detector = dlib.get_frontal_face_detector()
         self._shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
         self._encoder = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
-        self.upsample = upsample
+        self.max_side = max_side
 
     def faces(self, pixels: torch.Tensor) -> list[DlibFace]:
-        """Faces in ``pixels`` (3, H, W) RGB [0, 1]."""
+        """Faces in ``pixels`` (3, H, W) RGB [0, 1].
+
+        Detection runs on a copy whose long side is at most ``max_side`` (upsampled once when it
+        is small, as dlib advises for small faces); landmarks and descriptors on the full photo.
+        """
+        import dlib
+        from PIL import Image
+
         image = np.ascontiguousarray(
             (pixels.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu()
             .numpy())
+        height, width = image.shape[:2]
+        scale = min(1.0, self.max_side / max(height, width))
+        small = image if scale == 1.0 else np.asarray(Image.fromarray(image).resize(
+            (round(width * scale), round(height * scale)), Image.Resampling.BILINEAR))
         out = []
-        for rect in self._detector(image, self.upsample):
+        for found in self._detector(small, 1 if max(small.shape) <= 640 else 0):
+            rect = dlib.rectangle(round(found.left() / scale), round(found.top() / scale),
+                                  round(found.right() / scale), round(found.bottom() / scale))
             shape = self._shape(image, rect)
             descriptor = np.asarray(self._encoder.compute_face_descriptor(image, shape), np.float64)
             out.append(DlibFace((rect.left(), rect.top(), rect.right(), rect.bottom()),

@@ -79,6 +79,17 @@ def test_photo_without_a_face_is_left_unchanged(quick, tmp_path):
     assert source.read_bytes() == before
 
 
+def test_every_face_of_a_two_face_photo_is_protected(protector, astronaut_rgb):
+    pair = np.concatenate([astronaut_rgb, astronaut_rgb[:, ::-1]], axis=1)  # 1024x512, 2 faces
+    encoded, report = protector.protect_photo(load_photo(_png(np.ascontiguousarray(pair))))
+    assert report.status == "protected"
+    assert len(report.faces) == 2
+    for face in report.faces:
+        for name, cosine in face.cosine.items():
+            assert cosine is not None and cosine < 0.5, (name, face.box)
+
+
+@pytest.mark.slow
 def test_every_face_of_a_group_photo_is_protected(protector, multi_face_dir, tmp_path):
     report = protector.protect_file(multi_face_dir / "couple.jpg", tmp_path)
     assert report.status == "protected"
