@@ -13,20 +13,25 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lowkey import __version__
 from lowkey.errors import LowKeyError
 
+if TYPE_CHECKING:
+    from lowkey.protect import PhotoReport
+
 logger = logging.getLogger("lowkey")
 
 
-def _records(names: Sequence[str], everything: bool = False):
-    from lowkey.models.registry import all_records, default_ensemble, get_record
+def _records(names: Sequence[str], everything: bool = False) -> list:
+    """Registry records by name (``lpips-alex`` is the LPIPS backbone); default: the ensemble."""
+    from lowkey.models.registry import LPIPS_ALEX, all_records, default_ensemble, get_record
 
     if everything:
-        return all_records()
+        return all_records() + [LPIPS_ALEX]
     if names:
-        return [get_record(n) for n in names]
+        return [LPIPS_ALEX if n == LPIPS_ALEX.name else get_record(n) for n in names]
     return default_ensemble()
 
 
@@ -60,18 +65,26 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         sha = (row["sha256"] or "not yet pinned")[:16]
         print(f"{flag} {row['name']:<18} {row['embedding_dim']:>4}-d  {row['input']:<40} "
               f"source {row['source']:<8} converted {row['converted']:<8} sha256 {sha}")
-    print("\n* = in the default ensemble. Fetch with `lowkey models fetch`.")
+    from lowkey.models.registry import LPIPS_ALEX
+
+    lpips_state = "ok" if store.source_path(LPIPS_ALEX).exists() else "missing"
+    print(f"  {LPIPS_ALEX.name:<18} LPIPS backbone (perceptual penalty)            source {lpips_state}")
+    print("\n* = in the default ensemble. Fetch with `lowkey models fetch [NAME...]`.")
     return 0
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
     from lowkey.models import store
+    from lowkey.models.registry import AuxiliaryWeights
 
     failed = 0
     results = []
     for record in _records(args.names, args.all):
         try:
-            path = store.ensure_converted(record, progress=not args.json)
+            if isinstance(record, AuxiliaryWeights):
+                path = store.fetch_source(record, progress=not args.json)
+            else:
+                path = store.ensure_converted(record, progress=not args.json)
             results.append({"name": record.name, "ok": True, "converted": str(path)})
             if not args.json:
                 print(f"ok      {record.name}: {path}")
@@ -87,8 +100,10 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 def cmd_models_verify(args: argparse.Namespace) -> int:
     from lowkey.models import store
+    from lowkey.models.registry import AuxiliaryWeights
 
-    checks = [store.verify(r) for r in _records(args.names, args.all)]
+    checks = [store.verify(r) for r in _records(args.names, args.all)
+              if not isinstance(r, AuxiliaryWeights)]
     if args.json:
         print(json.dumps([c.__dict__ | {"ok": c.ok} for c in checks], indent=2))
     else:
@@ -211,7 +226,7 @@ def _expand_inputs(paths: Sequence[str]) -> list[Path]:
     return out
 
 
-def _print_report(report) -> None:
+def _print_report(report: PhotoReport) -> None:
     if report.status == "failed":
         print(f"{report.source}: FAILED: {report.error}")
         return
@@ -268,7 +283,7 @@ def cmd_protect(args: argparse.Namespace) -> int:
     for path in photos_bar:
         with tqdm(total=protector.settings.steps, desc=path.name[:30], unit="step", leave=False,
                   disable=args.json) as steps_bar:
-            def on_step(step: int, total: int, terms: dict, bar=steps_bar) -> bool:
+            def on_step(step: int, total: int, terms: dict, bar: tqdm = steps_bar) -> bool:
                 bar.update(1)
                 bar.set_postfix(objective=f"{terms['objective']:.3f}")
                 return True

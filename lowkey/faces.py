@@ -50,7 +50,7 @@ class Face:
         }
 
 
-def _load_mtcnn(device: torch.device, min_face_size: int):
+def _load_mtcnn(device: torch.device, min_face_size: int) -> torch.nn.Module:
     try:
         from facenet_pytorch import MTCNN
     except ImportError as exc:  # pragma: no cover - depends on the install

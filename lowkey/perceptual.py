@@ -51,7 +51,10 @@ class LPIPSPenalty(PerceptualPenalty):
             if parts[0] == "features" and int(parts[1]) in _ALEX_SLICES:
                 index = int(parts[1])
                 mapped[f"net.slice{_ALEX_SLICES[index]}.{index}.{parts[2]}"] = value
-        missing = self.metric.load_state_dict(mapped, strict=False).missing_keys
+        try:
+            missing = self.metric.load_state_dict(mapped, strict=False).missing_keys
+        except RuntimeError as exc:  # shapes that are not AlexNet's
+            raise WeightsError(f"not an AlexNet state dict: {exc}") from exc
         missing = [k for k in missing if k.startswith("net.")]
         if missing or len(mapped) != 10:
             raise WeightsError(f"not an AlexNet state dict: missing {missing}")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lowkey.attack import AttackSettings, LowKeyAttack, StepCallback
-from lowkey.dlib_judge import DLIB_SAME_PERSON, DlibJudge, box_iou, dlib_available
+from lowkey.dlib_judge import DLIB_SAME_PERSON, DlibFace, DlibJudge, box_iou, dlib_available
 from lowkey.embedding import embed_faces
 from lowkey.errors import LowKeyError
 from lowkey.faces import Face, FaceDetector, FaceSelection, select_faces
@@ -231,7 +231,8 @@ class Protector:
                                seconds=time.perf_counter() - start)
 
 
-def _dlib_distance(box, before, after) -> tuple[float | None, bool | None]:
+def _dlib_distance(box: tuple[float, ...], before: list[DlibFace],
+                   after: list[DlibFace]) -> tuple[float | None, bool | None]:
     """dlib distance between the original face at ``box`` and the protected one at that place."""
     a = max(before, key=lambda f: box_iou(f.box, box), default=None)
     if a is None or box_iou(a.box, box) < 0.2:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from lowkey.paths import config_dir
@@ -259,11 +260,11 @@ BUILTIN: tuple[WeightRecord, ...] = (
 EVOLVE_ARCHITECTURES = ("ir_50", "ir_152", "resnet_50", "resnet_152")
 
 
-def _user_models_file():
+def _user_models_file() -> Path:
     return config_dir() / "models.json"
 
 
-def _pins_file():
+def _pins_file() -> Path:
     return config_dir() / "pins.json"
 
 

@@ -1,0 +1,79 @@
+"""The perceptual penalty: LPIPS with a loaded AlexNet backbone, and the SSIM fallback."""
+
+import pytest
+import torch
+import torchvision
+
+from lowkey.errors import WeightsError
+from lowkey.perceptual import LPIPSPenalty, SSIMPenalty, load_penalty
+
+
+def _pair():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 3, 64, 64, generator=g)
+    b = (a + 0.1 * torch.randn(1, 3, 64, 64, generator=g)).clamp(0, 1)
+    return a, b
+
+
+def test_lpips_loads_a_torchvision_alexnet_state_dict():
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    penalty = LPIPSPenalty(state)
+    conv = penalty.metric.net.slice2._modules["3"]
+    assert torch.equal(conv.weight, state["features.3.weight"])
+    a, b = _pair()
+    assert penalty(a, a).item() == pytest.approx(0.0, abs=1e-6)
+    b.requires_grad_(True)
+    value = penalty(a, b)
+    assert value.item() > 0
+    value.sum().backward()
+    assert torch.isfinite(b.grad).all() and b.grad.abs().sum() > 0
+    assert penalty.name == "lpips-alex"
+
+
+def test_lpips_refuses_something_that_is_not_alexnet():
+    with pytest.raises(WeightsError):
+        LPIPSPenalty({"features.0.weight": torch.zeros(1)})
+
+
+def test_ssim_fallback_is_zero_for_equal_images_and_has_finite_gradients():
+    penalty = SSIMPenalty()
+    a, b = _pair()
+    assert penalty(a, a).item() == pytest.approx(0.0, abs=1e-6)
+    b.requires_grad_(True)
+    value = penalty(a, b)
+    value.sum().backward()
+    assert value.item() > 0.05 and torch.isfinite(b.grad).all()
+
+
+def test_without_backbone_weights_the_penalty_is_ssim_and_nothing_is_downloaded(
+        tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from lowkey.models import registry, store
+
+    monkeypatch.setenv("LOWKEY_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("LOWKEY_CONFIG_DIR", str(tmp_path))
+    no_local_copy = replace(registry.LPIPS_ALEX, sources=registry.LPIPS_ALEX.sources[1:])
+    monkeypatch.setattr(registry, "LPIPS_ALEX", no_local_copy)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("load_penalty must never download")
+
+    monkeypatch.setattr(store, "_download_url", no_download)
+    assert load_penalty().name == "1-ssim"
+
+
+def test_with_backbone_weights_in_the_cache_the_penalty_is_lpips(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from lowkey.models import registry, store
+
+    monkeypatch.setenv("LOWKEY_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("LOWKEY_CONFIG_DIR", str(tmp_path))
+    weights = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), weights)
+    prefix = store.sha256_file(weights)[:8]
+    local = replace(registry.LPIPS_ALEX, sha256_prefix=prefix,
+                    sources=(registry.WeightSource("file", str(weights)),))
+    monkeypatch.setattr(registry, "LPIPS_ALEX", local)
+    assert load_penalty().name == "lpips-alex"
