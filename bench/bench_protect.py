@@ -101,14 +101,15 @@ def run_worker(args) -> dict:
             "device": str(protector.device),
             "device_name": torch.cuda.get_device_name(protector.device) if cuda else cpu_model(),
         },
-        "rss_after_load_mb": peak_rss_mb(), "gpu_after_load_mb": gpu_mb(torch.cuda.memory_allocated),
+        "rss_after_load_mb": peak_rss_mb(),
+        "gpu_after_load_mb": gpu_mb(torch.cuda.memory_allocated),
         "photos": [],
     }
     print(f"[{args.worker}] {', '.join(info['models'])} on {info['device']}, penalty "
           f"{info['penalty']}, judge {info['judge']}, {info['settings']['steps']} steps; "
           f"loaded in {result['load_s']} s", flush=True)
 
-    split = {}  # seconds spent in the two calls protect_photo makes, wrapped here
+    split, memory = {}, {}  # seconds in (and memory after) the two calls protect_photo makes
 
     def timed(fn, key):
         def wrapper(*a, **kw):
@@ -119,6 +120,9 @@ def run_worker(args) -> dict:
             finally:
                 sync()
                 split[key] = split.get(key, 0.0) + time.perf_counter() - t
+                memory[f"rss_after_{key[:-2]}_mb"] = peak_rss_mb()  # peak so far
+                if cuda:
+                    memory[f"gpu_peak_by_{key[:-2]}_mb"] = gpu_mb(torch.cuda.max_memory_allocated)
         return wrapper
 
     protector.find_faces = timed(protector.find_faces, "detect_s")
@@ -126,6 +130,7 @@ def run_worker(args) -> dict:
 
     def bench_one(name: str, load) -> dict:
         split.clear()
+        memory.clear()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
@@ -139,13 +144,14 @@ def run_worker(args) -> dict:
         sync()
         total = time.perf_counter() - t
         (w, h), mp = photo.size, photo.size[0] * photo.size[1] / 1e6
-        cos = {m.name: [f.cosine[m.name] for f in report.faces if f.cosine.get(m.name) is not None]
-               for m in protector.models}
+        cos = {m: [f.cosine[m] for f in report.faces if f.cosine.get(m) is not None]
+               for m in info["models"]}
         dlib = [f.dlib_distance for f in report.faces if f.dlib_distance is not None]
         row = {
             "name": name, "status": report.status, "size": [w, h], "mp": round(mp, 2),
-            "faces": len(report.faces), "total_s": round(total, 3), "s_per_mp": round(total / mp, 3),
-            "decode_s": round(decode_s, 3), "detect_s": round(split.get("detect_s", 0.0), 3),
+            "faces": len(report.faces), "total_s": round(total, 3),
+            "s_per_mp": round(total / mp, 3), "decode_s": round(decode_s, 3),
+            "detect_s": round(split.get("detect_s", 0.0), 3),
             "attack_s": round(split.get("attack_s", 0.0), 3),
             "encode_measure_s": round(report.seconds - sum(split.values()), 3),
             "steps": len(steps),
@@ -156,14 +162,15 @@ def run_worker(args) -> dict:
             "ssim": report.ssim, "psnr": report.psnr, "linf": report.linf,
             "peak_rss_mb": peak_rss_mb(),  # of the process so far: it never goes down
             "peak_gpu_mb": gpu_mb(torch.cuda.max_memory_allocated),  # of this photo alone
-            "peak_gpu_reserved_mb": gpu_mb(torch.cuda.max_memory_reserved),
+            "peak_gpu_reserved_mb": gpu_mb(torch.cuda.max_memory_reserved), **memory,
         }
         cos_text = " ".join(f"{m} {c:.3f}" for m, c in row["cosine"].items())
         gpu = f" gpu {row['peak_gpu_mb']:.0f} MB" if cuda else ""
         print(f"[{args.worker}] {name} {w}x{h} faces={row['faces']} {total:.2f} s (detect "
               f"{row['detect_s']:.2f}, attack {row['attack_s']:.2f}, encode+measure "
               f"{row['encode_measure_s']:.2f}) cosine {cos_text or '-'}, dlib "
-              f"{row['dlib_distance']}, rss {row['peak_rss_mb']:.0f} MB{gpu}", flush=True)
+              f"{row['dlib_distance']}, peak rss {row.get('rss_after_attack_mb', '-')} MB after "
+              f"the attack, {row['peak_rss_mb']:.0f} MB in all{gpu}", flush=True)
         return row
 
     for path in photo_paths(args):

@@ -58,7 +58,6 @@ import io
 import logging
 import os
 import re
-import secrets
 import stat
 import struct
 import threading
@@ -73,6 +72,7 @@ import torch
 from PIL import ExifTags, Image, ImageFile, PngImagePlugin
 
 from lowkey.errors import ImageError
+from lowkey.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -914,27 +914,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _atomic_write(dest: Path, data: bytes, *, overwrite: bool) -> None:
-    """Write to a temporary file beside ``dest`` and move it into place in one step."""
-    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any new file
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, dest)
-            return
-        try:
-            os.link(tmp, dest)  # fails if dest appeared meanwhile: never replaces a file
-        except FileExistsError:
-            raise ImageError(f"{dest} already exists (pass overwrite=True to replace it)") from None
-        except OSError:  # a file system without hard links
-            if dest.exists():
-                raise ImageError(
-                    f"{dest} already exists (pass overwrite=True to replace it)"
-                ) from None
-            os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+        write_atomic(dest, data, overwrite=overwrite)
+    except FileExistsError:
+        raise ImageError(f"{dest} already exists (pass overwrite=True to replace it)") from None

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,15 +126,21 @@ class Protector:
 
     ``preset``: a key of :data:`PRESETS`; ``strength``: see :class:`Preset`; ``faces``: protect
     every face (default) or only the largest; ``device``: default CUDA when present, else CPU;
-    ``judge``: also measure with dlib when it is installed.
+    ``judge``: also measure with dlib when it is installed; ``models``: attack these registry
+    models instead of the preset's ensemble (same step settings; e.g. one model, for the
+    evaluation's transfer matrix).
     """
 
     def __init__(self, preset: str = "default", strength: int = 50, seed: int = 0,
                  faces: FaceSelection = "all", device: str | None = None,
-                 judge: bool = True, progress: bool = False) -> None:
+                 judge: bool = True, progress: bool = False,
+                 models: Sequence[str] | None = None) -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        self.preset = PRESETS[preset]
+        if models is not None and (isinstance(models, str) or not models):
+            raise ValueError("models must be a non-empty list of registry model names")
+        self.preset = (PRESETS[preset] if models is None
+                       else replace(PRESETS[preset], models=tuple(models)))
         self.settings = self.preset.settings(strength, seed)
         self.face_selection = faces
         self.device = _device(device)

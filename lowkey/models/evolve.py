@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -42,6 +40,7 @@ import torch
 from torch import nn
 
 from lowkey.errors import WeightsError
+from lowkey.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -357,7 +356,7 @@ def convert_evolve_pth(source: Path, dest: Path, architecture: str) -> None:
     Floating tensors are stored as float32; a missing ``num_batches_tracked`` is stored as 0.
     ``dest`` is written atomically (a temporary file in its folder, then ``os.replace``).
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     source, dest = Path(source), Path(dest)
     if architecture not in ARCHITECTURES:
@@ -385,19 +384,8 @@ def convert_evolve_pth(source: Path, dest: Path, architecture: str) -> None:
             seen.add(value.untyped_storage().data_ptr())
         tensors[key] = value
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        save_file(
-            tensors,
-            tmp_name,
-            metadata={"format": "pt", "architecture": architecture, "source": source.name},
-        )
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    metadata = {"format": "pt", "architecture": architecture, "source": source.name}
+    write_atomic(dest, save(tensors, metadata=metadata))
     logger.info("converted %s (%s, %d tensors) to %s", source, architecture, len(tensors), dest)
 
 

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +42,7 @@ import torch
 from torch import nn
 
 from lowkey.errors import WeightsError
+from lowkey.files import write_atomic
 
 try:
     from facenet_pytorch.models.inception_resnet_v1 import InceptionResnetV1
@@ -383,18 +382,7 @@ def _write_atomic(converted: ConvertedWeights, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     metadata = {**converted.metadata, "embedding_dim": str(converted.embedding_dim)}
     data = save(converted.state, metadata=metadata)
-    # Written with open() rather than safetensors' save_file, which creates files readable by
-    # their owner only; the unique name keeps concurrent conversions apart.
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(dest, data)
     logger.info("wrote converted FaceNet weights %s (%d tensors)", dest, len(converted.state))
 
 

@@ -15,8 +15,6 @@ Output: ``(B, 128)`` raw embeddings, not L2-normalised (compare them with cosine
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch
 from onnx import helper, numpy_helper, version_converter
 
 from lowkey.errors import WeightsError
+from lowkey.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -196,15 +195,7 @@ def convert_sface(source: Path, dest: Path) -> None:
     except onnx.checker.ValidationError as exc:
         raise WeightsError(f"SFace conversion produced an invalid graph: {exc}") from exc
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp_name)
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(dest, model.SerializeToString())
     logger.info("wrote converted SFace (%d bytes) to %s", dest.stat().st_size, dest)
 
 
