@@ -75,16 +75,18 @@ def run_worker(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cuda = args.device.startswith("cuda") if args.device else torch.cuda.is_available()
+    load_before = os.getloadavg()[0]
+    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = dev.type == "cuda"
     if cuda:
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(dev)
 
     def sync():
         if cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(dev)
 
     def gpu_mb(fn) -> float | None:
-        return round(fn() / 2**20, 1) if cuda else None
+        return round(fn(dev) / 2**20, 1) if cuda else None
 
     start = time.perf_counter()
     try:
@@ -99,7 +101,7 @@ def run_worker(args) -> dict:
             "cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "device": str(protector.device),
-            "device_name": torch.cuda.get_device_name(protector.device) if cuda else cpu_model(),
+            "device_name": torch.cuda.get_device_name(dev) if cuda else cpu_model(),
         },
         "rss_after_load_mb": peak_rss_mb(),
         "gpu_after_load_mb": gpu_mb(torch.cuda.memory_allocated),
@@ -121,8 +123,7 @@ def run_worker(args) -> dict:
                 sync()
                 split[key] = split.get(key, 0.0) + time.perf_counter() - t
                 memory[f"rss_after_{key[:-2]}_mb"] = peak_rss_mb()  # peak so far
-                if cuda:
-                    memory[f"gpu_peak_by_{key[:-2]}_mb"] = gpu_mb(torch.cuda.max_memory_allocated)
+                memory[f"gpu_peak_by_{key[:-2]}_mb"] = gpu_mb(torch.cuda.max_memory_allocated)
         return wrapper
 
     protector.find_faces = timed(protector.find_faces, "detect_s")
@@ -132,7 +133,7 @@ def run_worker(args) -> dict:
         split.clear()
         memory.clear()
         if cuda:
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(dev)
         t = time.perf_counter()
         photo = load()
         decode_s = time.perf_counter() - t
@@ -177,6 +178,7 @@ def run_worker(args) -> dict:
         result["photos"].append(bench_one(str(path.relative_to(args.data)),
                                           lambda p=path: load_photo(p)))
     result["peak_rss_mb"] = peak_rss_mb()
+    result["loadavg_1min"] = [load_before, os.getloadavg()[0]]  # before, after the photos
     result["peak_gpu_mb"] = max((r.get("peak_gpu_mb") or 0 for r in result["photos"]),
                                 default=0) if cuda else None
 
@@ -217,6 +219,11 @@ def print_tables(results: list[dict], strength: int) -> None:
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores" + (
         f" ({m['torch_threads']} torch threads), torch {m['torch']}, python {m['python']}, "
         f"device {m['device']} ({m['device_name']})" if done else ""))
+    for r in done:
+        print(f"{r['preset']}: load average (1 min) {r['loadavg_1min'][0]:.1f} before, "
+              f"{r['loadavg_1min'][1]:.1f} after its photos"
+              + (f" (over {m['cores']} cores: other work may have slowed it; these averages lag)"
+                 if max(r["loadavg_1min"]) > m["cores"] + 0.5 else ""))
     print(f"strength {strength}; per preset the mean and the medians over the photos with a "
           "face; RSS = process peak, GPU = max allocated\n")
 
@@ -228,7 +235,7 @@ def print_tables(results: list[dict], strength: int) -> None:
     print(head + "\n" + "-" * len(head))
     for r in results:
         if "photos" not in r:
-            print(f"{r['preset']:8} skipped: {(r.get('skipped') or r['error']).splitlines()[0]}")
+            print(f"{r['preset']:8} skipped: {(r.get('skipped') or r['error'])[:90]}...")
             continue
         s = r["summary"]
         print(f"{r['preset']:8} {num(r['load_s'], 6, 1)} {s['protected']:>2}/{s['photos']:<3} "
@@ -238,16 +245,18 @@ def print_tables(results: list[dict], strength: int) -> None:
         if syn and syn["status"] == "failed":
             print(f"{'  24MP':8} failed: {syn['error']}")
         elif syn:
-            print(f"{'  24MP':8} {'':6} {syn['status'][:6]:>6} {'':7} "
+            ok = "ok" if syn["status"] == "protected" else "noface"
+            print(f"{'  24MP':8} {'':6} {ok:>6} {'':7} "
                   + " ".join(num(syn[k], 8) for _, k in COLUMNS)
                   + f" {num(syn['peak_rss_mb'], 7, 0)} {num(syn['peak_gpu_mb'], 7, 0)}")
-    print("\nprotection, means over the protected photos: cosine(original, protected) per model "
-          "(lower = better), dlib distance (over 0.6: dlib no longer matches)")
-    for r in done:
-        s = r["summary"]
-        cos = "  ".join(f"{m} {c:.3f}" for m, c in s["mean_cosine"].items())
-        print(f"  {r['preset']:8} {cos or '-'}  dlib {s['mean_dlib_distance']} "
-              f"(over 0.6: {s['dlib_over_0.6']})")
+    if done:
+        print("\nprotection, means over the protected photos: cosine(original, protected) per "
+              "model (lower = better), dlib distance (over 0.6: dlib no longer matches)")
+        for r in done:
+            s = r["summary"]
+            cos = "  ".join(f"{m} {c:.3f}" for m, c in s["mean_cosine"].items())
+            print(f"  {r['preset']:8} {cos or '-'}  dlib {s['mean_dlib_distance']} "
+                  f"(over 0.6: {s['dlib_over_0.6']})")
 
 
 def main() -> int:
@@ -262,13 +271,14 @@ def main() -> int:
     for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "result.json"
-            cmd = [sys.executable, __file__, "--worker", preset, "--result-file", str(out),
-                   "--data", str(args.data), "--strength", str(args.strength)]
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", preset,
+                   "--result-file", str(out), "--data", str(args.data.resolve()),
+                   "--strength", str(args.strength)]
             for flag, value in (("--photos", args.photos), ("--device", args.device),
                                 ("--threads", args.threads)):
                 cmd += [flag, str(value)] if value else []
             cmd += ["--synthetic-24mp"] if args.synthetic_24mp else []
-            rc = subprocess.run(cmd, cwd=ROOT).returncode
+            rc = subprocess.run(cmd).returncode
             res = (json.loads(out.read_text()) if rc == 0 and out.exists()
                    else {"preset": preset, "error": f"the worker exited with status {rc}"})
         if "photos" in res:

@@ -77,3 +77,20 @@ def test_with_backbone_weights_in_the_cache_the_penalty_is_lpips(tmp_path, monke
                     sources=(registry.WeightSource("file", str(weights)),))
     monkeypatch.setattr(registry, "LPIPS_ALEX", local)
     assert load_penalty().name == "lpips-alex"
+
+
+def test_strip_wise_ssim_equals_whole_image_ssim():
+    from pytorch_msssim import ssim
+
+    from lowkey.protect import ssim_psnr
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(3, 300, 170, generator=g)
+    b = (a + 0.05 * torch.randn(3, 300, 170, generator=g)).clamp(0, 1)
+    whole = ssim(a[None], b[None], data_range=1.0).item()
+    for rows in (37, 128, 1000):
+        value, psnr = ssim_psnr(a, b, rows=rows)
+        assert value == pytest.approx(whole, abs=1e-6)
+    mse = torch.mean((a - b) ** 2).item()
+    assert psnr == pytest.approx(10 * torch.log10(torch.tensor(1 / mse)).item(), rel=1e-5)
+    assert ssim_psnr(a, a)[0] == pytest.approx(1.0) and ssim_psnr(a, a)[1] == float("inf")
