@@ -79,6 +79,7 @@ def test_photo_without_a_face_is_left_unchanged(quick, tmp_path):
     assert source.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_every_face_of_a_two_face_photo_is_protected(protector, astronaut_rgb):
     pair = np.concatenate([astronaut_rgb, astronaut_rgb[:, ::-1]], axis=1)  # 1024x512, 2 faces
     encoded, report = protector.protect_photo(load_photo(_png(np.ascontiguousarray(pair))))
