@@ -1,7 +1,8 @@
 """The ``lowkey`` command line.
 
 ``lowkey models list | fetch | verify | add`` manage the face-recognition weights;
-``lowkey faces PHOTO...`` shows the faces found and what each model makes of them.
+``lowkey faces PHOTO...`` shows the faces found and what each model makes of them;
+``lowkey protect`` protects photos and ``lowkey eval`` measures how well that works.
 Output is for people by default and JSON with ``--json``; progress bars go to stderr.
 """
 
@@ -303,6 +304,47 @@ def cmd_protect(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lowkey.evaluation import EvalConfig, run_evaluation, write_outputs
+    from lowkey.evaluation.report import json_safe
+
+    config = EvalConfig(
+        dataset=Path(args.dataset), out=Path(args.out), preset=args.preset,
+        strength=args.strength, seed=args.seed, users=args.users,
+        distractors=Path(args.distractors) if args.distractors else None,
+        transfer=args.transfer,
+        judges=[j.strip() for j in args.judges.split(",") if j.strip()] if args.judges else None,
+        countermeasures=([c.strip() for c in args.countermeasures.split(",") if c.strip()]
+                         if args.countermeasures is not None else None),
+        rank_k=args.rank_k, device=args.device)
+    results = run_evaluation(config, progress=not args.json)
+    paths = write_outputs(results, config.out)
+    if args.json:
+        print(json.dumps(json_safe(results | {"outputs": {k: str(v) for k, v in paths.items()}}),
+                         indent=2))
+        return 0
+    k = results["knn"]["k"]
+    fars = list(results["config"]["fars"])
+    far = f"{fars[0]:g}" if fars else None
+    print(f"\n{results['dataset']['user_probes']} trials, gallery of "
+          f"{results['dataset']['gallery']} photos; preset {args.preset}, strength "
+          f"{args.strength}; no counter-measure")
+    print(f"{'judge':<14} {'access':<10} {'rank-1 clean -> protected':<27} "
+          f"{f'rank-{k}':<17} " + (f"TAR@FAR={far}" if far else ""))
+    for row in results["results"]:
+        if row["attack"] != "ensemble" or row["countermeasure"] != "none":
+            continue
+        clean = next(r for r in results["results"] if r["judge"] == row["judge"]
+                     and r["attack"] == "clean" and r["countermeasure"] == "none")
+        tar = (f"{clean['tar'][far] * 100:5.1f}% -> {row['tar'][far] * 100:5.1f}%"
+               if far else "")
+        print(f"{row['judge']:<14} {row['access']:<10} {clean['rank1'] * 100:6.1f}% -> "
+              f"{row['rank1'] * 100:6.1f}%          {clean['rank_k'] * 100:5.1f}% -> "
+              f"{row['rank_k'] * 100:5.1f}%  {tar}")
+    print(f"\nreport: {paths['report']} (and {', '.join(p.name for n, p in paths.items() if n != 'report')})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowkey", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lowkey {__version__}")
@@ -346,6 +388,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_protect)
+
+    p = sub.add_parser("eval", help="measure protection against recognition systems, as the "
+                                    "paper does (rank-k, TAR@FAR, transfer, counter-measures)")
+    p.add_argument("dataset", help="folder of identity folders: DATASET/<identity>/<photo>")
+    p.add_argument("--preset", choices=("paper", "default", "fast"), default="default",
+                   help="the protection to evaluate (its ensemble's models are white-box judges)")
+    p.add_argument("--strength", type=int, default=50, help="as for `lowkey protect`")
+    p.add_argument("--users", type=int,
+                   help="protect the gallery of N random identities (default: all)")
+    p.add_argument("--distractors", help="folder of photos of nobody in particular (gallery only)")
+    p.add_argument("-o", "--out", default="lowkey-eval",
+                   help="output folder: report, results, plots, protected photos and caches, "
+                        "all reused by later runs (default ./lowkey-eval)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the split, the user choice and the attack's noise")
+    p.add_argument("--transfer", action="store_true",
+                   help="also protect with each ensemble model alone (the transfer matrix; "
+                        "multiplies the protection cost)")
+    p.add_argument("--judges", help="comma-separated judges: registry model names and/or dlib "
+                                    "(default: every model whose weights are on disk, and dlib)")
+    p.add_argument("--countermeasures",
+                   help="comma-separated subset of none,blur,jpeg75,half,platform (default: all)")
+    p.add_argument("--rank-k", type=int, default=50,
+                   help="k of rank-k accuracy, capped by the gallery size (default 50)")
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("faces", help="faces found in photos and their embeddings")
     p.add_argument("photos", nargs="*", help="photo files")

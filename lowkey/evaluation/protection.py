@@ -1,0 +1,185 @@
+"""Protecting the users' gallery photos once, and reusing them across runs.
+
+A protected photo is exactly what :meth:`lowkey.protect.Protector.protect_file` writes for
+``protect_file(src, OUT/protected/<tag>/<identity>)``, i.e.
+``OUT/protected/<tag>/<identity>/<stem>_lowkey.<ext>``, where ``<tag>`` is
+``<preset>-s<strength>-seed<seed>`` for the preset's ensemble and
+``<preset>-<model>-s<strength>-seed<seed>`` for a single-model attack. Beside it,
+``<stem>_lowkey.<ext>.json`` keeps its :class:`~lowkey.protect.PhotoReport` (plus file sizes), so quality
+and time figures survive a resumed run. An output that exists is never protected again and never
+rewritten; when it has no report beside it (made by another job), SSIM, PSNR and sizes are
+measured from the two files and the time is recorded as unknown.
+
+A photo in which the protector finds no face is left as it is (as LowKey would leave it): the
+judges then see the original. Its report (``status: "no-face"``) is kept so it is not tried again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
+
+from lowkey.errors import LowKeyError
+from lowkey.files import write_atomic
+from lowkey.image_io import output_path_for
+
+if TYPE_CHECKING:
+    from lowkey.protect import Protector
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One way of protecting the gallery: ``name`` is "ensemble" or the single model's name."""
+
+    name: str
+    preset: str
+    models: tuple[str, ...]
+    strength: int
+    seed: int
+    single: bool = False
+
+    @property
+    def tag(self) -> str:
+        """The folder name under ``OUT/protected``."""
+        if self.single:
+            return f"{self.preset}-{self.models[0]}-s{self.strength}-seed{self.seed}"
+        return f"{self.preset}-s{self.strength}-seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        if self.single:
+            return f"{self.name} only"
+        return f"ensemble ({'+'.join(self.models)})"
+
+
+@dataclass
+class ProtectedPhoto:
+    """A user's gallery photo under one attack: ``used`` is the file the judges see (the
+    protected output, or the original when ``status`` is "no-face" or "failed")."""
+
+    source: Path
+    identity: str
+    used: Path
+    status: str
+    report: dict = field(default_factory=dict)
+
+
+def sidecar_for(output: Path) -> Path:
+    """``.../img_lowkey.jpg`` -> ``.../img_lowkey.jpg.json`` (the full name: ``img.jpg`` and
+    ``img.png`` of one identity get different reports)."""
+    return output.with_name(output.name + ".json")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=1).encode())
+
+
+def _recovered_report(source: Path, output: Path, attack: Attack) -> dict:
+    """Quality of an output someone else wrote (no report beside it)."""
+    from lowkey.image_io import load_photo
+    from lowkey.protect import ssim_psnr
+
+    original, protected = load_photo(source), load_photo(output)
+    report: dict = {"source": str(source), "status": "protected", "output": str(output),
+                    "size": list(original.size), "format": original.format, "seconds": None,
+                    "device": None, "preset": attack.preset, "measured": "recovered"}
+    if original.pixels.shape == protected.pixels.shape:
+        ssim, psnr = ssim_psnr(original.pixels, protected.pixels)
+        report.update(ssim=ssim, psnr=psnr,
+                      linf=float((original.pixels - protected.pixels).abs().max()))
+    return report
+
+
+def _finish(report: dict, source: Path, output: Path | None, attack: Attack) -> dict:
+    report["attack_models"] = list(attack.models)
+    report["strength"] = attack.strength
+    report["original_bytes"] = source.stat().st_size
+    report["protected_bytes"] = output.stat().st_size if output is not None else None
+    return report
+
+
+class GalleryProtector:
+    """Protects photos for one :class:`Attack` into ``root/<tag>``, loading the models only
+    when a photo actually needs protecting. ``protected_now`` counts the photos it protected."""
+
+    def __init__(self, attack: Attack, root: Path, device: str | None = None,
+                 progress: bool = False) -> None:
+        self.attack = attack
+        self.folder = Path(root) / attack.tag
+        self.device = device
+        self.progress = progress
+        self._protector = None
+        self.protected_now = 0
+
+    def _get_protector(self) -> Protector:
+        if self._protector is None:
+            from lowkey.protect import Protector
+
+            self._protector = Protector(
+                preset=self.attack.preset, strength=self.attack.strength, seed=self.attack.seed,
+                device=self.device, judge=False, progress=self.progress,
+                models=list(self.attack.models))
+        return self._protector
+
+    def protect(self, source: Path, identity: str) -> ProtectedPhoto:
+        """The protected version of ``source`` (a photo of ``identity``): reused or made now."""
+        out_dir = self.folder / identity
+        try:
+            output = output_path_for(source, out_dir)
+        except (LowKeyError, ValueError) as exc:
+            logger.warning("cannot protect %s (%s): the judges see it as it is", source, exc)
+            return ProtectedPhoto(source, identity, source, "failed", {"error": str(exc)})
+        sidecar = sidecar_for(output)
+        report = None
+        if sidecar.exists():
+            try:
+                report = json.loads(sidecar.read_text())
+            except (OSError, ValueError) as exc:
+                logger.warning("unreadable report %s (%s): measuring again", sidecar, exc)
+        if output.exists():
+            if report is None or report.get("status") != "protected":
+                report = _finish(_recovered_report(source, output, self.attack), source,
+                                 output, self.attack)
+                _write_json(sidecar, report)
+            return ProtectedPhoto(source, identity, output, "protected", report)
+        if report is not None and report.get("status") == "no-face":
+            return ProtectedPhoto(source, identity, source, "no-face", report)
+        protector = self._get_protector()
+        with tqdm(total=protector.settings.steps, desc=f"protect {source.name}"[:30],
+                  unit="step", leave=False, disable=not self.progress) as bar:
+            def on_step(step: int, total: int, terms: dict) -> bool:
+                bar.update(1)
+                return True
+
+            result = protector.protect_file(source, out_dir, on_step=on_step)
+        self.protected_now += 1
+        if result.status == "failed":
+            logger.warning("protecting %s failed (%s): the judges see the original",
+                           source, result.error)
+            return ProtectedPhoto(source, identity, source, "failed", result.to_json())
+        made = Path(result.output) if result.output else None
+        report = _finish(result.to_json() | {"measured": "protect_file"}, source, made,
+                         self.attack)
+        _write_json(sidecar, report)
+        if result.status != "protected" or made is None:
+            return ProtectedPhoto(source, identity, source, result.status, report)
+        return ProtectedPhoto(source, identity, made, "protected", report)
+
+
+def protect_gallery(items: Sequence[tuple[Path, str]], attack: Attack, root: Path,
+                    device: str | None = None,
+                    progress: bool = False) -> tuple[list[ProtectedPhoto], int]:
+    """Protect (or reuse) every ``(source, identity)``; returns the photos and how many were
+    protected now (0 when everything was cached)."""
+    worker = GalleryProtector(attack, root, device, progress)
+    photos = [worker.protect(source, identity) for source, identity in
+              tqdm(items, desc=f"protect: {attack.label}", unit="photo", disable=not progress)]
+    return photos, worker.protected_now

@@ -1,0 +1,353 @@
+"""Writing an evaluation's results: ``report.md``, ``results.json``, ``results.csv`` and plots.
+
+``results.json`` is what :func:`lowkey.evaluation.runner.run_evaluation` returns. Each entry of
+``results`` is one judge x gallery condition (``attack``: "clean", "ensemble" or a single model)
+x ``countermeasure``, with ``rank1``, ``rank_k`` (``k``), ``tar`` (per FAR), ``access``
+("white-box" when the judge was attacked, "black-box" when not, None for the clean gallery) and
+the faces-not-found counts. Accuracies are fractions in [0, 1] (NaN: no trial).
+
+Plots (matplotlib, Agg backend; skipped with a warning when matplotlib is missing):
+``transfer.png`` (the paper's Table 2: attack x judge, rank-1 and rank-k) and ``rank1.png``
+(rank-1 clean vs protected per judge).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+CLEAN = "clean"
+
+
+def _pct(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return format(value, fmt)
+
+
+def _find(results: dict, judge: str, attack: str, countermeasure: str = "none") -> dict | None:
+    for row in results["results"]:
+        if (row["judge"], row["attack"], row["countermeasure"]) == (judge, attack,
+                                                                    countermeasure):
+            return row
+    return None
+
+
+def json_safe(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def transfer_matrix(results: dict, metric: str = "rank1") -> tuple[list[str], list[str],
+                                                                     list[list[float]]]:
+    """Rows (clean, single-model attacks, ensemble), columns (judges) and ``metric`` values,
+    without counter-measure."""
+    judges = [j["name"] for j in results["judges"]]
+    attacks = [CLEAN] + [a["name"] for a in results["attacks"] if a["single"]] + \
+        [a["name"] for a in results["attacks"] if not a["single"]]
+    values = []
+    for attack in attacks:
+        row = []
+        for judge in judges:
+            found = _find(results, judge, attack)
+            row.append(found[metric] if found else math.nan)
+        values.append(row)
+    return attacks, judges, values
+
+
+def _attack_label(results: dict, name: str) -> str:
+    if name == CLEAN:
+        return "clean (no protection)"
+    return next(a["label"] for a in results["attacks"] if a["name"] == name)
+
+
+def _short_label(results: dict, name: str) -> str:
+    if name == CLEAN:
+        return "clean"
+    attack = next(a for a in results["attacks"] if a["name"] == name)
+    return f"{name} only" if attack["single"] else "ensemble"
+
+
+def markdown(results: dict) -> str:
+    """The human-readable report."""
+    cfg, ds, knn = results["config"], results["dataset"], results["knn"]
+    k = knn["k"]
+    fars = list(next(iter(results["thresholds"].values()), {}).keys()) if results["thresholds"] \
+        else []
+    judges = [j["name"] for j in results["judges"]]
+    black = results["black_box_judges"]
+    ensemble = next(a for a in results["attacks"] if not a["single"])
+    lines = [
+        f"# LowKey evaluation: `{ds['root']}`",
+        "",
+        f"Preset `{cfg['preset']}` (attacked models: {', '.join(ensemble['models'])}), strength "
+        f"{cfg['strength']}, seed {cfg['seed']}; {len(ds['users'])} users of "
+        f"{ds['identities']} identities; judges {', '.join(judges)}.",
+        f"{ds['photos']} photos: {ds['probes']} probes (clean), {ds['gallery']} gallery photos "
+        f"of which {ds['user_gallery']} are the users' (protected), {ds['distractors']} "
+        f"distractors. {ds['user_probes']} identification trials (the users' probes).",
+        "",
+        "## Headline: judges that were never attacked (black-box)",
+        "",
+        f"Gallery protected with the `{cfg['preset']}` ensemble, no counter-measure. Rank-{k} "
+        f"is capped by the gallery size ({ds['gallery']} photos)"
+        + (": on a gallery this small it says little, read rank-1 and TAR." if k < 50 else "."),
+        "",
+    ]
+    head = ["judge", "rank-1 clean", "rank-1 protected", f"rank-{k} clean",
+            f"rank-{k} protected"]
+    for f in fars:
+        head += [f"TAR@FAR={f} clean", f"TAR@FAR={f} protected"]
+    table = []
+    for judge in black:
+        clean, prot = _find(results, judge, CLEAN), _find(results, judge, "ensemble")
+        cells = [judge, _pct(clean["rank1"]), _pct(prot["rank1"]), _pct(clean["rank_k"]),
+                 _pct(prot["rank_k"])]
+        for f in fars:
+            cells += [_pct(clean["tar"][f]), _pct(prot["tar"][f])]
+        table.append(cells)
+    if table:
+        lines += _table(head, table)
+    else:
+        lines.append("**No black-box judge**: every judge was in the attacked ensemble, so "
+                     "these figures measure the attack, not protection against unknown systems.")
+    lines += ["", "## Every judge and counter-measure (ensemble attack)", "",
+              "Counter-measures are applied to every gallery photo (the users' protected ones "
+              "and everybody else's clean ones, and to the whole clean gallery for the "
+              "baseline); probes are always the clean photos.", ""]
+    head = (["judge", "access", "counter-measure", "rank-1 clean -> protected",
+             f"rank-{k} clean -> protected"]
+            + [f"TAR@FAR={f} clean -> protected" for f in fars])
+    table = []
+    for cm in results["countermeasures"]:
+        for judge in judges:
+            clean = _find(results, judge, CLEAN, cm["name"])
+            prot = _find(results, judge, "ensemble", cm["name"])
+            if not clean or not prot:
+                continue
+            table.append([judge, prot["access"], cm["name"],
+                          f"{_pct(clean['rank1'])} -> {_pct(prot['rank1'])}",
+                          f"{_pct(clean['rank_k'])} -> {_pct(prot['rank_k'])}"]
+                         + [f"{_pct(clean['tar'][f])} -> {_pct(prot['tar'][f])}" for f in fars])
+    lines += _table(head, table)
+    lines += ["", "Counter-measures: " + "; ".join(
+        f"`{c['name']}`: {c['description']}" for c in results["countermeasures"]) + "."]
+
+    lines += ["", "## Transfer matrix (the paper's Table 2)", "",
+              "Rows: how the users' gallery was protected; columns: the judge. No "
+              "counter-measure. `*` marks white-box cells (the judge was attacked).", ""]
+    for metric, name in (("rank1", "rank-1"), ("rank_k", f"rank-{k}")):
+        attacks, cols, values = transfer_matrix(results, metric)
+        table = []
+        for attack, row in zip(attacks, values, strict=True):
+            models = {m for a in results["attacks"] if a["name"] == attack for m in a["models"]}
+            table.append([_attack_label(results, attack)] + [
+                _pct(v) + (" *" if judge in models else "") for judge, v in zip(cols, row,
+                                                                                 strict=True)])
+        lines += [f"{name}:", ""] + _table(["attack"] + cols, table) + [""]
+    if not any(a["single"] for a in results["attacks"]):
+        lines.append("Single-model rows were not computed (run with `--transfer`).")
+
+    lines += ["", "## Faces not found", "",
+              "A judge detects faces itself and uses the largest. A probe without a face counts "
+              "as a miss; a gallery photo without one is absent from that judge's gallery; a "
+              "genuine pair with a missing face is a rejection.", ""]
+    probes_missing = {r["judge"]: r["probes_without_face"] for r in results["results"]}
+    lines += ["Users' probes (always clean) without a face: " + ", ".join(
+        f"{j} {n}/{ds['user_probes']}" for j, n in probes_missing.items()) + ".", "",
+        f"Gallery photos without a face, of {ds['gallery']} (in brackets: of which the users', "
+        f"of {ds['user_gallery']}):", ""]
+    table = []
+    for attack, cm in dict.fromkeys((r["attack"], r["countermeasure"])
+                                    for r in results["results"]):
+        cells = [_attack_label(results, attack), cm]
+        for judge in judges:
+            r = _find(results, judge, attack, cm)
+            cells.append(f"{r['gallery_without_face']} ({r['user_gallery_without_face']})"
+                         if r else "n/a")
+        table.append(cells)
+    lines += _table(["gallery", "counter-measure"] + judges, table)
+
+    lines += ["", "## Verification thresholds", "",
+              "Calibrated per judge on clean probe x clean gallery impostor pairs (distractors "
+              "included); a pair is accepted when its distance is at most the threshold (L2 "
+              "distance of normalised embeddings for registry models, dlib's own distance for "
+              "dlib). 'resolvable' is false when there are fewer than 1/FAR impostor pairs.", ""]
+    table = [[judge, far, _num(t["distance_threshold"], ".4f"), _pct(t["achieved_far"]),
+              str(t["impostor_pairs"]), str(t["resolvable"]).lower()]
+             for judge, by_far in results["thresholds"].items() for far, t in by_far.items()]
+    lines += _table(["judge", "FAR", "distance threshold", "achieved FAR", "impostor pairs",
+                     "resolvable"], table)
+
+    lines += ["", "## Quality and cost of the protected photos", ""]
+    table = []
+    for attack in results["attacks"]:
+        q = results["quality"][attack["name"]]
+        table.append([attack["label"], f"{q['protected']}/{q['photos']}", str(q["no_face"]),
+                      str(q["failed"]), _num(q["ssim_mean"], ".4f"), _num(q["psnr_mean"], ".1f"),
+                      f"{q['penalty'] or 'n/a'} {_num(q['penalty_mean'], '.4f')}",
+                      _num(q["size_ratio_mean"], ".2f"),
+                      f"{_num(q['seconds_per_photo'], '.1f')} ({q['seconds_known']} timed)",
+                      ", ".join(q["devices"]) or "n/a"])
+    lines += _table(["attack", "protected", "no face", "failed", "SSIM", "PSNR dB",
+                     "perceptual penalty", "size ratio", "s/photo", "device"], table)
+    cost, cache = results["cost"], results["cache"]
+    lines += ["", "SSIM, PSNR and size ratio (protected / original file bytes) are means over "
+              "the protected photos; the perceptual penalty is the objective's last value "
+              "(LPIPS when its weights are present, else 1 - SSIM). Photos where the protector "
+              "found no face are left as they are and the judges see the original."
+              + (" Photos protected by another job (no report beside them) have no recorded "
+                 "time; their SSIM and PSNR were measured from the files." if any(
+                     q["seconds_known"] < q["protected"] for q in results["quality"].values())
+                 else ""), "",
+              f"This run: {cost['runtime_seconds']:.0f} s in all on {cost['device']} "
+              f"({cost['cpu']}, {cost['torch_threads']} torch threads); protection "
+              f"{cost['protect_seconds']:.0f} s ({cache['protected_now']} photos protected now, "
+              f"{cache['protected_reused']} reused), embedding {cost['embed_seconds']:.0f} s "
+              f"({cost['photos_embedded']} photos; {cache['embeddings_computed']} embeddings "
+              f"computed, {cache['embeddings_reused']} reused from the cache).",
+              "", "## Protocol", "",
+              f"- Split (seed {cfg['seed']}): per identity a tenth of the photos (at least one) "
+              "are probes, the rest gallery. Users: "
+              + (f"{cfg['users']} drawn at random" if cfg["users"] else "every identity with a "
+                 "gallery photo") + f": {', '.join(ds['users'])}.",
+              "- Trials: every probe of every user, against the whole gallery (every identity's "
+              "gallery photos and the distractors). A trial succeeds at rank k when a gallery "
+              "photo of the user is among the k nearest; ties are resolved in favour of the "
+              "recognition system.",
+              f"- Nearest neighbours: {knn['backend']} search "
+              f"({'faiss IndexFlatL2' if knn['backend'] == 'faiss' else 'batched matrix products'}"
+              f") over at most {knn['gallery_photos']} gallery photos.",
+              "- Registry judges: our MTCNN detector, alignment to each model's own input "
+              "contract, L2-normalised embeddings, Euclidean distance (ranks like cosine). "
+              "dlib: its own HOG detector, alignment and descriptor, Euclidean distance.",
+              ]
+    if ds["excluded_identities"]:
+        lines.append(f"- Identities with a single photo (probe only, never users): "
+                     f"{', '.join(ds['excluded_identities'])}.")
+    if cache["unreadable"]:
+        lines.append(f"- Unreadable photos (no face for any judge): {len(cache['unreadable'])}.")
+    return "\n".join(lines) + "\n"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def write_csv(results: dict, path: Path) -> None:
+    """One row per judge x gallery condition x counter-measure."""
+    fars = sorted({f for r in results["results"] for f in r["tar"]}, key=float)
+    fields = ["judge", "attack", "countermeasure", "access", "trials", "rank1", "k", "rank_k"] + \
+        [f"tar@far={f}" for f in fars] + ["genuine_pairs", "probes_without_face",
+                                          "gallery_without_face", "user_gallery_without_face",
+                                          "gallery_size"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in results["results"]:
+            flat = {key: row[key] for key in fields if key in row}
+            flat.update({f"tar@far={far}": row["tar"][far] for far in fars})
+            writer.writerow(flat)
+
+
+def plot_transfer(results: dict, path: Path) -> None:
+    """Heatmaps of rank-1 and rank-k: attack (rows) x judge (columns); white-box cells boxed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    k = results["knn"]["k"]
+    n_judges, n_rows = len(results["judges"]), 1 + len(results["attacks"])
+    fig, axes = plt.subplots(1, 2, figsize=(2.5 + 1.6 * n_judges, 1.8 + 0.55 * n_rows),
+                             squeeze=False, sharey=True)
+    for col, (ax, (metric, title)) in enumerate(zip(
+            axes[0], (("rank1", "rank-1"), ("rank_k", f"rank-{k}")), strict=True)):
+        attacks, judges, values = transfer_matrix(results, metric)
+        data = np.array(values, float) * 100
+        ax.imshow(data, cmap="Reds", vmin=0, vmax=100, aspect="auto")
+        ax.set_xticks(range(len(judges)), judges, rotation=30, ha="right")
+        if col == 0:
+            ax.set_yticks(range(len(attacks)), [_short_label(results, a) for a in attacks])
+        ax.set_title(f"{title} accuracy (%)")
+        for i, attack in enumerate(attacks):
+            models = {m for a in results["attacks"] if a["name"] == attack for m in a["models"]}
+            for j, judge in enumerate(judges):
+                text = "n/a" if np.isnan(data[i, j]) else f"{data[i, j]:.0f}"
+                ax.text(j, i, text, ha="center", va="center",
+                        color="white" if data[i, j] > 60 else "black")
+                if judge in models:
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2,
+                                               ec="black"))
+    fig.suptitle("gallery protected by (rows), judged by (columns); boxed: white-box",
+                 fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_rank1(results: dict, path: Path) -> None:
+    """Bars: rank-1 accuracy per judge, clean gallery vs gallery protected by the ensemble."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    judges = [j["name"] for j in results["judges"]]
+    black = set(results["black_box_judges"])
+    clean = [_find(results, j, CLEAN)["rank1"] * 100 for j in judges]
+    prot = [_find(results, j, "ensemble")["rank1"] * 100 for j in judges]
+    x = np.arange(len(judges))
+    fig, ax = plt.subplots(figsize=(2 + 1.3 * len(judges), 3.6))
+    for offset, values, label, colour in ((-0.2, clean, "clean gallery", "0.6"),
+                                          (0.2, prot, "protected gallery (ensemble)",
+                                           "tab:red")):
+        bars = ax.bar(x + offset, values, 0.4, label=label, color=colour)
+        ax.bar_label(bars, [f"{v:.0f}" for v in values], fontsize="small")  # 0 stays visible
+    ax.set_xticks(x, [f"{j}\n({'black' if j in black else 'white'}-box)" for j in judges])
+    ax.set_ylabel("rank-1 accuracy (%)")
+    ax.set_ylim(0, 118)
+    ax.set_yticks(range(0, 101, 20))
+    ax.legend(loc="upper center", fontsize="small", ncol=2, frameon=False)
+    ax.set_title("Rank-1 identification of protected users")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(results: dict, out: Path) -> dict[str, Path]:
+    """Write the report, the data and the plots into ``out``; returns their paths by name."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"report": out / "report.md", "json": out / "results.json",
+             "csv": out / "results.csv"}
+    paths["json"].write_text(json.dumps(json_safe(results), indent=1))
+    write_csv(results, paths["csv"])
+    paths["report"].write_text(markdown(results))
+    try:
+        plot_transfer(results, out / "transfer.png")
+        plot_rank1(results, out / "rank1.png")
+        paths.update(transfer=out / "transfer.png", rank1=out / "rank1.png")
+    except ImportError:
+        logger.warning("matplotlib is not installed: no plots (pip install matplotlib)")
+    return paths
