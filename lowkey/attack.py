@@ -14,7 +14,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from lowkey.align import alignment_matrix, source_region, translated
@@ -193,12 +192,3 @@ class LowKeyAttack:
         """Keep ``original + delta`` in [0, 1] (delta may have 1 channel for gray photos)."""
         base = original[: delta.shape[0]]
         return ((base + delta).clamp(0.0, 1.0) - base).detach()
-
-
-def embeddings_of(models: list[FaceRecognizer], pixels: torch.Tensor,
-                  faces: list[Face]) -> dict[str, np.ndarray]:
-    """Each model's embeddings (N, D) of ``faces`` in ``pixels`` (no gradient), as numpy."""
-    from lowkey.embedding import embed_faces
-
-    with torch.no_grad():
-        return {m.name: embed_faces(pixels, faces, m).cpu().numpy() for m in models}

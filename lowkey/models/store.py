@@ -18,12 +18,10 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -314,12 +312,6 @@ def verify(record: WeightRecord) -> Verification:
     return Verification(record.name, source, converted, detail)
 
 
-def iter_cached_files() -> Iterator[Path]:
-    """Every file in the weight cache (for diagnostics)."""
-    root = cache_dir()
-    return (p for p in root.rglob("*") if p.is_file()) if root.exists() else iter(())
-
-
 def add_user_model(path: Path, name: str, architecture: str | None = None,
                    progress: bool = True) -> WeightRecord:
     """Register a face.evoLVe checkpoint the user has (``lowkey models add``).
@@ -364,11 +356,3 @@ def add_user_model(path: Path, name: str, architecture: str | None = None,
     ensure_converted(record, progress=progress)
     save_user_record(record)
     return record
-
-
-def remove_cached(record: WeightRecord) -> None:
-    """Delete a record's cached source and converted files (a user's own file is kept)."""
-    if not record.user_added:
-        shutil.rmtree(source_path(record).parent, ignore_errors=True)
-    for path in converted_path(record).parent.glob(f"{record.name}-*"):
-        path.unlink(missing_ok=True)
