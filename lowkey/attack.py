@@ -81,10 +81,12 @@ class Window:
 
 @dataclass
 class AttackResult:
-    """``pixels``: the protected photo (3, H, W) RGB [0, 1]; ``history``: terms at each step."""
+    """``pixels``: the protected photo (3, H, W) RGB [0, 1]; ``original_embeddings``: each model's
+    embeddings (N, D) of the original faces, in the order given; ``history``: terms per step."""
 
     pixels: torch.Tensor
     windows: list[Window]
+    original_embeddings: dict[str, torch.Tensor]
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -185,7 +187,7 @@ class LowKeyAttack:
         protected = pixels.detach().clone()
         for w, o, d in zip(windows, originals, deltas, strict=True):
             protected[:, w.y0:w.y1, w.x0:w.x1] = o + d.expand_as(o)
-        return AttackResult(protected, windows, history)
+        return AttackResult(protected, windows, original_embeddings, history)
 
     @staticmethod
     def _project(original: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

@@ -199,20 +199,22 @@ class Protector:
         pixels = photo.pixels.to(self.device)
         result = self.attack.run(pixels, faces, grayscale=photo.grayscale, on_step=on_step)
         encoded = encode_photo(photo, result.pixels.cpu(), keep_location=keep_location)
-        self._measure(photo, faces, load_photo(encoded), report)
+        self._measure(photo, faces, result.original_embeddings, load_photo(encoded), report)
         report.penalty_value = result.history[-1]["perceptual"] if result.history else None
         report.seconds = time.perf_counter() - start
         return encoded, report
 
-    def _measure(self, photo: Photo, faces: list[Face], protected: Photo,
-                 report: PhotoReport) -> None:
-        """Fill ``report`` by comparing the original with the decoded protected output."""
+    def _measure(self, photo: Photo, faces: list[Face], before_emb: dict[str, torch.Tensor],
+                 protected: Photo, report: PhotoReport) -> None:
+        """Fill ``report`` by comparing the original with the decoded protected output.
+
+        ``before_emb``: each model's (N, D) embeddings of ``faces`` in the original (the attack
+        computed them already).
+        """
         report.ssim, report.psnr = ssim_psnr(photo.pixels, protected.pixels)
         report.linf = float((photo.pixels - protected.pixels).abs().max())
         after = self.detector.detect(protected.pixels)
-        with torch.no_grad():
-            before_emb = {m.name: embed_faces(photo.pixels.to(self.device), faces, m).cpu()
-                          for m in self.models}
+        protected_pixels = protected.pixels.to(self.device)
         judge_before = self.judge.faces(photo.pixels) if self.judge else []
         judge_after = self.judge.faces(protected.pixels) if self.judge else []
         for i, face in enumerate(faces):
@@ -221,7 +223,7 @@ class Protector:
             if match is not None and box_iou(match.box, face.box) > 0.3:
                 with torch.no_grad():
                     for m in self.models:
-                        emb = embed_faces(protected.pixels.to(self.device), [match], m).cpu()[0]
+                        emb = embed_faces(protected_pixels, [match], m)[0]
                         entry.cosine[m.name] = round(float(torch.nn.functional.cosine_similarity(
                             before_emb[m.name][i], emb, dim=0)), 4)
             else:
