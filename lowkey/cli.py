@@ -238,7 +238,9 @@ def _print_report(report: PhotoReport) -> None:
         return
     print(f"{head} -> {report.output}")
     print(f"  preset {report.preset}, {report.steps} steps; quality: SSIM {report.ssim:.4f}, "
-          f"PSNR {report.psnr:.1f} dB, {report.penalty} {report.penalty_value:.4f}, "
+          f"PSNR {report.psnr:.1f} dB, "
+          + (f"LPIPS {report.lpips:.4f}, " if report.lpips is not None else "")
+          + f"objective's {report.penalty} {report.penalty_value:.4f}, "
           f"largest change {report.linf * 255:.0f}/255")
     for i, face in enumerate(report.faces):
         cos = "  ".join(f"{k} {'not found' if v is None else f'{v:+.3f}'}"

@@ -10,8 +10,10 @@ is a property of the penalty (``name``) that every report shows.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lowkey.errors import WeightsError
@@ -73,6 +75,23 @@ class SSIMPenalty(PerceptualPenalty):
         from pytorch_msssim import ssim
 
         return 1.0 - ssim(original, perturbed, data_range=1.0, size_average=False)
+
+
+def whole_photo_distance(penalty: PerceptualPenalty, original: torch.Tensor,
+                         protected: torch.Tensor, max_side: int = 1536) -> float:
+    """``penalty`` between two whole photos, (3, H, W) RGB in [0, 1], as a float.
+
+    Photos whose long side is over ``max_side`` are average-pooled by the smallest integer factor
+    that brings them under it, the same reduction the objective applies to its windows.
+    """
+    factor = math.ceil(max(original.shape[-2:]) / max_side)
+    device = next(penalty.parameters(), torch.empty(0)).device
+    with torch.no_grad():
+        a = original[None].float().to(device)
+        b = protected[None].float().to(device)
+        if factor > 1:
+            a, b = F.avg_pool2d(a, factor), F.avg_pool2d(b, factor)
+        return float(penalty(a, b).item())
 
 
 def load_penalty(device: str | torch.device = "cpu", prefer_lpips: bool = True) -> PerceptualPenalty:

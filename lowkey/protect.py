@@ -27,7 +27,7 @@ from lowkey.image_io import Photo, encode_photo, load_photo, output_path_for, wr
 from lowkey.models.registry import default_ensemble
 from lowkey.models.store import load_recognizer
 from lowkey.objective import LowKeyObjective
-from lowkey.perceptual import load_penalty
+from lowkey.perceptual import LPIPSPenalty, load_penalty, whole_photo_distance
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ class PhotoReport:
     psnr: float | None = None
     penalty: str | None = None
     penalty_value: float | None = None
+    #: LPIPS (AlexNet) of the whole decoded output against the original; None without its weights
+    lpips: float | None = None
     linf: float | None = None
     seconds: float = 0.0
     device: str | None = None
@@ -213,6 +215,9 @@ class Protector:
         """
         report.ssim, report.psnr = ssim_psnr(photo.pixels, protected.pixels)
         report.linf = float((photo.pixels - protected.pixels).abs().max())
+        if isinstance(self.penalty, LPIPSPenalty):
+            report.lpips = round(whole_photo_distance(
+                self.penalty, photo.pixels, protected.pixels, self.settings.penalty_max_side), 5)
         after = self.detector.detect(protected.pixels)
         protected_pixels = protected.pixels.to(self.device)
         judge_before = self.judge.faces(photo.pixels) if self.judge else []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -368,6 +369,8 @@ def test_eval_end_to_end(tiny_run):
         assert report["steps"] == 1 and report["original_bytes"] > 0
     quality = results["quality"]["ensemble"]
     assert quality["protected"] == 3 and 0.9 < quality["ssim_mean"] <= 1
+    if quality["penalty"] == "1-ssim":  # no AlexNet backbone: LPIPS is said to be missing
+        assert quality["lpips_measured"] == 0 and quality["lpips_mean"] is None
     assert quality["seconds_per_photo"] > 0 and quality["devices"]
     report = (out / "report.md").read_text()
     assert "white-box" in report and "Transfer matrix" in report
@@ -385,3 +388,26 @@ def test_eval_second_run_reuses_both_caches(tiny_run):
     assert second["cache"]["embeddings_computed"] == 0
     assert second["cache"]["embeddings_reused"] == first["cache"]["embeddings_computed"]
     assert second["results"] == first["results"]
+
+
+def test_quality_summary_and_lpips_cell():
+    from lowkey.evaluation.protection import ProtectedPhoto
+    from lowkey.evaluation.report import _lpips_cell
+    from lowkey.evaluation.runner import _quality
+
+    def photo(status, **report):
+        return ProtectedPhoto(Path("a.jpg"), "p", Path("a.jpg"), status, report)
+
+    photos = [photo("protected", ssim=0.9, psnr=30.0, lpips=0.1, original_bytes=100,
+                    protected_bytes=250, seconds=4.0, device="cpu", penalty="lpips-alex"),
+              photo("protected", ssim=0.95, psnr=float("inf"), lpips=None, original_bytes=100,
+                    protected_bytes=150, seconds=None, device="cpu", penalty="lpips-alex"),
+              photo("no-face"), photo("failed")]
+    q = _quality(photos)
+    assert (q["photos"], q["protected"], q["no_face"], q["failed"]) == (4, 2, 1, 1)
+    assert q["ssim_mean"] == pytest.approx(0.925) and q["psnr_mean"] == pytest.approx(30.0)
+    assert q["lpips_mean"] == pytest.approx(0.1) and q["lpips_measured"] == 1
+    assert q["size_ratio_mean"] == pytest.approx(2.0) and q["seconds_known"] == 1
+    assert _lpips_cell(q) == "0.1000 (1 photos)"
+    assert _lpips_cell(_quality(photos[:1])) == "0.1000"
+    assert _lpips_cell(_quality(photos[2:])) == "n/a"

@@ -94,3 +94,19 @@ def test_strip_wise_ssim_equals_whole_image_ssim():
     mse = torch.mean((a - b) ** 2).item()
     assert psnr == pytest.approx(10 * torch.log10(torch.tensor(1 / mse)).item(), rel=1e-5)
     assert ssim_psnr(a, a)[0] == pytest.approx(1.0) and ssim_psnr(a, a)[1] == float("inf")
+
+
+def test_whole_photo_distance_pools_large_photos_like_the_objective():
+    from lowkey.perceptual import whole_photo_distance
+
+    g = torch.Generator().manual_seed(2)
+    a = torch.rand(3, 40, 3100, generator=g)
+    b = (a + 0.1 * torch.randn(3, 40, 3100, generator=g)).clamp(0, 1)
+    penalty = SSIMPenalty()
+    pooled = penalty(torch.nn.functional.avg_pool2d(a[None], 3),
+                     torch.nn.functional.avg_pool2d(b[None], 3)).item()
+    assert whole_photo_distance(penalty, a, b, max_side=1536) == pytest.approx(pooled, abs=1e-6)
+    full = penalty(a[None], b[None]).item()
+    assert whole_photo_distance(penalty, a, b, max_side=4000) == pytest.approx(full, abs=1e-6)
+    assert pooled < full  # pooling averages the noise away: the factor really was applied
+    assert whole_photo_distance(penalty, a, a) == pytest.approx(0.0, abs=1e-6)

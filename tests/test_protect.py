@@ -100,6 +100,30 @@ def test_every_face_of_a_group_photo_is_protected(protector, multi_face_dir, tmp
             assert cosine is not None and cosine < 0.6, (name, face.box)
 
 
+def test_report_has_lpips_only_when_lpips_is_the_penalty(quick, astronaut_rgb, monkeypatch):
+    """With an AlexNet backbone (random weights here: a small real model; its loading from the
+    cache is tested in test_perceptual) the report carries the whole photo's LPIPS; with the
+    1 - SSIM fallback it says None."""
+    import torch
+    import torchvision
+
+    import lowkey.protect
+    from lowkey.perceptual import LPIPSPenalty, whole_photo_distance
+
+    photo = load_photo(_png(astronaut_rgb))
+    if quick.penalty.name == "1-ssim":
+        assert quick.protect_photo(photo)[1].lpips is None
+    torch.manual_seed(0)
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    monkeypatch.setattr(lowkey.protect, "load_penalty",
+                        lambda device: LPIPSPenalty(state).to(device))
+    protector = Protector(preset="fast", strength=2, judge=False)
+    encoded, report = protector.protect_photo(photo)
+    assert report.penalty == "lpips-alex" and report.lpips is not None
+    again = whole_photo_distance(protector.penalty, photo.pixels, load_photo(encoded).pixels)
+    assert report.lpips == pytest.approx(again, abs=1e-4) and report.lpips > 0
+
+
 def test_alpha_survives_protection_bit_exact(quick, astronaut_rgb):
     alpha = np.tile(np.linspace(0, 255, 512, dtype=np.uint8), (512, 1))
     rgba = np.dstack([astronaut_rgb, alpha])

@@ -36,6 +36,15 @@ def _num(value: float | None, fmt: str = ".3f") -> str:
     return format(value, fmt)
 
 
+def _lpips_cell(quality: dict) -> str:
+    """Mean LPIPS, with how many photos it rests on when that is not all of them."""
+    measured = quality.get("lpips_measured", 0)
+    if not measured:
+        return "n/a"
+    cell = _num(quality["lpips_mean"], ".4f")
+    return cell if measured == quality["protected"] else f"{cell} ({measured} photos)"
+
+
 def _find(results: dict, judge: str, attack: str, countermeasure: str = "none") -> dict | None:
     for row in results["results"]:
         if (row["judge"], row["attack"], row["countermeasure"]) == (judge, attack,
@@ -201,16 +210,20 @@ def markdown(results: dict) -> str:
         q = results["quality"][attack["name"]]
         table.append([attack["label"], f"{q['protected']}/{q['photos']}", str(q["no_face"]),
                       str(q["failed"]), _num(q["ssim_mean"], ".4f"), _num(q["psnr_mean"], ".1f"),
+                      _lpips_cell(q),
                       f"{q['penalty'] or 'n/a'} {_num(q['penalty_mean'], '.4f')}",
                       _num(q["size_ratio_mean"], ".2f"),
                       f"{_num(q['seconds_per_photo'], '.1f')} ({q['seconds_known']} timed)",
                       ", ".join(q["devices"]) or "n/a"])
-    lines += _table(["attack", "protected", "no face", "failed", "SSIM", "PSNR dB",
+    lines += _table(["attack", "protected", "no face", "failed", "SSIM", "PSNR dB", "LPIPS",
                      "perceptual penalty", "size ratio", "s/photo", "device"], table)
     cost, cache = results["cost"], results["cache"]
     lines += ["", "SSIM, PSNR and size ratio (protected / original file bytes) are means over "
               "the protected photos; the perceptual penalty is the objective's last value "
-              "(LPIPS when its weights are present, else 1 - SSIM). Photos where the protector "
+              "(LPIPS when its weights are present, else 1 - SSIM). LPIPS is AlexNet LPIPS of "
+              "the whole decoded output against the original (photos over 1536 px average-"
+              "pooled under it); n/a: its AlexNet backbone is not on this machine (`lowkey "
+              "models fetch lpips-alex`). Photos where the protector "
               "found no face are left as they are and the judges see the original."
               + (" Photos protected by another job (no report beside them) have no recorded "
                  "time; their SSIM and PSNR were measured from the files." if any(

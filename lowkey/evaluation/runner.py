@@ -121,6 +121,8 @@ def _quality(photos: list[ProtectedPhoto]) -> dict:
         "failed": sum(p.status == "failed" for p in photos),
         "ssim_mean": mean("ssim"),
         "psnr_mean": mean("psnr"),
+        "lpips_mean": mean("lpips"),
+        "lpips_measured": sum(isinstance(r.get("lpips"), int | float) for r in done),
         "linf_mean_255": None if mean("linf") is None else mean("linf") * 255,
         "penalty": ", ".join(penalties) or None,
         "penalty_mean": mean("penalty_value"),
