@@ -406,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the split, the user choice and the attack's noise")
     p.add_argument("--transfer", action="store_true",
-                   help="also protect with each ensemble model alone (the transfer matrix; "
-                        "multiplies the protection cost)")
+                   help="also protect with each ensemble model alone and with the ensemble "
+                        "less each model (the transfer matrix; multiplies the protection cost)")
     p.add_argument("--judges", help="comma-separated judges: registry model names and/or dlib "
                                     "(default: every model whose weights are on disk, and dlib)")
     p.add_argument("--countermeasures",

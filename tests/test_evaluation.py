@@ -193,13 +193,20 @@ def test_probe_count():
     assert [probe_count(n) for n in (1, 2, 9, 14, 15, 25, 100)] == [1, 1, 1, 1, 2, 3, 10]
 
 
-def test_transfer_adds_one_attack_per_model(tmp_path):
+def test_transfer_adds_single_model_and_leave_one_out_attacks(tmp_path):
     attacks = attacks_for(EvalConfig(tmp_path, tmp_path, preset="fast", transfer=True))
     assert [a.tag for a in attacks] == [
         "fast-s50-seed0", "fast-sface-s50-seed0", "fast-facenet128-s50-seed0",
-        "fast-facenet512-s50-seed0"]
-    assert [a.models for a in attacks[1:]] == [("sface",), ("facenet128",), ("facenet512",)]
+        "fast-facenet512-s50-seed0", "fast-without-sface-s50-seed0",
+        "fast-without-facenet128-s50-seed0", "fast-without-facenet512-s50-seed0"]
+    assert [a.kind for a in attacks] == ["ensemble"] + ["single"] * 3 + ["leave-one-out"] * 3
+    assert [a.models for a in attacks[1:4]] == [("sface",), ("facenet128",), ("facenet512",)]
+    assert [a.models for a in attacks[4:]] == [
+        ("facenet128", "facenet512"), ("sface", "facenet512"), ("sface", "facenet128")]
+    assert attacks[4].label == "without sface (facenet128+facenet512)"
     assert len(attacks_for(EvalConfig(tmp_path, tmp_path, preset="fast"))) == 1
+    with pytest.raises(ValueError, match="kind"):
+        type(attacks[0])("x", "fast", ("sface",), 50, 0, kind="pair")
 
 
 def test_protector_refuses_a_bare_model_name():
@@ -411,3 +418,26 @@ def test_quality_summary_and_lpips_cell():
     assert _lpips_cell(q) == "0.1000 (1 photos)"
     assert _lpips_cell(_quality(photos[:1])) == "0.1000"
     assert _lpips_cell(_quality(photos[2:])) == "n/a"
+
+
+def test_transfer_matrix_orders_rows_and_marks_held_out_judges_black_box():
+    from lowkey.evaluation.report import _short_label, transfer_matrix
+
+    attacks = [
+        {"name": "ensemble", "kind": "ensemble", "models": ["a", "b", "c"]},
+        {"name": "a", "kind": "single", "models": ["a"]},
+        {"name": "without-a", "kind": "leave-one-out", "models": ["b", "c"]},
+    ]
+    judges = [{"name": "a"}, {"name": "dlib"}]
+    rows = [{"judge": j, "attack": at, "countermeasure": "none", "rank1": r, "rank_k": 1.0}
+            for (j, at), r in {("a", "clean"): 1.0, ("dlib", "clean"): 0.9,
+                               ("a", "ensemble"): 0.0, ("dlib", "ensemble"): 0.1,
+                               ("a", "a"): 0.0, ("dlib", "a"): 0.8,
+                               ("a", "without-a"): 0.5}.items()]
+    results = {"attacks": attacks, "judges": judges, "results": rows}
+    names, cols, values = transfer_matrix(results)
+    assert names == ["clean", "a", "without-a", "ensemble"] and cols == ["a", "dlib"]
+    assert values[:3] == [[1.0, 0.9], [0.0, 0.8], [0.5, values[2][1]]]
+    assert math.isnan(values[2][1]) and values[3] == [0.0, 0.1]
+    assert [_short_label(results, n) for n in names] == [
+        "clean", "a only", "without a", "ensemble"]

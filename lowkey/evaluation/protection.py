@@ -4,7 +4,8 @@ A protected photo is exactly what :meth:`lowkey.protect.Protector.protect_file` 
 ``protect_file(src, OUT/protected/<tag>/<identity>)``, i.e.
 ``OUT/protected/<tag>/<identity>/<stem>_lowkey.<ext>``, where ``<tag>`` is
 ``<preset>-s<strength>-seed<seed>`` for the preset's ensemble and
-``<preset>-<model>-s<strength>-seed<seed>`` for a single-model attack. Beside it,
+``<preset>-<model>-s<strength>-seed<seed>`` for a single-model attack and
+``<preset>-without-<model>-s<strength>-seed<seed>`` for the ensemble less one model. Beside it,
 ``<stem>_lowkey.<ext>.json`` keeps its :class:`~lowkey.protect.PhotoReport` (plus file sizes), so quality
 and time figures survive a resumed run. An output that exists is never protected again and never
 rewritten; when it has no report beside it (made by another job), SSIM, PSNR and sizes are
@@ -35,28 +36,40 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+#: What an :class:`Attack` is: the preset's whole ensemble, one of its models alone, or the
+#: ensemble without one model (that model then judges as an unseen, black-box recogniser).
+ATTACK_KINDS = ("ensemble", "single", "leave-one-out")
+
+
 @dataclass(frozen=True)
 class Attack:
-    """One way of protecting the gallery: ``name`` is "ensemble" or the single model's name."""
+    """One way of protecting the gallery. ``name``: "ensemble", the single model's name, or
+    "without-<model>" for the ensemble less that model."""
 
     name: str
     preset: str
     models: tuple[str, ...]
     strength: int
     seed: int
-    single: bool = False
+    kind: str = "ensemble"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ATTACK_KINDS:
+            raise ValueError(f"unknown attack kind {self.kind!r}")
 
     @property
     def tag(self) -> str:
         """The folder name under ``OUT/protected``."""
-        if self.single:
-            return f"{self.preset}-{self.models[0]}-s{self.strength}-seed{self.seed}"
-        return f"{self.preset}-s{self.strength}-seed{self.seed}"
+        if self.kind == "ensemble":
+            return f"{self.preset}-s{self.strength}-seed{self.seed}"
+        return f"{self.preset}-{self.name}-s{self.strength}-seed{self.seed}"
 
     @property
     def label(self) -> str:
-        if self.single:
+        if self.kind == "single":
             return f"{self.name} only"
+        if self.kind == "leave-one-out":
+            return f"{self.name.replace('-', ' ')} ({'+'.join(self.models)})"
         return f"ensemble ({'+'.join(self.models)})"
 
 

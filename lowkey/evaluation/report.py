@@ -1,8 +1,8 @@
 """Writing an evaluation's results: ``report.md``, ``results.json``, ``results.csv`` and plots.
 
 ``results.json`` is what :func:`lowkey.evaluation.runner.run_evaluation` returns. Each entry of
-``results`` is one judge x gallery condition (``attack``: "clean", "ensemble" or a single model)
-x ``countermeasure``, with ``rank1``, ``rank_k`` (``k``), ``tar`` (per FAR), ``access``
+``results`` is one judge x gallery condition (``attack``: "clean", "ensemble", a single model or
+"without-<model>") x ``countermeasure``, with ``rank1``, ``rank_k`` (``k``), ``tar`` (per FAR), ``access``
 ("white-box" when the judge was attacked, "black-box" when not, None for the clean gallery) and
 the faces-not-found counts. Accuracies are fractions in [0, 1] (NaN: no trial).
 
@@ -65,11 +65,11 @@ def json_safe(value: object) -> object:
 
 def transfer_matrix(results: dict, metric: str = "rank1") -> tuple[list[str], list[str],
                                                                      list[list[float]]]:
-    """Rows (clean, single-model attacks, ensemble), columns (judges) and ``metric`` values,
-    without counter-measure."""
+    """Rows (clean, single-model attacks, leave-one-out ensembles, ensemble), columns (judges)
+    and ``metric`` values, without counter-measure."""
     judges = [j["name"] for j in results["judges"]]
-    attacks = [CLEAN] + [a["name"] for a in results["attacks"] if a["single"]] + \
-        [a["name"] for a in results["attacks"] if not a["single"]]
+    attacks = [CLEAN] + [a["name"] for kind in ("single", "leave-one-out", "ensemble")
+                         for a in results["attacks"] if a["kind"] == kind]
     values = []
     for attack in attacks:
         row = []
@@ -90,7 +90,8 @@ def _short_label(results: dict, name: str) -> str:
     if name == CLEAN:
         return "clean"
     attack = next(a for a in results["attacks"] if a["name"] == name)
-    return f"{name} only" if attack["single"] else "ensemble"
+    return {"single": f"{name} only", "leave-one-out": name.replace("-", " ")}.get(
+        attack["kind"], "ensemble")
 
 
 def markdown(results: dict) -> str:
@@ -101,7 +102,7 @@ def markdown(results: dict) -> str:
         else []
     judges = [j["name"] for j in results["judges"]]
     black = results["black_box_judges"]
-    ensemble = next(a for a in results["attacks"] if not a["single"])
+    ensemble = next(a for a in results["attacks"] if a["kind"] == "ensemble")
     lines = [
         f"# LowKey evaluation: `{ds['root']}`",
         "",
@@ -170,8 +171,9 @@ def markdown(results: dict) -> str:
                 _pct(v) + (" *" if judge in models else "") for judge, v in zip(cols, row,
                                                                                  strict=True)])
         lines += [f"{name}:", ""] + _table(["attack"] + cols, table) + [""]
-    if not any(a["single"] for a in results["attacks"]):
-        lines.append("Single-model rows were not computed (run with `--transfer`).")
+    if all(a["kind"] == "ensemble" for a in results["attacks"]):
+        lines.append("Single-model and leave-one-out rows were not computed (run with "
+                     "`--transfer`).")
 
     lines += ["", "## Faces not found", "",
               "A judge detects faces itself and uses the largest. A probe without a face counts "

@@ -3,9 +3,9 @@
 1. Split the data set (seeded): per identity a tenth of the photos are probes, the rest gallery;
    the gallery photos of the users are protected, everything else stays clean.
 2. Protect the users' gallery photos with the preset's ensemble (and, with ``transfer``, with
-   each of its models alone), reusing what is already on disk.
+   each of its models alone and with the ensemble less each model), reusing what is on disk.
 3. Embed with every judge: clean probes; the gallery clean and protected, each under every
-   counter-measure (single-model attacks: without counter-measure only).
+   counter-measure (the transfer attacks: without counter-measure only).
 4. Per judge x gallery condition x counter-measure: rank-1 and rank-k identification accuracy of
    the users' probes over the whole gallery, and the true-accept rate of genuine (user probe,
    user gallery photo) pairs at thresholds calibrated, per judge, for fixed false-accept rates on
@@ -88,7 +88,8 @@ class _Condition:
 
 
 def attacks_for(config: EvalConfig) -> list[Attack]:
-    """The ensemble attack of ``config.preset`` and, with ``transfer``, one per model alone."""
+    """The ensemble attack of ``config.preset`` and, with ``transfer``, one per model alone and,
+    for ensembles of three or more, one per model left out (judged by that model, black-box)."""
     from lowkey.protect import PRESETS
 
     if config.preset not in PRESETS:
@@ -96,7 +97,12 @@ def attacks_for(config: EvalConfig) -> list[Attack]:
     preset = PRESETS[config.preset]
     attacks = [Attack("ensemble", preset.name, preset.models, config.strength, config.seed)]
     if config.transfer and len(preset.models) > 1:
-        attacks += [Attack(m, preset.name, (m,), config.strength, config.seed, single=True)
+        attacks += [Attack(m, preset.name, (m,), config.strength, config.seed, kind="single")
+                    for m in preset.models]
+    if config.transfer and len(preset.models) > 2:
+        attacks += [Attack(f"without-{m}", preset.name,
+                           tuple(other for other in preset.models if other != m),
+                           config.strength, config.seed, kind="leave-one-out")
                     for m in preset.models]
     return attacks
 
@@ -233,7 +239,7 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
             "excluded_identities": [i for i, g in split.gallery.items() if not g],
         },
         "attacks": [{"name": a.name, "label": a.label, "models": list(a.models), "tag": a.tag,
-                     "folder": str(out / "protected" / a.tag), "single": a.single}
+                     "folder": str(out / "protected" / a.tag), "kind": a.kind}
                     for a in attacks],
         "judges": [info.to_json() | {"in_ensemble": info.name in ensemble_models}
                    for info in infos],
