@@ -17,17 +17,15 @@ the margin gives it context), and nothing scales with the photo's full size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
 from lowkey.align import align
 from lowkey.models.recognizer import FaceRecognizer
-from lowkey.perceptual import PerceptualPenalty
+from lowkey.perceptual import PerceptualPenalty, pooled_under
 
 
 @dataclass(frozen=True)
@@ -102,10 +100,7 @@ class LowKeyObjective:
         total = windows[0].new_zeros(())
         for before, after in zip(originals, windows, strict=True):
             height, width = before.shape[-2:]
-            factor = math.ceil(max(height, width) / self.penalty_max_side)
-            a, b = before[None], after[None]
-            if factor > 1:
-                a, b = F.avg_pool2d(a, factor), F.avg_pool2d(b, factor)
+            a, b = pooled_under(before[None], after[None], self.penalty_max_side)
             total = total + self.penalty(a, b).sum() * (height * width / photo_area)
         return total
 

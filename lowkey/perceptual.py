@@ -77,20 +77,24 @@ class SSIMPenalty(PerceptualPenalty):
         return 1.0 - ssim(original, perturbed, data_range=1.0, size_average=False)
 
 
+def pooled_under(original: torch.Tensor, perturbed: torch.Tensor,
+                 max_side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both (B, 3, H, W) images average-pooled by the smallest integer factor that brings their
+    long side to at most ``max_side`` (unchanged when it already is): where the penalty is read."""
+    factor = math.ceil(max(original.shape[-2:]) / max_side)
+    if factor > 1:
+        return F.avg_pool2d(original, factor), F.avg_pool2d(perturbed, factor)
+    return original, perturbed
+
+
 def whole_photo_distance(penalty: PerceptualPenalty, original: torch.Tensor,
                          protected: torch.Tensor, max_side: int = 1536) -> float:
-    """``penalty`` between two whole photos, (3, H, W) RGB in [0, 1], as a float.
-
-    Photos whose long side is over ``max_side`` are average-pooled by the smallest integer factor
-    that brings them under it, the same reduction the objective applies to its windows.
-    """
-    factor = math.ceil(max(original.shape[-2:]) / max_side)
+    """``penalty`` between two whole photos, (3, H, W) RGB in [0, 1], as a float, read on
+    :func:`pooled_under` ``max_side`` like the objective's windows."""
     device = next(penalty.parameters(), torch.empty(0)).device
     with torch.no_grad():
-        a = original[None].float().to(device)
-        b = protected[None].float().to(device)
-        if factor > 1:
-            a, b = F.avg_pool2d(a, factor), F.avg_pool2d(b, factor)
+        a, b = pooled_under(original[None].float().to(device), protected[None].float().to(device),
+                            max_side)
         return float(penalty(a, b).item())
 
 

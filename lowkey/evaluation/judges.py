@@ -122,12 +122,13 @@ class JudgePanel:
         if registry:
             faces = self._detector.detect(pixels)
             largest = faces[:1]  # sorted largest first
+            on_device = pixels.to(self.device)
             with torch.no_grad():
                 for name in registry:
                     if not largest:
                         out[name] = None
                         continue
-                    emb = embed_faces(pixels.to(self.device), largest, self.models[name])[0]
+                    emb = embed_faces(on_device, largest, self.models[name])[0]
                     emb = torch.nn.functional.normalize(emb.float(), dim=0)
                     out[name] = emb.cpu().numpy().astype(np.float32)
         if DLIB in which:

@@ -45,6 +45,12 @@ def _lpips_cell(quality: dict) -> str:
     return cell if measured == quality["protected"] else f"{cell} ({measured} photos)"
 
 
+def _white_box(results: dict, judge: str, attack: str) -> bool:
+    """True when ``judge`` was among the models of ``attack`` (read from the result rows)."""
+    found = _find(results, judge, attack)
+    return found is not None and found["access"] == "white-box"
+
+
 def _find(results: dict, judge: str, attack: str, countermeasure: str = "none") -> dict | None:
     for row in results["results"]:
         if (row["judge"], row["attack"], row["countermeasure"]) == (judge, attack,
@@ -166,10 +172,9 @@ def markdown(results: dict) -> str:
         attacks, cols, values = transfer_matrix(results, metric)
         table = []
         for attack, row in zip(attacks, values, strict=True):
-            models = {m for a in results["attacks"] if a["name"] == attack for m in a["models"]}
             table.append([_attack_label(results, attack)] + [
-                _pct(v) + (" *" if judge in models else "") for judge, v in zip(cols, row,
-                                                                                 strict=True)])
+                _pct(v) + (" *" if _white_box(results, judge, attack) else "")
+                for judge, v in zip(cols, row, strict=True)])
         lines += [f"{name}:", ""] + _table(["attack"] + cols, table) + [""]
     if all(a["kind"] == "ensemble" for a in results["attacks"]):
         lines.append("Single-model and leave-one-out rows were not computed (run with "
@@ -305,12 +310,11 @@ def plot_transfer(results: dict, path: Path) -> None:
             ax.set_yticks(range(len(attacks)), [_short_label(results, a) for a in attacks])
         ax.set_title(f"{title} accuracy (%)")
         for i, attack in enumerate(attacks):
-            models = {m for a in results["attacks"] if a["name"] == attack for m in a["models"]}
             for j, judge in enumerate(judges):
                 text = "n/a" if np.isnan(data[i, j]) else f"{data[i, j]:.0f}"
                 ax.text(j, i, text, ha="center", va="center",
                         color="white" if data[i, j] > 60 else "black")
-                if judge in models:
+                if _white_box(results, judge, attack):
                     ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2,
                                                ec="black"))
     fig.suptitle("gallery protected by (rows), judged by (columns); boxed: white-box",

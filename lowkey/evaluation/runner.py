@@ -175,7 +175,7 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
     for attack in attacks:
         swap = {p.source: p.used for p in protected[attack.name]}
         files = [swap.get(path, path) for path in clean_files]
-        for cm in cms if attack.name == "ensemble" else cms[:1]:
+        for cm in cms if attack.kind == "ensemble" else cms[:1]:
             conditions.append(_Condition(attack.name, cm.name, files))
     probe_items = split.probe_items()
     probe_files = [path for path, _ in probe_items]
@@ -199,7 +199,7 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
     k = max(1, min(config.rank_k, len(clean_files)))
     backend = choose_backend(len(clean_files), config.knn_backend)
     rng = np.random.default_rng(config.seed)
-    ensemble_models = set(attacks[0].models)
+    ensemble_models = set(next(a for a in attacks if a.kind == "ensemble").models)
     attack_models = {a.name: set(a.models) for a in attacks}
 
     rows, thresholds = [], {}
