@@ -160,6 +160,9 @@ def run_worker(args) -> dict:
             "cosine": {m: round(statistics.mean(v), 4) for m, v in cos.items() if v},
             "dlib_distance": round(statistics.mean(dlib), 4) if dlib else None,
             "dlib_lost": sum(f.dlib_found_after is False for f in report.faces),
+            "face_jod": report.face_jod, "face_flip": report.face_flip,
+            "face_ssim": report.face_ssim, "face_psnr": report.face_psnr,
+            "measure_s": round(report.measure_seconds or 0.0, 3),
             "ssim": report.ssim, "psnr": report.psnr, "linf": report.linf,
             "peak_rss_mb": peak_rss_mb(),  # of the process so far: it never goes down
             "peak_gpu_mb": gpu_mb(torch.cuda.max_memory_allocated),  # of this photo alone
@@ -169,7 +172,8 @@ def run_worker(args) -> dict:
         gpu = f" gpu {row['peak_gpu_mb']:.0f} MB" if cuda else ""
         print(f"[{args.worker}] {name} {w}x{h} faces={row['faces']} {total:.2f} s (detect "
               f"{row['detect_s']:.2f}, attack {row['attack_s']:.2f}, encode+measure "
-              f"{row['encode_measure_s']:.2f}) cosine {cos_text or '-'}, dlib "
+              f"{row['encode_measure_s']:.2f}) face region JOD {row['face_jod']} FLIP "
+              f"{row['face_flip']} SSIM {row['face_ssim']}; cosine {cos_text or '-'}, dlib "
               f"{row['dlib_distance']}, peak rss {row.get('rss_after_attack_mb', '-')} MB after "
               f"the attack, {row['peak_rss_mb']:.0f} MB in all{gpu}", flush=True)
         return row
@@ -210,7 +214,21 @@ def summarise(res: dict) -> dict:
         "mean_cosine": {m: round(statistics.mean(v), 4) for m, v in cos.items() if v},
         "mean_dlib_distance": round(statistics.mean(dlib), 4) if dlib else None,
         "dlib_over_0.6": f"{sum(d > 0.6 for d in dlib)}/{len(dlib)}",
+        "face_region": face_region_summary(rows),
     }
+
+
+# Face-region figures: (key of a photo's row, worse is lower?) -> mean and the worst photo.
+FACE_KEYS = [("face_jod", True), ("face_flip", False), ("face_ssim", True), ("face_psnr", True)]
+
+
+def face_region_summary(rows: list[dict]) -> dict:
+    out = {}
+    for key, lower_is_worse in FACE_KEYS:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        out[key] = {"mean": round(statistics.mean(values), 4) if values else None,
+                    "worst": (min if lower_is_worse else max)(values) if values else None}
+    return out
 
 
 def print_tables(results: list[dict], strength: int) -> None:
@@ -250,6 +268,13 @@ def print_tables(results: list[dict], strength: int) -> None:
                   + " ".join(num(syn[k], 8) for _, k in COLUMNS)
                   + f" {num(syn['peak_rss_mb'], 7, 0)} {num(syn['peak_gpu_mb'], 7, 0)}")
     if done:
+        print("\nwhat a person sees, on the face region (box widened 20% a side), mean (worst "
+              "photo): ColorVideoVDP JOD (10 = identical), FLIP (0 = identical), SSIM, PSNR dB")
+        for r in done:
+            f = r["summary"]["face_region"]
+            print(f"  {r['preset']:8} " + "  ".join(
+                f"{key[5:]} {num(f[key]['mean'], 0, 3)} ({num(f[key]['worst'], 0, 3)})"
+                for key, _ in FACE_KEYS))
         print("\nprotection, means over the protected photos: cosine(original, protected) per "
               "model (lower = better), dlib distance (over 0.6: dlib no longer matches)")
         for r in done:

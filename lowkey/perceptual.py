@@ -2,9 +2,10 @@
 
 The lpips wheel ships only LPIPS's linear heads; the ImageNet AlexNet backbone is a separate
 download (:data:`lowkey.models.registry.LPIPS_ALEX`, fetched with ``lowkey models fetch
-lpips-alex`` or taken from torchvision's cache). Without it, the penalty falls back to
-``1 - SSIM`` (Gaussian window 11, sigma 1.5; weight-free, finite gradients). Which one is in force
-is a property of the penalty (``name``) that every report shows.
+lpips-alex`` or taken from torchvision's cache). The weight-free alternative is ``1 - SSIM``
+(Gaussian window 11, sigma 1.5; finite gradients). Each preset names its penalty
+(:attr:`lowkey.protect.Preset.penalty`); nothing falls back silently, and every report says which
+one ran.
 """
 
 from __future__ import annotations
@@ -98,19 +99,28 @@ def whole_photo_distance(penalty: PerceptualPenalty, original: torch.Tensor,
         return float(penalty(a, b).item())
 
 
-def load_penalty(device: str | torch.device = "cpu", prefer_lpips: bool = True) -> PerceptualPenalty:
-    """LPIPS when its AlexNet weights are cached (or in torchvision's cache), else ``1 - SSIM``.
+#: The penalties a preset can name.
+PENALTIES = ("lpips-alex", "1-ssim")
 
-    Never downloads anything: fetching is ``lowkey models fetch lpips-alex``'s job.
+
+def load_penalty(name: str, device: str | torch.device = "cpu") -> PerceptualPenalty:
+    """The penalty called ``name`` (one of :data:`PENALTIES`), on ``device``.
+
+    Which penalty runs is a property of the preset, never of what happens to be on disk:
+    ``"lpips-alex"`` raises :class:`WeightsError` (naming ``lowkey models fetch lpips-alex``) when
+    its AlexNet backbone is not cached. Never downloads anything.
     """
-    if prefer_lpips:
-        from lowkey.models import store
-        from lowkey.models.registry import LPIPS_ALEX
+    if name == "1-ssim":
+        return SSIMPenalty().to(device)
+    if name != "lpips-alex":
+        raise ValueError(f"unknown perceptual penalty {name!r}; choose from {', '.join(PENALTIES)}")
+    from lowkey.models import store
+    from lowkey.models.registry import LPIPS_ALEX
 
-        try:
-            path = store.fetch_source(LPIPS_ALEX, progress=False, allow_network=False)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            return LPIPSPenalty(state).to(device)
-        except WeightsError as exc:
-            logger.info("LPIPS unavailable (%s); the perceptual penalty is 1 - SSIM", exc)
-    return SSIMPenalty().to(device)
+    try:
+        path = store.fetch_source(LPIPS_ALEX, progress=False, allow_network=False)
+    except WeightsError as exc:
+        raise WeightsError(f"the perceptual penalty lpips-alex needs LPIPS's AlexNet backbone: "
+                           f"run `lowkey models fetch lpips-alex` ({exc})") from exc
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return LPIPSPenalty(state).to(device)

@@ -40,7 +40,8 @@ def test_no_face_gives_empty_list(detector):
 
 
 def test_large_photo_is_detected_on_a_small_copy_and_mapped_back(astronaut_rgb):
-    small = FaceDetector(max_side=512)
+    small = FaceDetector(max_side=512, smallest_face=80)  # 2048 px are searched at 512 px
+    assert small.scale_for((2048, 2048)) == 0.25
     base = small.detect(_tensor(astronaut_rgb))[0]
     big = np.asarray(Image.fromarray(astronaut_rgb).resize((2048, 2048), Image.BICUBIC))
     face = small.detect(_tensor(big))[0]
@@ -65,3 +66,22 @@ def test_bad_shapes_are_refused(detector):
         detector.detect(torch.zeros(1, 3, 10, 10))
     with pytest.raises(ValueError):
         select_faces([], "biggest")
+
+
+def test_a_small_face_in_a_big_photo_is_found_and_the_limit_is_stated(astronaut_rgb):
+    """A face of about 50 px in a 5000x3000 photo: a 1024 px copy shrinks it to 10 px, below
+    MTCNN's 20 px minimum; the detector searches a copy where 40 px faces stay 20 px."""
+    face_patch = Image.fromarray(astronaut_rgb).resize((256, 256), Image.BICUBIC)
+    canvas = Image.new("RGB", (5000, 3000), (90, 110, 130))
+    canvas.paste(face_patch, (3100, 1700))
+    pixels = _tensor(np.asarray(canvas))
+    old_way = FaceDetector(smallest_face=round(20 * 5000 / 1024))  # a plain 1024 px copy
+    assert old_way.scale_for((5000, 3000)) == pytest.approx(1024 / 5000)
+    assert old_way.detect(pixels) == []
+    detector = FaceDetector()
+    assert detector.smallest_face_px((5000, 3000)) == 40
+    assert detector.smallest_face_px((800, 600)) == 20  # small photos: full resolution
+    (face,) = detector.detect(pixels)
+    x1, y1, x2, y2 = face.box
+    assert 3100 + 60 < x1 < x2 < 3100 + 160 and 1700 < y1 < y2 < 1700 + 120
+    assert 35 < x2 - x1 < 70

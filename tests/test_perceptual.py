@@ -45,7 +45,7 @@ def test_ssim_fallback_is_zero_for_equal_images_and_has_finite_gradients():
     assert value.item() > 0.05 and torch.isfinite(b.grad).all()
 
 
-def test_without_backbone_weights_the_penalty_is_ssim_and_nothing_is_downloaded(
+def test_without_backbone_weights_lpips_is_refused_and_nothing_is_downloaded(
         tmp_path, monkeypatch):
     from dataclasses import replace
 
@@ -53,14 +53,24 @@ def test_without_backbone_weights_the_penalty_is_ssim_and_nothing_is_downloaded(
 
     monkeypatch.setenv("LOWKEY_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("LOWKEY_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("LOWKEY_OFFLINE", raising=False)
     no_local_copy = replace(registry.LPIPS_ALEX, sources=registry.LPIPS_ALEX.sources[1:])
     monkeypatch.setattr(registry, "LPIPS_ALEX", no_local_copy)
+    downloads = []
 
-    def no_download(*args, **kwargs):
-        raise AssertionError("load_penalty must never download")
+    def record_download(*args, **kwargs):
+        downloads.append(args)
+        raise OSError("no download in this test")
 
-    monkeypatch.setattr(store, "_download_url", no_download)
-    assert load_penalty().name == "1-ssim"
+    # fetch_source catches every exception of a source, so the guard records instead of raising
+    monkeypatch.setattr(store, "_download_url", record_download)
+    monkeypatch.setattr(store, "_from_wheel", record_download)
+    with pytest.raises(WeightsError, match="lowkey models fetch lpips-alex"):
+        load_penalty("lpips-alex")
+    assert downloads == []
+    assert load_penalty("1-ssim").name == "1-ssim"
+    with pytest.raises(ValueError, match="unknown perceptual penalty"):
+        load_penalty("mse")
 
 
 def test_with_backbone_weights_in_the_cache_the_penalty_is_lpips(tmp_path, monkeypatch):
@@ -76,13 +86,13 @@ def test_with_backbone_weights_in_the_cache_the_penalty_is_lpips(tmp_path, monke
     local = replace(registry.LPIPS_ALEX, sha256_prefix=prefix,
                     sources=(registry.WeightSource("file", str(weights)),))
     monkeypatch.setattr(registry, "LPIPS_ALEX", local)
-    assert load_penalty().name == "lpips-alex"
+    assert load_penalty("lpips-alex").name == "lpips-alex"
 
 
 def test_strip_wise_ssim_equals_whole_image_ssim():
     from pytorch_msssim import ssim
 
-    from lowkey.protect import ssim_psnr
+    from lowkey.measure import ssim_psnr
 
     g = torch.Generator().manual_seed(1)
     a = torch.rand(3, 300, 170, generator=g)

@@ -21,6 +21,11 @@ from lowkey.protect import PRESETS, Protector
 pytestmark = pytest.mark.weights
 
 
+def _need_dlib():
+    if not dlib_available():
+        pytest.skip("dlib is not installed (pip install 'lowkey[judge]'): no black-box check")
+
+
 @pytest.fixture(scope="module")
 def protector():
     return Protector(preset="fast", strength=20)
@@ -55,8 +60,37 @@ def test_astronaut_embeddings_move_far_and_the_photo_stays_close(astronaut_repor
     assert report.ssim > 0.97 and report.psnr > 33
     assert report.linf <= 0.055 + 2 / 255  # init 0.005 + 10 x 0.005, plus PNG rounding
     assert report.penalty == "1-ssim"
-    if dlib_available():
-        assert face.dlib_distance is not None and face.dlib_distance > 0.4
+    assert report.smallest_face_px == 20  # a 512 px photo is searched at full resolution
+
+
+def test_astronaut_face_region_is_measured_like_a_person_sees_it(astronaut_report):
+    """The face region (box widened 20% a side) is worse than the whole photo on every
+    measure, and each figure agrees with a recomputation on the written file."""
+    from lowkey.measure import cvvdp_jod, face_region, flip_error, ssim_psnr
+
+    photo, encoded, report = astronaut_report
+    (face,) = report.faces
+    x0, y0, x1, y1 = face_region(face.box, photo.size)
+    assert face.region == [x0, y0, x1, y1]
+    width = face.box[2] - face.box[0]
+    assert x0 == pytest.approx(face.box[0] - 0.2 * width, abs=1.01)
+    a = photo.pixels[:, y0:y1, x0:x1]
+    b = load_photo(encoded).pixels[:, y0:y1, x0:x1]
+    ssim, psnr = ssim_psnr(a, b)
+    assert face.ssim == pytest.approx(ssim, abs=1e-4) and face.psnr == pytest.approx(psnr, abs=0.01)
+    assert face.flip == pytest.approx(flip_error(a, b), abs=1e-4)
+    assert face.jod == pytest.approx(cvvdp_jod(a, b), abs=1e-3)
+    # the face is where the change is: every face-region figure is worse than the whole photo's
+    assert face.ssim < report.ssim and face.psnr < report.psnr
+    assert 0 < face.flip < 1 and 0 < face.jod < 10
+    assert (report.face_ssim, report.face_jod, report.face_flip) == (face.ssim, face.jod,
+                                                                      face.flip)
+
+
+def test_astronaut_is_no_longer_the_same_person_to_dlib(astronaut_report):
+    _need_dlib()
+    (face,) = astronaut_report[2].faces
+    assert face.dlib_distance is not None and face.dlib_distance > 0.4
 
 
 def test_preset_strength_sets_the_change_budget():
@@ -75,6 +109,7 @@ def test_photo_without_a_face_is_left_unchanged(quick, tmp_path):
     before = source.read_bytes()
     report = quick.protect_file(source, tmp_path / "out")
     assert report.status == "no-face" and report.output is None
+    assert report.smallest_face_px == 20 and report.faces == []
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert source.read_bytes() == before
 
@@ -100,10 +135,20 @@ def test_every_face_of_a_group_photo_is_protected(protector, multi_face_dir, tmp
             assert cosine is not None and cosine < 0.6, (name, face.box)
 
 
+def test_the_penalty_is_the_presets_whatever_is_on_disk(quick):
+    """The offline presets name 1 - SSIM and the paper's names LPIPS: output never depends on
+    whether LPIPS's weights happen to be cached."""
+    assert PRESETS["default"].penalty == PRESETS["fast"].penalty == "1-ssim"
+    assert PRESETS["paper"].penalty == "lpips-alex"
+    assert quick.penalty.name == "1-ssim"
+
+
 def test_report_has_lpips_only_when_lpips_is_the_penalty(quick, astronaut_rgb, monkeypatch):
-    """With an AlexNet backbone (random weights here: a small real model; its loading from the
-    cache is tested in test_perceptual) the report carries the whole photo's LPIPS; with the
-    1 - SSIM fallback it says None."""
+    """With LPIPS as the preset's penalty (random AlexNet weights here: a small real model; its
+    loading from the cache is tested in test_perceptual) the report carries the whole photo's
+    LPIPS; with 1 - SSIM it says None."""
+    from dataclasses import replace
+
     import torch
     import torchvision
 
@@ -111,13 +156,20 @@ def test_report_has_lpips_only_when_lpips_is_the_penalty(quick, astronaut_rgb, m
     from lowkey.perceptual import LPIPSPenalty, whole_photo_distance
 
     photo = load_photo(_png(astronaut_rgb))
-    if quick.penalty.name == "1-ssim":
-        assert quick.protect_photo(photo)[1].lpips is None
+    assert quick.protect_photo(photo)[1].lpips is None
     torch.manual_seed(0)
     state = torchvision.models.alexnet(weights=None).state_dict()
-    monkeypatch.setattr(lowkey.protect, "load_penalty",
-                        lambda device: LPIPSPenalty(state).to(device))
+    asked = []
+
+    def load(name, device):
+        asked.append(name)
+        return LPIPSPenalty(state).to(device)
+
+    monkeypatch.setattr(lowkey.protect, "load_penalty", load)
+    monkeypatch.setitem(lowkey.protect.PRESETS, "fast",
+                        replace(PRESETS["fast"], penalty="lpips-alex"))
     protector = Protector(preset="fast", strength=2, judge=False)
+    assert asked == ["lpips-alex"]
     encoded, report = protector.protect_photo(photo)
     assert report.penalty == "lpips-alex" and report.lpips is not None
     again = whole_photo_distance(protector.penalty, photo.pixels, load_photo(encoded).pixels)
@@ -191,7 +243,7 @@ def test_cli_batch_reports_failures_and_goes_on(tmp_path, astronaut_rgb, capsys)
     assert out["summary"] == {"protected": 1, "no-face": 0, "failed": 1}
     assert (tmp_path / "out" / "good_lowkey.png").exists()
     assert not (tmp_path / "out" / "broken_lowkey.jpg").exists()
-    assert out["settings"]["penalty"] in ("1-ssim", "lpips-alex")
+    assert out["settings"]["penalty"] == "1-ssim"
 
 
 @pytest.mark.slow
@@ -205,5 +257,5 @@ def test_paper_settings_on_the_astronaut(astronaut_rgb):
     for name, cosine in face.cosine.items():
         assert cosine is not None and cosine < 0.1, name
     assert report.ssim > 0.97
-    if dlib_available():
-        assert face.dlib_distance > 0.6
+    _need_dlib()
+    assert face.dlib_distance > 0.6

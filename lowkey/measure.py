@@ -1,0 +1,312 @@
+"""Measuring a written photo: what a person sees, and what a recogniser sees.
+
+Used by ``lowkey protect`` (every report), ``lowkey eval`` (outputs made elsewhere) and the
+daemon, always on the photo *as written* (decoded again after 8-bit rounding and JPEG/WebP
+encoding), with faces found afresh in it.
+
+What a person sees is judged on the **face region**: the original's MTCNN box widened by
+:data:`FACE_REGION_WIDEN` of its size on each side, clipped to the photo. Whole-photo figures
+hide a disfigured face (a painted-over face in a big photo still scores SSIM 0.98), so they come
+second. Per face region:
+
+- SSIM (Gaussian window 11, sigma 1.5) and PSNR (dB) of the sRGB values in [0, 1];
+- NVIDIA FLIP (``flip-evaluator``, LDR, 67 pixels per degree): mean error, 0 = identical;
+- ColorVideoVDP (``cvvdp``, display model ``standard_4k``): JOD, 10 = identical, a calibrated
+  model of human vision (one JOD: 75% of observers would pick the better image).
+
+What a recogniser sees: each attacked model's cosine between the original face's embedding and
+the protected face's (white-box), and dlib's descriptor distance (never attacked: black-box).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from lowkey.dlib_judge import DLIB_SAME_PERSON, DlibFace, DlibJudge, box_iou
+from lowkey.embedding import embed_faces
+from lowkey.faces import Face, FaceDetector
+from lowkey.image_io import Photo
+from lowkey.models.recognizer import FaceRecognizer
+from lowkey.perceptual import LPIPSPenalty, whole_photo_distance
+
+logger = logging.getLogger(__name__)
+
+#: The face region is the detector's box widened by this fraction of its size on each side.
+FACE_REGION_WIDEN = 0.2
+#: ColorVideoVDP's display model: a 30-inch 4K monitor seen from about 0.7 m (its default).
+CVVDP_DISPLAY = "standard_4k"
+#: FLIP's viewing condition: pixels per degree of visual angle (its default, a desktop monitor).
+FLIP_PPD = 67.0
+
+
+@dataclass
+class FaceReport:
+    """One protected face: where it is, how it looks now, and how far the protection moved it.
+
+    ``region`` is the face region (x0, y0, x1, y1) in photo pixels, x1/y1 exclusive; ``ssim``,
+    ``psnr``, ``flip`` and ``jod`` compare the original with the written photo there.
+    """
+
+    box: list[float]
+    score: float
+    region: list[int] = field(default_factory=list)
+    ssim: float | None = None
+    psnr: float | None = None
+    flip: float | None = None
+    jod: float | None = None
+    #: cosine(original, protected) embedding per ensemble model (white-box: these were attacked).
+    #: None when no face was found at this place in the protected photo.
+    cosine: dict[str, float | None] = field(default_factory=dict)
+    #: dlib distance original -> protected (black-box: dlib was never attacked); None when dlib
+    #: is not installed or found no face here in the original or the protected photo.
+    dlib_distance: float | None = None
+    dlib_found_after: bool | None = None
+
+
+@dataclass
+class PhotoReport:
+    """What happened to one photo. ``status``: "protected", "no-face" or "failed".
+
+    ``face_ssim``, ``face_psnr``, ``face_flip`` and ``face_jod`` are the photo's *worst* face
+    region (lowest SSIM, PSNR and JOD, highest FLIP); ``ssim``, ``psnr`` and ``lpips`` are about
+    the whole photo. ``smallest_face_px`` is the smallest face (box side, photo pixels) the
+    detector could have found in this photo: smaller faces were not looked for.
+    """
+
+    source: str
+    status: str
+    output: str | None = None
+    error: str | None = None
+    size: list[int] | None = None
+    format: str | None = None
+    faces: list[FaceReport] = field(default_factory=list)
+    smallest_face_px: int | None = None
+    face_ssim: float | None = None
+    face_psnr: float | None = None
+    face_flip: float | None = None
+    face_jod: float | None = None
+    ssim: float | None = None
+    psnr: float | None = None
+    penalty: str | None = None
+    penalty_value: float | None = None
+    #: LPIPS (AlexNet) of the whole decoded output against the original; measured only when
+    #: LPIPS is the preset's penalty (its weights are then on disk)
+    lpips: float | None = None
+    linf: float | None = None
+    #: the whole job; ``measure_seconds`` of it went to this report's measurements
+    seconds: float = 0.0
+    measure_seconds: float | None = None
+    device: str | None = None
+    preset: str | None = None
+    steps: int | None = None
+    dlib_threshold: float = DLIB_SAME_PERSON
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def face_region(box: tuple[float, ...] | list[float], size: tuple[int, int],
+                widen: float = FACE_REGION_WIDEN) -> tuple[int, int, int, int]:
+    """The face region (x0, y0, x1, y1), x1/y1 exclusive, of a detector ``box`` (x1, y1, x2, y2)
+    in a photo of ``size`` (width, height): widened by ``widen`` of the box's width (height) on
+    the left and right (top and bottom), rounded outwards, clipped to the photo."""
+    width, height = size
+    x1, y1, x2, y2 = box
+    dx, dy = widen * (x2 - x1), widen * (y2 - y1)
+    x0 = max(0, math.floor(x1 - dx))
+    y0 = max(0, math.floor(y1 - dy))
+    return x0, y0, max(x0 + 1, min(width, math.ceil(x2 + dx))), max(y0 + 1,
+                                                                      min(height, math.ceil(y2 + dy)))
+
+
+def ssim_psnr(a: torch.Tensor, b: torch.Tensor, rows: int = 512) -> tuple[float, float]:
+    """SSIM (Gaussian window 11, sigma 1.5) and PSNR in dB of two (3, H, W) images in [0, 1].
+
+    Computed in horizontal strips of ``rows`` output rows (each read with the window's 10 extra
+    rows) so memory stays bounded on 24-megapixel photos; the result equals the whole-image SSIM
+    of pytorch-msssim (valid convolution, mean over every window position). Images smaller than
+    the window (11 px) get SSIM NaN.
+    """
+    from pytorch_msssim import ssim
+
+    height = a.shape[1]
+    weighted, count, squared = 0.0, 0, 0.0
+    with torch.no_grad():
+        for top in range(0, max(height - 10, 1), rows):
+            x = a[:, top:top + rows + 10].float()[None]
+            y = b[:, top:top + rows + 10].float()[None]
+            valid = (x.shape[2] - 10) * (x.shape[3] - 10)
+            if valid > 0:
+                weighted += ssim(x, y, data_range=1.0).item() * valid
+                count += valid
+        for top in range(0, height, rows):
+            squared += torch.sum((a[:, top:top + rows].float() - b[:, top:top + rows].float()) ** 2
+                                 ).item()
+    mse = squared / a.numel()
+    return (weighted / count if count else math.nan,
+            float("inf") if mse == 0 else 10 * math.log10(1.0 / mse))
+
+
+def _hwc(pixels: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(pixels.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+
+
+def flip_error(original: torch.Tensor, protected: torch.Tensor) -> float:
+    """Mean NVIDIA FLIP error (LDR, sRGB, :data:`FLIP_PPD`) of two (3, H, W) RGB images in
+    [0, 1]: 0 for identical images, up to 1."""
+    import flip_evaluator
+
+    _, mean, _ = flip_evaluator.evaluate(_hwc(original), _hwc(protected), "LDR", inputsRGB=True,
+                                         applyMagma=False, parameters={"ppd": FLIP_PPD})
+    return float(mean)
+
+
+@functools.cache
+def _cvvdp_metric() -> object:
+    import pycvvdp
+
+    return pycvvdp.cvvdp(display_name=CVVDP_DISPLAY, device=torch.device("cpu"), quiet=True)
+
+
+def cvvdp_jod(original: torch.Tensor, protected: torch.Tensor) -> float:
+    """ColorVideoVDP quality (JOD, 10 = identical) of ``protected`` against ``original``, both
+    (3, H, W) RGB display-encoded (sRGB) values in [0, 1], seen on :data:`CVVDP_DISPLAY`."""
+    with torch.no_grad():
+        jod, _ = _cvvdp_metric().predict(torch.from_numpy(_hwc(protected)),
+                                         torch.from_numpy(_hwc(original)), dim_order="HWC")
+    return float(jod)
+
+
+@dataclass(frozen=True)
+class RegionQuality:
+    """How one region of the written photo compares with the original (see the module doc)."""
+
+    ssim: float
+    psnr: float
+    flip: float
+    jod: float
+
+
+def region_quality(original: torch.Tensor, protected: torch.Tensor,
+                   region: tuple[int, int, int, int]) -> RegionQuality:
+    """SSIM, PSNR, FLIP and ColorVideoVDP of ``region`` (x0, y0, x1, y1) of two (3, H, W) RGB
+    images in [0, 1]."""
+    x0, y0, x1, y1 = region
+    a = original[:, y0:y1, x0:x1].float()
+    b = protected[:, y0:y1, x0:x1].float()
+    ssim, psnr = ssim_psnr(a, b)
+    return RegionQuality(ssim, psnr, flip_error(a, b), cvvdp_jod(a, b))
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+class PhotoMeasurer:
+    """Measures written photos against their originals and fills a :class:`PhotoReport`.
+
+    ``detector`` finds the faces again in the written photo; ``models`` are the attacked
+    ensemble (white-box cosines; may be empty); ``judge`` is dlib (black-box; None to skip);
+    ``lpips``: the LPIPS penalty when it is the preset's (whole-photo LPIPS), else None.
+    """
+
+    def __init__(self, detector: FaceDetector, models: list[FaceRecognizer] | None = None,
+                 judge: DlibJudge | None = None, lpips: LPIPSPenalty | None = None,
+                 lpips_max_side: int = 1536) -> None:
+        self.detector = detector
+        self.models = list(models or [])
+        self.judge = judge
+        self.lpips = lpips
+        self.lpips_max_side = lpips_max_side
+
+    def measure(self, original: Photo, protected: Photo, report: PhotoReport,
+                faces: list[Face] | None = None,
+                before: dict[str, torch.Tensor] | None = None) -> PhotoReport:
+        """Fill ``report`` by comparing ``original`` with the decoded written ``protected``.
+
+        ``faces``: the original's faces that were protected (detected here when None);
+        ``before``: each model's (N, D) embeddings of ``faces`` in the original (computed here
+        when None). Returns ``report``.
+        """
+        a, b = original.pixels, protected.pixels
+        if a.shape != b.shape:
+            raise ValueError(f"the written photo is {tuple(b.shape)}, the original "
+                             f"{tuple(a.shape)}: they cannot be compared")
+        width, height = original.size
+        report.smallest_face_px = self.detector.smallest_face_px((width, height))
+        if faces is None:
+            faces = self.detector.detect(a)
+        report.ssim, report.psnr = ssim_psnr(a, b)
+        report.linf = float((a - b).abs().max())
+        if self.lpips is not None:
+            report.lpips = round(whole_photo_distance(self.lpips, a, b, self.lpips_max_side), 5)
+        if not faces:
+            return report
+        device = next(self.models[0].parameters()).device if self.models else torch.device("cpu")
+        if before is None and self.models:
+            with torch.no_grad():
+                before = {m.name: embed_faces(a.to(device), faces, m) for m in self.models}
+        after = self.detector.detect(b) if self.models else []
+        b_device = b.to(device) if self.models else b
+        judge_before = self.judge.faces(a) if self.judge else []
+        judge_after = self.judge.faces(b) if self.judge else []
+        for i, face in enumerate(faces):
+            region = face_region(face.box, (width, height))
+            quality = region_quality(a, b, region)
+            entry = FaceReport(box=[round(v, 1) for v in face.box], score=round(face.score, 4),
+                               region=list(region), ssim=_rounded(quality.ssim, 4),
+                               psnr=_rounded(quality.psnr, 2), flip=_rounded(quality.flip, 4),
+                               jod=_rounded(quality.jod, 3))
+            match = max(after, key=lambda f: box_iou(f.box, face.box), default=None)
+            found = match is not None and box_iou(match.box, face.box) > 0.3
+            with torch.no_grad():
+                for m in self.models:
+                    if not found:
+                        entry.cosine[m.name] = None
+                        continue
+                    emb = embed_faces(b_device, [match], m)[0]
+                    entry.cosine[m.name] = round(float(torch.nn.functional.cosine_similarity(
+                        before[m.name][i], emb, dim=0)), 4)
+            if self.judge:
+                entry.dlib_distance, entry.dlib_found_after = dlib_distance(
+                    face.box, judge_before, judge_after)
+            report.faces.append(entry)
+        _worst_face(report)
+        return report
+
+
+def _worst_face(report: PhotoReport) -> None:
+    """The photo-level face-region figures: its worst face for each measure."""
+    def pick(key: str, worst: type[min] | type[max]) -> float | None:
+        values = [getattr(f, key) for f in report.faces if getattr(f, key) is not None]
+        return worst(values) if values else None
+
+    report.face_ssim = pick("ssim", min)
+    report.face_psnr = pick("psnr", min)
+    report.face_flip = pick("flip", max)
+    report.face_jod = pick("jod", min)
+
+
+def dlib_distance(box: tuple[float, ...], before: list[DlibFace],
+                  after: list[DlibFace]) -> tuple[float | None, bool | None]:
+    """dlib distance between the original face at ``box`` and the protected one at that place:
+    (None, None) when dlib finds no face there in the original, (None, False) when it finds
+    none in the protected photo."""
+    a = max(before, key=lambda f: box_iou(f.box, box), default=None)
+    if a is None or box_iou(a.box, box) < 0.2:
+        return None, None
+    b = max(after, key=lambda f: box_iou(f.box, a.box), default=None)
+    if b is None or box_iou(b.box, a.box) < 0.3:
+        return None, False
+    return round(float(np.linalg.norm(a.descriptor - b.descriptor)), 4), True
+
+
+__all__ = ["FACE_REGION_WIDEN", "FaceReport", "PhotoMeasurer", "PhotoReport", "RegionQuality",
+           "cvvdp_jod", "dlib_distance", "face_region", "flip_error", "region_quality",
+           "ssim_psnr"]
