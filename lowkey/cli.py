@@ -169,6 +169,7 @@ def cmd_faces(args: argparse.Namespace) -> int:
             continue
         faces = select_faces(detector.detect(photo.pixels), "largest" if args.largest else "all")
         entry = {"photo": label, "size": list(photo.size), "format": photo.format,
+                 "smallest_face_px": detector.smallest_face_px(photo.size),
                  "faces": [f.to_json() for f in faces]}
         if faces:
             with torch.no_grad():
@@ -194,7 +195,8 @@ def cmd_faces(args: argparse.Namespace) -> int:
                 print(f"{entry['photo']}: ERROR {entry['error']}")
                 continue
             w, h = entry["size"]
-            print(f"{entry['photo']}: {w}x{h} {entry['format']}, {len(entry['faces'])} face(s)")
+            print(f"{entry['photo']}: {w}x{h} {entry['format']}, {len(entry['faces'])} face(s) "
+                  f"(looked for down to {entry['smallest_face_px']} px)")
             if not entry["faces"]:
                 print("  no face found: this photo would be left unchanged")
             for i, face in enumerate(entry["faces"]):
@@ -227,6 +229,10 @@ def _expand_inputs(paths: Sequence[str]) -> list[Path]:
     return out
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def _print_report(report: PhotoReport) -> None:
     if report.status == "failed":
         print(f"{report.source}: FAILED: {report.error}")
@@ -234,11 +240,18 @@ def _print_report(report: PhotoReport) -> None:
     w, h = report.size
     head = f"{report.source}: {w}x{h} {report.format}, {report.seconds:.1f} s on {report.device}"
     if report.status == "no-face":
-        print(f"{head}\n  no face found: left unchanged, nothing written")
+        print(f"{head}\n  no face found (looked for faces down to {report.smallest_face_px} px): "
+              "left unchanged, nothing written")
         return
     print(f"{head} -> {report.output}")
-    print(f"  preset {report.preset}, {report.steps} steps; quality: SSIM {report.ssim:.4f}, "
-          f"PSNR {report.psnr:.1f} dB, "
+    print(f"  preset {report.preset}, {report.steps} steps; faces looked for down to "
+          f"{report.smallest_face_px} px")
+    for i, face in enumerate(report.faces):
+        print(f"  face {i} region ({', '.join(str(v) for v in face.region)}), what a person sees: "
+              f"ColorVideoVDP {_fmt(face.jod, '.2f')} JOD (10 = identical), "
+              f"FLIP {_fmt(face.flip, '.3f')}, SSIM {_fmt(face.ssim, '.3f')}, "
+              f"PSNR {_fmt(face.psnr, '.1f')} dB")
+    print(f"  whole photo: SSIM {report.ssim:.4f}, PSNR {report.psnr:.1f} dB, "
           + (f"LPIPS {report.lpips:.4f}, " if report.lpips is not None else "")
           + f"objective's {report.penalty} {report.penalty_value:.4f}, "
           f"largest change {report.linf * 255:.0f}/255")
@@ -313,6 +326,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = EvalConfig(
         dataset=Path(args.dataset), out=Path(args.out), preset=args.preset,
         strength=args.strength, seed=args.seed, users=args.users,
+        fixed_detector=args.fixed_detector,
         distractors=Path(args.distractors) if args.distractors else None,
         transfer=args.transfer,
         judges=[j.strip() for j in args.judges.split(",") if j.strip()] if args.judges else None,
@@ -345,6 +359,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"{row['rank_k'] * 100:5.1f}%  {tar}")
     print(f"\nreport: {paths['report']} (and {', '.join(p.name for n, p in paths.items() if n != 'report')})")
     return 0
+
+
+def _users_option(text: str) -> int | str:
+    """``--users``: a positive number or ``all``."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'all', not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,8 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("paper", "default", "fast"), default="default",
                    help="the protection to evaluate (its ensemble's models are white-box judges)")
     p.add_argument("--strength", type=int, default=50, help="as for `lowkey protect`")
-    p.add_argument("--users", type=int,
-                   help="protect the gallery of N random identities (default: all)")
+    p.add_argument("--users", type=_users_option, metavar="N|all",
+                   help="protect the gallery of N random identities, or of all of them (default: "
+                        "a fifth of the identities with a gallery photo, at least one: the "
+                        "paper's few protected users among clean identities)")
     p.add_argument("--distractors", help="folder of photos of nobody in particular (gallery only)")
     p.add_argument("-o", "--out", default="lowkey-eval",
                    help="output folder: report, results, plots, protected photos and caches, "
@@ -409,9 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also protect with each ensemble model alone and with the ensemble "
                         "less each model (the transfer matrix; multiplies the protection cost)")
     p.add_argument("--judges", help="comma-separated judges: registry model names and/or dlib "
-                                    "(default: every model whose weights are on disk, and dlib)")
+                                    "(default: every model whose weights are on disk, and dlib); "
+                                    "each also judges as JUDGE@fixed")
     p.add_argument("--countermeasures",
                    help="comma-separated subset of none,blur,jpeg75,half,platform (default: all)")
+    p.add_argument("--no-fixed-detector", dest="fixed_detector", action="store_false",
+                   help="leave out the judges' fixed-detector variants (JUDGE@fixed: gallery "
+                        "photos embedded at the face found in their clean source, which tells "
+                        "defeated recognition from defeated detection)")
     p.add_argument("--rank-k", type=int, default=50,
                    help="k of rank-k accuracy, capped by the gallery size (default 50)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")

@@ -31,10 +31,19 @@ def dlib_available() -> bool:
 
 @dataclass(frozen=True)
 class DlibFace:
-    """A face as dlib sees it: its box (x1, y1, x2, y2) and 128-d descriptor."""
+    """A face as dlib sees it: its box (x1, y1, x2, y2), 128-d descriptor and the 5-point shape
+    (x, y) its descriptor was computed at."""
 
     box: tuple[float, float, float, float]
     descriptor: np.ndarray
+    points: tuple[tuple[int, int], ...] = ()
+
+
+def dlib_image(pixels: torch.Tensor) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, contiguous, of ``pixels`` (3, H, W) RGB in [0, 1]: what dlib reads."""
+    return np.ascontiguousarray(
+        (pixels.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu()
+        .numpy())
 
 
 class DlibJudge:
@@ -60,9 +69,7 @@ class DlibJudge:
         import dlib
         from PIL import Image
 
-        image = np.ascontiguousarray(
-            (pixels.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu()
-            .numpy())
+        image = dlib_image(pixels)
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
         small = image if scale == 1.0 else np.asarray(Image.fromarray(image).resize(
@@ -74,8 +81,19 @@ class DlibJudge:
             shape = self._shape(image, rect)
             descriptor = np.asarray(self._encoder.compute_face_descriptor(image, shape), np.float64)
             out.append(DlibFace((rect.left(), rect.top(), rect.right(), rect.bottom()),
-                                descriptor))
+                                descriptor, tuple((p.x, p.y) for p in shape.parts())))
         return out
+
+    def descriptor_at(self, pixels: torch.Tensor, box: tuple[int, int, int, int],
+                      points: tuple[tuple[int, int], ...]) -> np.ndarray:
+        """The 128-d descriptor of ``pixels`` (3, H, W) RGB [0, 1] at a face found elsewhere
+        (e.g. in the clean original): its box and 5-point shape, nothing detected here."""
+        import dlib
+
+        shape = dlib.full_object_detection(dlib.rectangle(*(int(v) for v in box)),
+                                           [dlib.point(int(x), int(y)) for x, y in points])
+        return np.asarray(self._encoder.compute_face_descriptor(dlib_image(pixels), shape),
+                          np.float64)
 
 
 def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

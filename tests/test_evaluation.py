@@ -163,7 +163,7 @@ def test_scan_finds_identities_and_distractors(synthetic_dataset):
 
 def test_split_is_seeded_and_complete(synthetic_dataset):
     dataset, sizes = synthetic_dataset
-    a, b, c = (split_dataset(dataset, seed) for seed in (0, 0, 1))
+    a, b, c = (split_dataset(dataset, seed, users="all") for seed in (0, 0, 1))
     assert (a.probes, a.gallery) == (b.probes, b.gallery)
     assert (a.probes, a.gallery) != (c.probes, c.gallery)
     for split in (a, c):
@@ -196,9 +196,9 @@ def test_probe_count():
 def test_transfer_adds_single_model_and_leave_one_out_attacks(tmp_path):
     attacks = attacks_for(EvalConfig(tmp_path, tmp_path, preset="fast", transfer=True))
     assert [a.tag for a in attacks] == [
-        "fast-s50-seed0", "fast-sface-s50-seed0", "fast-facenet128-s50-seed0",
-        "fast-facenet512-s50-seed0", "fast-without-sface-s50-seed0",
-        "fast-without-facenet128-s50-seed0", "fast-without-facenet512-s50-seed0"]
+        "fast-1-ssim-s50-seed0", "fast-sface-1-ssim-s50-seed0", "fast-facenet128-1-ssim-s50-seed0",
+        "fast-facenet512-1-ssim-s50-seed0", "fast-without-sface-1-ssim-s50-seed0",
+        "fast-without-facenet128-1-ssim-s50-seed0", "fast-without-facenet512-1-ssim-s50-seed0"]
     assert [a.kind for a in attacks] == ["ensemble"] + ["single"] * 3 + ["leave-one-out"] * 3
     assert [a.models for a in attacks[1:4]] == [("sface",), ("facenet128",), ("facenet512",)]
     assert [a.models for a in attacks[4:]] == [
@@ -336,7 +336,7 @@ def tiny_run(faces_dev, tmp_path_factory):
             (root / "ds" / identity / name).symlink_to(faces_dev / identity / name)
     judges = "sface,dlib" if dlib_available() else "sface"
     argv = ["eval", str(root / "ds"), "--preset", "fast", "--strength", "2", "--judges", judges,
-            "--out", str(root / "out"), "--json"]
+            "--users", "all", "--out", str(root / "out"), "--json"]
     runs = []
     for _ in range(2):
         assert main(argv) == 0
@@ -352,10 +352,12 @@ def test_eval_end_to_end(tiny_run):
     assert results["dataset"]["user_probes"] == 3 and results["dataset"]["gallery"] == 3
     assert results["knn"] == {"backend": "exact", "gallery_photos": 3, "k": 3}
     judges = [j["name"] for j in results["judges"]]
-    assert results["black_box_judges"] == [j for j in judges if j == "dlib"]
+    base = [j for j in judges if "@" not in j]
+    assert judges == [n for j in base for n in (j, f"{j}@fixed")]  # each judge, then its variant
+    assert results["black_box_judges"] == [j for j in judges if j.startswith("dlib")]
     cms = {c["name"] for c in results["countermeasures"]}
     assert cms == set(COUNTERMEASURES)
-    # every judge x (clean, ensemble) x counter-measure
+    # every judge (and its fixed-detector variant) x (clean, ensemble) x counter-measure
     assert len(results["results"]) == len(judges) * 2 * len(cms)
     for row in results["results"]:
         values = [row["rank1"], row["rank_k"], *row["tar"].values()]
@@ -363,11 +365,28 @@ def test_eval_end_to_end(tiny_run):
         assert row["rank1"] <= row["rank_k"]
         assert row["trials"] == 3 and row["k"] == 3
         expected = None if row["attack"] == "clean" else (
-            "white-box" if row["judge"] == "sface" else "black-box")
+            "white-box" if row["base_judge"] == "sface" else "black-box")
         assert row["access"] == expected
         assert 0 <= row["user_gallery_without_face"] <= row["gallery_without_face"] <= 3
+        for metric, total in (("rank1", 3), ("rank_k", 3)):
+            lo, hi = row[f"{metric}_ci"]
+            assert lo <= row[metric] <= hi
+            assert sum(row[f"{metric}_outcomes"].values()) == total
+        for far, outcomes in row["tar_outcomes"].items():
+            assert sum(outcomes.values()) == row["genuine_pairs"] == 3
+            assert row["tar_ci"][far][0] <= row["tar"][far] <= row["tar_ci"][far][1]
+    # probes are clean: a fixed-detector judge sees them as its judge does (same thresholds)
+    # and so is the clean gallery without counter-measure (each photo is its own source)
+    figures = ("rank1", "rank_k", "tar", "rank1_outcomes", "tar_outcomes", "gallery_size")
+    for judge in base:
+        assert results["thresholds"][f"{judge}@fixed"] == results["thresholds"][judge]
+        own, fixed = (next(r for r in results["results"] if r["judge"] == name
+                           and r["attack"] == "clean" and r["countermeasure"] == "none")
+                      for name in (judge, f"{judge}@fixed"))
+        assert {f: own[f] for f in figures} == {f: fixed[f] for f in figures}
     # the protected photos are exactly protect_file's outputs, with their reports beside them
-    tag = out / "protected" / "fast-s2-seed0"
+    assert results["penalty"] == "1-ssim"
+    tag = out / "protected" / "fast-1-ssim-s2-seed0"
     outputs = sorted(tag.glob("*/*_lowkey.jpg"))
     assert len(outputs) == 3
     for output in outputs:
@@ -376,13 +395,27 @@ def test_eval_end_to_end(tiny_run):
         assert report["steps"] == 1 and report["original_bytes"] > 0
     quality = results["quality"]["ensemble"]
     assert quality["protected"] == 3 and 0.9 < quality["ssim_mean"] <= 1
-    if quality["penalty"] == "1-ssim":  # no AlexNet backbone: LPIPS is said to be missing
-        assert quality["lpips_measured"] == 0 and quality["lpips_mean"] is None
+    # the fast preset's penalty is 1 - SSIM, and whole-photo LPIPS is measured only under LPIPS
+    assert quality["penalty"] == "1-ssim"
+    assert quality["lpips_measured"] == 0 and quality["lpips_mean"] is None
+    assert quality["face_measured"] == 3
+    assert 0 < quality["face_ssim_min"] <= quality["face_ssim_mean"] <= 1
     assert quality["seconds_per_photo"] > 0 and quality["devices"]
     report = (out / "report.md").read_text()
     assert "white-box" in report and "Transfer matrix" in report
-    if "dlib" in judges:
-        assert "| dlib |" in report.split("## Every judge")[0]  # the black-box headline
+    assert "(no face: " in report.split("## Every judge")[0]
+
+
+@pytest.mark.weights
+def test_eval_headline_shows_dlib_and_its_fixed_variant(tiny_run):
+    from lowkey.dlib_judge import dlib_available
+
+    if not dlib_available():
+        pytest.skip("dlib is not installed: no black-box judge in the tiny run")
+    out, results, _ = tiny_run
+    headline = (out / "report.md").read_text().split("## Every judge")[0]
+    assert "| dlib |" in headline and "| dlib@fixed |" in headline
+    assert results["black_box_judges"] == ["dlib", "dlib@fixed"]
 
 
 @pytest.mark.weights
@@ -406,11 +439,19 @@ def test_quality_summary_and_lpips_cell():
         return ProtectedPhoto(Path("a.jpg"), "p", Path("a.jpg"), status, report)
 
     photos = [photo("protected", ssim=0.9, psnr=30.0, lpips=0.1, original_bytes=100,
-                    protected_bytes=250, seconds=4.0, device="cpu", penalty="lpips-alex"),
+                    protected_bytes=250, seconds=4.0, device="cpu", penalty="lpips-alex",
+                    face_ssim=0.8, face_psnr=25.0, face_flip=0.1, face_jod=9.0),
               photo("protected", ssim=0.95, psnr=float("inf"), lpips=None, original_bytes=100,
-                    protected_bytes=150, seconds=None, device="cpu", penalty="lpips-alex"),
+                    protected_bytes=150, seconds=None, device="cpu", penalty="lpips-alex",
+                    face_ssim=0.9, face_psnr=None, face_flip=0.3, face_jod=7.0),
               photo("no-face"), photo("failed")]
     q = _quality(photos)
+    # the face region: means, and the worst photo (lowest SSIM and JOD, highest FLIP)
+    assert q["face_ssim_mean"] == pytest.approx(0.85) and q["face_ssim_min"] == 0.8
+    assert q["face_psnr_mean"] == pytest.approx(25.0)  # None is not a zero
+    assert q["face_flip_mean"] == pytest.approx(0.2) and q["face_flip_max"] == 0.3
+    assert q["face_jod_mean"] == pytest.approx(8.0) and q["face_jod_min"] == 7.0
+    assert q["face_measured"] == 2 and _quality(photos[2:])["face_ssim_mean"] is None
     assert (q["photos"], q["protected"], q["no_face"], q["failed"]) == (4, 2, 1, 1)
     assert q["ssim_mean"] == pytest.approx(0.925) and q["psnr_mean"] == pytest.approx(30.0)
     assert q["lpips_mean"] == pytest.approx(0.1) and q["lpips_measured"] == 1
@@ -441,3 +482,324 @@ def test_transfer_matrix_orders_rows_and_marks_held_out_judges_black_box():
     assert math.isnan(values[2][1]) and values[3] == [0.0, 0.1]
     assert [_short_label(results, n) for n in names] == [
         "clean", "a only", "without a", "ensemble"]
+
+
+# --- honest figures: no face apart, intervals, fixed detector, default users, cache keys -----
+
+def test_wilson_interval_known_values():
+    from lowkey.evaluation.metrics import wilson_interval
+
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=5e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=5e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=5e-4)
+    assert wilson_interval(1, 4) == pytest.approx((0.0456, 0.6994), abs=5e-4)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def _hand_made_row():
+    """One judge's figures on a hand-made 1-D table of four user trials, one of each outcome."""
+    from lowkey.evaluation.runner import _scores
+
+    # gallery: A at 0.0 (face) and A without a face, B without a face (its only photo),
+    # C at 5.0, a distractor at 1.0, D at 9.0
+    gallery = np.array([[0.0], [0.0], [0.0], [5.0], [1.0], [9.0]])
+    found = np.array([True, False, False, True, True, True])
+    labels = np.array([0, 0, 1, 2, -1, 3])
+    user_gallery = labels >= 0
+    probes = np.array([[0.1], [3.0], [1.2], [9.0]])
+    trials = (probes, np.array([True, True, True, False]), np.array([0, 1, 2, 3]))
+    # A: recognised; B: no face in its gallery photos; C: found, but the distractor (d 0.2) and
+    # A (d 1.2) are nearer than C (d 3.8): rank 3; D: no face in the probe
+    thresholds = {"0.1": -1.0, "0.01": math.nan}  # accept distance <= 1; no threshold
+    return _scores(trials, gallery, found, labels, user_gallery, 3, thresholds, "exact")
+
+
+def test_no_face_is_counted_apart_from_not_recognised():
+    row = _hand_made_row()
+    assert row["trials"] == 4 and row["rank1"] == pytest.approx(0.25)
+    assert row["rank1_outcomes"] == {"recognised": 1, "not_recognised": 1, "no_face": 1,
+                                     "probe_no_face": 1}
+    assert row["rank_k_outcomes"] == {"recognised": 2, "not_recognised": 0, "no_face": 1,
+                                      "probe_no_face": 1}
+    assert row["rank1_ci"] == pytest.approx([0.0456, 0.6994], abs=5e-4)
+    # genuine pairs: A x {0.0 (accepted), no face}, B x no face, C x 5.0 (rejected), D x 9.0
+    # (no face in the probe)
+    assert row["genuine_pairs"] == 5 and row["tar"]["0.1"] == pytest.approx(0.2)
+    assert row["tar_outcomes"]["0.1"] == {"recognised": 1, "not_recognised": 1, "no_face": 2,
+                                          "probe_no_face": 1}
+    assert row["tar_ci"]["0.1"] == pytest.approx([0.0362, 0.6245], abs=5e-4)
+    assert row["tar_outcomes"]["0.01"] == {"recognised": None, "not_recognised": None,
+                                           "no_face": 2, "probe_no_face": 1}
+    assert math.isnan(row["tar"]["0.01"]) and all(math.isnan(v) for v in row["tar_ci"]["0.01"])
+    assert (row["user_gallery_without_face"], row["gallery_size"]) == (2, 4)
+
+
+def test_report_cells_show_interval_and_no_face():
+    from lowkey.evaluation.report import ci_text, rate_cell
+
+    row = _hand_made_row()
+    assert rate_cell(row, "rank1") == "25.0% [5-70%] (no face: 1 of 4; none in the probe: 1)"
+    assert rate_cell(row, "tar", "0.1") == "20.0% [4-62%] (no face: 2 of 5; none in the probe: 1)"
+    assert rate_cell(row, "tar", "0.01").startswith("n/a [n/a]")
+    assert ci_text([0.0, 0.2775]) == "[0-28%]" and ci_text([None, None]) == "[n/a]"
+
+
+def test_default_users_are_a_fifth_of_the_eligible_identities(synthetic_dataset):
+    from lowkey.cli import build_parser
+    from lowkey.evaluation.dataset import default_user_count
+
+    assert [default_user_count(n) for n in (1, 2, 4, 5, 8, 10, 530)] == [1, 1, 1, 1, 2, 2, 106]
+    dataset, _ = synthetic_dataset  # 4 identities with a gallery photo
+    assert len(split_dataset(dataset, 0).users) == 1
+    assert split_dataset(dataset, 0).users == split_dataset(dataset, 0).users  # seeded
+    assert len(split_dataset(dataset, 0, users="all").users) == 4
+    assert len(split_dataset(dataset, 0, users=2).users) == 2
+    with pytest.raises(ValueError):
+        split_dataset(dataset, 0, users="most")  # type: ignore[arg-type]
+    parse = build_parser().parse_args
+    assert parse(["eval", "ds"]).users is None and parse(["eval", "ds"]).fixed_detector
+    assert parse(["eval", "ds", "--users", "all"]).users == "all"
+    assert parse(["eval", "ds", "--users", "7"]).users == 7
+    assert not parse(["eval", "ds", "--no-fixed-detector"]).fixed_detector
+    with pytest.raises(SystemExit):
+        parse(["eval", "ds", "--users", "0"])
+
+
+def test_attack_tag_includes_the_penalty(monkeypatch):
+    from dataclasses import replace
+
+    from lowkey.evaluation.protection import Attack
+    from lowkey.protect import PRESETS
+
+    fast = Attack("ensemble", "fast", ("sface",), 50, 0)
+    assert fast.penalty == PRESETS["fast"].penalty == "1-ssim"
+    assert "1-ssim" in fast.tag
+    assert "lpips-alex" in Attack("ensemble", "paper", ("sface",), 50, 0).tag
+    before = fast.tag
+    monkeypatch.setitem(PRESETS, "fast", replace(PRESETS["fast"], penalty="lpips-alex"))
+    assert fast.tag != before and "lpips-alex" in fast.tag  # other photos, other folder
+
+
+def test_fixed_variant_names_and_cache_keys():
+    from lowkey.evaluation.judges import (
+        DlibLocation,
+        base_judge,
+        fixed_variant,
+        judge_info,
+        scale_face,
+    )
+    from lowkey.faces import Face
+
+    own, fixed = judge_info("sface"), judge_info("sface@fixed")
+    assert (fixed.name, fixed.base, fixed.fixed, own.fixed) == ("sface@fixed", "sface", True,
+                                                                 False)
+    assert fixed.cache_tag != own.cache_tag and fixed.embedding_dim == own.embedding_dim
+    assert fixed_variant("dlib") == "dlib@fixed" and base_judge("dlib@fixed") == "dlib"
+    face = Face((10.0, 20.0, 30.0, 60.0), ((12.0, 30.0),) * 5, 0.99)
+    half = scale_face(face, 0.5, 0.25)
+    assert half.box == (5.0, 5.0, 15.0, 15.0) and half.landmarks[0] == (6.0, 7.5)
+    loc = DlibLocation((10, 20, 30, 60), ((12, 30),) * 5).scaled(0.5, 0.25)
+    assert loc.box == (5, 5, 15, 15) and loc.points[0] == (6, 8)
+
+
+def _write_colour(path: Path, colour, size: int = 32, seed: int = 0) -> Path:
+    noise = np.random.default_rng(seed).uniform(-0.02, 0.02, (size, size, 3))
+    pixels = np.clip(np.asarray(colour)[None, None] + noise, 0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((pixels * 255).round().astype(np.uint8)).save(path)
+    return path
+
+
+class _FakePanel:
+    """Judges that find a "face" in bright photos only; the embedding is the mean colour's
+    direction, so a darkened copy is the same "person" when looked at where the face was."""
+
+    def __init__(self, names, device=None, progress=False):
+        self.names = list(names)
+        self.located: list[tuple[int, int]] = []
+        self.embedded_at: list[tuple[tuple[int, int], tuple[float, float]]] = []
+
+    @staticmethod
+    def _emb(pixels):
+        v = pixels.mean(dim=(1, 2)).double().numpy()
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    @staticmethod
+    def _found(pixels):
+        return float(pixels.mean()) > 0.25
+
+    def embed(self, pixels, which=None):
+        return {n: self._emb(pixels) if self._found(pixels) else None
+                for n in (which or self.names)}
+
+    def locate(self, pixels, which=None):
+        self.located.append(tuple(pixels.shape[-2:]))
+        return {n: "face" if self._found(pixels) else None for n in (which or self.names)}
+
+    def embed_at(self, pixels, locations, scale=(1.0, 1.0)):
+        self.embedded_at.append((tuple(pixels.shape[-2:]), scale))
+        return {n: None if loc is None else self._emb(pixels) for n, loc in locations.items()}
+
+
+def _fake_info(name):
+    from lowkey.evaluation.judges import JudgeInfo
+
+    fixed = name.endswith("@fixed")
+    return JudgeInfo(name, "registry", "cosine", 3, "fake-v1" + ("@fixed" if fixed else ""),
+                     fixed)
+
+
+def test_fixed_judge_embeds_at_the_clean_source_face_and_caches_apart(tmp_path):
+    from lowkey.evaluation.embed import EmbeddingTable
+
+    source = _write_colour(tmp_path / "a.png", (0.9, 0.3, 0.1))
+    protected = _write_colour(tmp_path / "a_lowkey.png", (0.18, 0.06, 0.02))  # no "face" in it
+    panels = []
+
+    def make_panel():
+        panels.append(_FakePanel(["fake"]))
+        return panels[-1]
+
+    infos = [_fake_info("fake"), _fake_info("fake@fixed")]
+    table = EmbeddingTable(infos, tmp_path / "cache", make_panel, sources={protected: source})
+    table.ensure({source: {"none", "half"}, protected: {"none", "half"}})
+    assert table.get("fake", protected, "none") is None  # re-detecting: no face
+    at_source = table.get("fake@fixed", protected, "none")  # where the clean photo's face is
+    assert at_source is not None
+    assert np.allclose(at_source, table.get("fake", source, "none"), atol=0.02)
+    # the clean photo without counter-measure is exactly what the judge itself saw: reused
+    assert table.get("fake@fixed", source, "none") is table.get("fake", source, "none")
+    # located once, on the clean source at full size; half-size photos at half-size faces
+    panel = panels[0]
+    assert panel.located == [(32, 32)]
+    assert sorted(panel.embedded_at) == [((16, 16), (0.5, 0.5)), ((16, 16), (0.5, 0.5)),
+                                         ((32, 32), (1.0, 1.0))]
+    assert table.get("fake@fixed", protected, "half") is not None
+    folders = {p.name for p in (tmp_path / "cache" / "embeddings").iterdir()}
+    assert folders == {"fake-v1", "fake-v1@fixed"}
+    # a second table finds everything on disk and loads no judge
+    again = EmbeddingTable(infos, tmp_path / "cache", lambda: pytest.fail("loaded a judge"),
+                           sources={protected: source})
+    again.ensure({source: {"none", "half"}, protected: {"none", "half"}})
+    assert again.computed == 0
+    assert np.array_equal(again.get("fake@fixed", protected, "none"), at_source)
+    with pytest.raises(ValueError, match="base judge"):
+        EmbeddingTable(infos[1:], tmp_path / "cache", make_panel)
+
+
+# ten identities of clearly different colours
+COLOURS = [(0.9, 0, 0), (0, 0.9, 0), (0, 0, 0.9), (0.9, 0.9, 0), (0.9, 0, 0.9), (0, 0.9, 0.9),
+           (0.9, 0.9, 0.9), (0.9, 0.45, 0), (0, 0.9, 0.45), (0.45, 0, 0.9)]
+
+
+def test_eval_pipeline_with_fake_judges_reports_no_face_apart(tmp_path, monkeypatch):
+    """run_evaluation and the report end to end, with judges and protection faked: the
+    protection darkens the photo so the re-detecting judge finds no face, while its @fixed
+    variant still recognises every user."""
+    from lowkey.evaluation import runner
+    from lowkey.evaluation.protection import ProtectedPhoto
+    from lowkey.evaluation.report import write_outputs
+
+    for i, colour in enumerate(COLOURS):
+        for j in range(3):
+            _write_colour(tmp_path / "ds" / f"id{i}" / f"p{j}.png", colour, seed=10 * i + j)
+    made: list[Path] = []
+
+    def fake_protect(items, attack, root, device=None, progress=False):
+        photos = []
+        for source, identity in items:
+            output = Path(root) / attack.tag / identity / f"{source.stem}_lowkey.png"
+            output.parent.mkdir(parents=True, exist_ok=True)
+            dark = np.asarray(Image.open(source), np.float32) * 0.2
+            Image.fromarray(dark.round().astype(np.uint8)).save(output)
+            made.append(output)
+            photos.append(ProtectedPhoto(source, identity, output, "protected", {
+                "ssim": 0.5, "face_ssim": 0.4, "face_psnr": 12.0, "face_flip": 0.5,
+                "face_jod": 4.0, "penalty": attack.penalty}))
+        return photos, len(photos)
+
+    monkeypatch.setattr(runner, "protect_gallery", fake_protect)
+    monkeypatch.setattr(runner, "JudgePanel", _FakePanel)
+    monkeypatch.setattr(runner, "judge_info", _fake_info)
+    config = runner.EvalConfig(tmp_path / "ds", tmp_path / "out", preset="fast",
+                               judges=["fake"], countermeasures=["half"])
+    results = runner.run_evaluation(config)
+    assert len(results["dataset"]["users"]) == 2  # a fifth of ten identities
+    assert all(p.parent.parent.name == "fast-1-ssim-s50-seed0" for p in made)
+    assert results["black_box_judges"] == ["fake", "fake@fixed"]
+    rows = {(r["judge"], r["attack"], r["countermeasure"]): r for r in results["results"]}
+    assert len(rows) == 2 * 2 * 2
+    for judge in ("fake", "fake@fixed"):
+        for cm in ("none", "half"):
+            clean = rows[judge, "clean", cm]
+            assert clean["rank1"] == 1.0 and clean["rank1_outcomes"]["recognised"] == 2
+    for cm in ("none", "half"):
+        lost, kept = rows["fake", "ensemble", cm], rows["fake@fixed", "ensemble", cm]
+        assert lost["rank1"] == 0.0 and lost["rank1_outcomes"] == {
+            "recognised": 0, "not_recognised": 0, "no_face": 2, "probe_no_face": 0}
+        assert lost["rank1_ci"] == pytest.approx([0.0, 0.6576], abs=5e-4)
+        assert lost["user_gallery_without_face"] == 4 and lost["access"] == "black-box"
+        assert kept["rank1"] == 1.0 and kept["rank1_outcomes"]["recognised"] == 2
+        assert kept["user_gallery_without_face"] == 0 and kept["fixed_detector"]
+    paths = write_outputs(results, tmp_path / "out")
+    report = paths["report"].read_text()
+    headline = report.split("## Every judge")[0]
+    assert "| fake | 100.0% [34-100%] (no face: 0 of 2) | 0.0% [0-66%] (no face: 2 of 2) |" \
+        in headline
+    assert "| fake@fixed | 100.0% [34-100%] (no face: 0 of 2) | 100.0% [34-100%]" in headline
+    assert "different one from a face found and not recognised" in headline
+    assert "a fifth" in report and "perceptual penalty 1-ssim" in report
+    quality_head = next(line for line in report.splitlines() if "face SSIM (min)" in line)
+    assert quality_head.index("face JOD") < quality_head.index("photo SSIM")
+    assert "| 0.4000 (0.4000) | 12.0 | 0.5000 (0.5000) | 4.00 (4.00) | 0.5000 |" in report
+    header = paths["csv"].read_text().splitlines()[0].split(",")
+    assert {"rank1_ci_low", "rank1_no_face", "tar@far=0.01_not_recognised",
+            "fixed_detector"} <= set(header)
+    saved = json.loads(paths["json"].read_text())
+    assert saved["results"][0]["rank1_ci"] == pytest.approx(results["results"][0]["rank1_ci"])
+
+
+@pytest.mark.weights
+def test_fixed_detector_finds_the_face_the_protected_photo_hides(astronaut):
+    """On the astronaut, with the face painted over (so no detector finds it), the judges find
+    nothing while their fixed variants, looking where the clean photo's face is, still embed;
+    on the clean photo the two agree, and under half size the face is scaled to fit."""
+    from lowkey.dlib_judge import dlib_available
+    from lowkey.evaluation.judges import JudgePanel
+
+    names = ["sface", "dlib"] if dlib_available() else ["sface"]
+    panel = JudgePanel(names, "cpu")
+    clean = panel.locate(astronaut)
+    assert all(clean[n] is not None for n in names)
+
+    def paint_over(pixels, box):
+        x1, y1, x2, y2 = (int(v) for v in box)
+        pad = (x2 - x1) // 2
+        out = pixels.clone()
+        out[:, max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad] = 0.5
+        return out
+
+    painted = paint_over(astronaut, clean["sface"].box)
+    if "dlib" in names:  # dlib also sees a false face lower down (on the hand): hide it too
+        for face in panel._dlib.faces(painted):
+            painted = paint_over(painted, face.box)
+    assert all(v is None for v in panel.embed(painted).values())  # re-detecting: no face
+    fixed = panel.embed_at(painted, clean)
+    assert all(v is not None and np.isfinite(v).all() for v in fixed.values())
+    # on the clean photo the fixed variant is the judge itself
+    same, own = panel.embed_at(astronaut, clean), panel.embed(astronaut)
+    assert float(same["sface"] @ own["sface"]) > 0.999
+    if "dlib" in names:
+        assert np.linalg.norm(same["dlib"] - own["dlib"]) < 1e-4
+    # half size: the clean face scaled by the size ratio matches what the judge finds there
+    small = downscale(astronaut)
+    own_small = panel.embed(small)
+    scaled = panel.embed_at(small, clean, (0.5, 0.5))
+    unscaled = panel.embed_at(small, clean, (1.0, 1.0))
+    assert float(scaled["sface"] @ own_small["sface"]) > 0.9
+    assert float(scaled["sface"] @ own_small["sface"]) > float(
+        unscaled["sface"] @ own_small["sface"]) + 0.2
+    if "dlib" in names:
+        assert np.linalg.norm(scaled["dlib"] - own_small["dlib"]) < 0.3

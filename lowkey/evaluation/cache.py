@@ -4,8 +4,10 @@
   ``OUT/cache/sha256.json``.
 - :class:`EmbeddingCache`: one ``.npz`` per judge x counter-measure,
   ``OUT/cache/embeddings/<judge cache tag>/<counter-measure key>.npz``, keyed by the sha256 of the
-  photo file the judge was given (before the counter-measure). Each entry is an embedding or
-  "no face found". New entries are written to disk every ``flush_every`` additions and on
+  photo file the judge was given (before the counter-measure); a fixed-detector judge
+  (``<judge>@fixed``, its own folder ``<judge cache tag>@fixed``) keys a protected photo by the
+  sha256 of its digest and its clean source's digest (see :mod:`lowkey.evaluation.embed`). Each
+  entry is an embedding or "no face found". New entries are written to disk every ``flush_every`` additions and on
   :meth:`EmbeddingCache.flush` (atomically, with :func:`lowkey.files.write_atomic`), so an
   interrupted run loses at most the last few photos.
 """

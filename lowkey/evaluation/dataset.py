@@ -5,9 +5,12 @@ hidden files and LowKey outputs (``*_lowkey.*``) are ignored. Distractors are ev
 their own folder (any depth) and belong to no identity.
 
 The split follows the paper (section 4): per identity, a tenth of the photos (at least one) are
-probes and the rest gallery; the gallery photos of the selected *users* are protected. All random
-choices come from one ``numpy.random.Generator(seed)`` in a fixed order, so a seed gives the same
-split and users on every machine.
+probes and the rest gallery; the gallery photos of the selected *users* are protected. As in the
+paper (100 protected users among FaceScrub's 530 identities), the default protects a few users
+among clean identities: :data:`DEFAULT_USER_FRACTION` (a fifth) of the identities with a gallery
+photo, at least one; ``users=N`` protects N, ``users="all"`` everybody. All random choices come
+from one ``numpy.random.Generator(seed)`` in a fixed order, so a seed gives the same split and
+users on every machine.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -22,6 +26,13 @@ logger = logging.getLogger(__name__)
 
 #: Extensions of the photos a data set folder may hold (the format is still read from content).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"})
+
+#: Share of the eligible identities protected by default (the paper: 100 of 530 FaceScrub
+#: identities, about a fifth).
+DEFAULT_USER_FRACTION = 0.2
+
+#: How many users to protect: a number, "all", or None for the default share.
+Users = int | Literal["all"] | None
 
 
 def _is_photo(path: Path) -> bool:
@@ -109,14 +120,26 @@ def probe_count(n_photos: int, fraction: float = 0.1) -> int:
     return min(count, max(1, n_photos - 1))
 
 
-def split_dataset(dataset: Dataset, seed: int = 0, users: int | None = None,
+def default_user_count(n_eligible: int) -> int:
+    """Users protected by default among ``n_eligible`` identities: a fifth, rounded, at least 1."""
+    if n_eligible < 1:
+        raise ValueError("no eligible identity")
+    return max(1, int(n_eligible * DEFAULT_USER_FRACTION + 0.5))
+
+
+def split_dataset(dataset: Dataset, seed: int = 0, users: Users = None,
                   probe_fraction: float = 0.1) -> Split:
     """Seeded probe/gallery split and user selection (see the module docstring).
 
     ``users``: how many identities are protected, drawn at random among those with a gallery
-    photo; None (the default) protects them all. Identities with a single photo have a probe but
-    no gallery photo and can never be users (their trial could not succeed even unprotected).
+    photo; None (the default): :func:`default_user_count` of them (a fifth, as in the paper);
+    ``"all"``: every one. Identities with a single photo have a probe but no gallery photo and
+    can never be users (their trial could not succeed even unprotected).
     """
+    if isinstance(users, str) and users != "all":
+        raise ValueError(f"users must be a number or 'all', not {users!r}")
+    if isinstance(users, int) and users < 1:
+        raise ValueError("users must be at least 1")
     rng = np.random.default_rng(seed)
     probes, gallery = {}, {}
     for identity, photos in dataset.identities.items():
@@ -127,14 +150,15 @@ def split_dataset(dataset: Dataset, seed: int = 0, users: int | None = None,
     eligible = [identity for identity, photos in gallery.items() if photos]
     if not eligible:
         raise ValueError("no identity has two or more photos: nothing to evaluate")
-    if users is None or users >= len(eligible):
-        if users is not None and users > len(eligible):
-            logger.warning("--users %d, but only %d identities have gallery photos: using all",
-                           users, len(eligible))
+    count = (len(eligible) if users == "all" else default_user_count(len(eligible))
+             if users is None else users)
+    if count > len(eligible):
+        logger.warning("--users %d, but only %d identities have gallery photos: using all",
+                       count, len(eligible))
+    if count >= len(eligible):
         chosen = tuple(eligible)
     else:
-        if users < 1:
-            raise ValueError("users must be at least 1")
-        picked = rng.choice(len(eligible), size=users, replace=False)
+        picked = rng.choice(len(eligible), size=count, replace=False)
         chosen = tuple(sorted(eligible[i] for i in picked))
+    logger.info("users: %d of %d eligible identities", len(chosen), len(eligible))
     return Split(seed, probes, gallery, chosen, dataset.distractors)

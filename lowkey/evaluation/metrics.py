@@ -8,6 +8,10 @@ kNN: exact, by batched matrix products, for galleries up to :data:`FAISS_MIN_GAL
 embeddings; above that faiss (``faiss-cpu``, an optional import; ``IndexFlatL2``, still exact)
 when it is installed. Both return the same neighbours (up to float rounding of exact ties).
 
+Every rate comes with a Wilson score interval (:func:`wilson_interval`, 95% by default): on the
+small samples of a typical run (a dozen users) a rate of 0% is compatible with a true rate of
+20% or more, and the interval says so.
+
 Ties: a probe's rank is 1 + the number of *wrong* gallery photos strictly closer than its nearest
 correct one, so ties are resolved in favour of the recognition system and protection is never
 overstated.
@@ -177,3 +181,18 @@ def accept_rate(scores: np.ndarray, threshold: float) -> float:
     if scores.size == 0 or math.isnan(threshold):
         return math.nan
     return float(np.mean(np.isfinite(scores) & (scores >= threshold)))
+
+
+def wilson_interval(successes: int, trials: int,
+                    confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval ``(low, high)`` of a binomial proportion ``successes / trials``
+    (scipy's ``binomtest(...).proportion_ci(method="wilson")``); (NaN, NaN) without a trial."""
+    if trials <= 0:
+        return math.nan, math.nan
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes {successes} not in [0, {trials}]")
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence,
+                                                               method="wilson")
+    return float(ci.low), float(ci.high)

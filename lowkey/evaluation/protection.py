@@ -3,9 +3,11 @@
 A protected photo is exactly what :meth:`lowkey.protect.Protector.protect_file` writes for
 ``protect_file(src, OUT/protected/<tag>/<identity>)``, i.e.
 ``OUT/protected/<tag>/<identity>/<stem>_lowkey.<ext>``, where ``<tag>`` is
-``<preset>-s<strength>-seed<seed>`` for the preset's ensemble and
-``<preset>-<model>-s<strength>-seed<seed>`` for a single-model attack and
-``<preset>-without-<model>-s<strength>-seed<seed>`` for the ensemble less one model. Beside it,
+``<preset>-<penalty>-s<strength>-seed<seed>`` for the preset's ensemble,
+``<preset>-<model>-<penalty>-s<strength>-seed<seed>`` for a single-model attack and
+``<preset>-without-<model>-<penalty>-s<strength>-seed<seed>`` for the ensemble less one model;
+``<penalty>`` is the preset's perceptual penalty (``1-ssim``, ``lpips-alex``), so photos
+protected under another penalty are never reused. Beside it,
 ``<stem>_lowkey.<ext>.json`` keeps its :class:`~lowkey.protect.PhotoReport` (plus file sizes), so quality
 and time figures survive a resumed run. An output that exists is never protected again and never
 rewritten; when it has no report beside it (made by another job), SSIM, PSNR and sizes are
@@ -31,6 +33,7 @@ from lowkey.files import write_atomic
 from lowkey.image_io import output_path_for
 
 if TYPE_CHECKING:
+    from lowkey.measure import PhotoMeasurer
     from lowkey.protect import Protector
 
 logger = logging.getLogger(__name__)
@@ -58,11 +61,17 @@ class Attack:
             raise ValueError(f"unknown attack kind {self.kind!r}")
 
     @property
+    def penalty(self) -> str:
+        """The perceptual penalty of the preset (``lowkey.protect.PRESETS[preset].penalty``)."""
+        from lowkey.protect import PRESETS
+
+        return PRESETS[self.preset].penalty
+
+    @property
     def tag(self) -> str:
-        """The folder name under ``OUT/protected``."""
-        if self.kind == "ensemble":
-            return f"{self.preset}-s{self.strength}-seed{self.seed}"
-        return f"{self.preset}-{self.name}-s{self.strength}-seed{self.seed}"
+        """The folder name under ``OUT/protected``: preset, attack, penalty, strength, seed."""
+        name = "" if self.kind == "ensemble" else f"-{self.name}"
+        return f"{self.preset}{name}-{self.penalty}-s{self.strength}-seed{self.seed}"
 
     @property
     def label(self) -> str:
@@ -95,20 +104,20 @@ def _write_json(path: Path, data: dict) -> None:
     write_atomic(path, json.dumps(data, indent=1).encode())
 
 
-def _recovered_report(source: Path, output: Path, attack: Attack) -> dict:
-    """Quality of an output someone else wrote (no report beside it)."""
+def _recovered_report(source: Path, output: Path, attack: Attack,
+                      measurer: PhotoMeasurer) -> dict:
+    """Quality of an output someone else wrote (no report beside it): whole-photo and
+    face-region figures from ``measurer`` (its detector finds the faces in the source)."""
     from lowkey.image_io import load_photo
-    from lowkey.protect import ssim_psnr
+    from lowkey.measure import PhotoReport
 
     original, protected = load_photo(source), load_photo(output)
-    report: dict = {"source": str(source), "status": "protected", "output": str(output),
-                    "size": list(original.size), "format": original.format, "seconds": None,
-                    "device": None, "preset": attack.preset, "measured": "recovered"}
+    report = PhotoReport(source=str(source), status="protected", output=str(output),
+                         size=list(original.size), format=original.format, seconds=None,
+                         preset=attack.preset, penalty=attack.penalty)
     if original.pixels.shape == protected.pixels.shape:
-        ssim, psnr = ssim_psnr(original.pixels, protected.pixels)
-        report.update(ssim=ssim, psnr=psnr,
-                      linf=float((original.pixels - protected.pixels).abs().max()))
-    return report
+        measurer.measure(original, protected, report)
+    return report.to_json() | {"measured": "recovered"}
 
 
 def _finish(report: dict, source: Path, output: Path | None, attack: Attack) -> dict:
@@ -130,6 +139,7 @@ class GalleryProtector:
         self.device = device
         self.progress = progress
         self._protector = None
+        self._measurer = None
         self.protected_now = 0
 
     def _get_protector(self) -> Protector:
@@ -141,6 +151,15 @@ class GalleryProtector:
                 device=self.device, judge=False, progress=self.progress,
                 models=list(self.attack.models))
         return self._protector
+
+    def _get_measurer(self) -> PhotoMeasurer:
+        """A detector-only measurer (quality figures) for outputs made elsewhere."""
+        if self._measurer is None:
+            from lowkey.faces import FaceDetector
+            from lowkey.measure import PhotoMeasurer
+
+            self._measurer = PhotoMeasurer(FaceDetector(device=self.device or "cpu"))
+        return self._measurer
 
     def protect(self, source: Path, identity: str) -> ProtectedPhoto:
         """The protected version of ``source`` (a photo of ``identity``): reused or made now."""
@@ -159,8 +178,9 @@ class GalleryProtector:
                 logger.warning("unreadable report %s (%s): measuring again", sidecar, exc)
         if output.exists():
             if report is None or report.get("status") != "protected":
-                report = _finish(_recovered_report(source, output, self.attack), source,
-                                 output, self.attack)
+                report = _finish(_recovered_report(source, output, self.attack,
+                                                   self._get_measurer()),
+                                 source, output, self.attack)
                 _write_json(sidecar, report)
             return ProtectedPhoto(source, identity, output, "protected", report)
         if report is not None and report.get("status") == "no-face":

@@ -4,7 +4,13 @@
 ``results`` is one judge x gallery condition (``attack``: "clean", "ensemble", a single model or
 "without-<model>") x ``countermeasure``, with ``rank1``, ``rank_k`` (``k``), ``tar`` (per FAR), ``access``
 ("white-box" when the judge was attacked, "black-box" when not, None for the clean gallery) and
-the faces-not-found counts. Accuracies are fractions in [0, 1] (NaN: no trial).
+the faces-not-found counts. Accuracies are fractions in [0, 1] (NaN: no trial). Each rate has
+``<rate>_ci`` (``tar_ci`` per FAR): its Wilson score 95% interval [low, high], and
+``<rate>_outcomes`` (``tar_outcomes`` per FAR): its ``trials`` (``genuine_pairs`` for TAR) split
+into ``recognised``, ``not_recognised`` (faces found, no match), ``no_face`` (no face found in
+the user's gallery photos, or in the pair's gallery photo) and ``probe_no_face``. Judges named
+``<judge>@fixed`` (``fixed_detector`` true, ``base_judge`` the judge) embed gallery photos at the
+face found in their clean source instead of finding it afresh.
 
 Plots (matplotlib, Agg backend; skipped with a warning when matplotlib is missing):
 ``transfer.png`` (the paper's Table 2: attack x judge, rank-1 and rank-k) and ``rank1.png``
@@ -23,11 +29,42 @@ logger = logging.getLogger(__name__)
 
 CLEAN = "clean"
 
+#: How each trial (or genuine pair) ended; see the module docstring.
+OUTCOMES = ("recognised", "not_recognised", "no_face", "probe_no_face")
+
 
 def _pct(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{100 * value:.1f}%"
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def ci_text(ci: list[float | None] | tuple[float, float] | None) -> str:
+    """A Wilson interval as ``[0-23%]`` (whole percents), ``[n/a]`` without one."""
+    if not ci or not all(_finite(v) for v in ci):
+        return "[n/a]"
+    return f"[{100 * ci[0]:.0f}-{100 * ci[1]:.0f}%]"
+
+
+def rate_cell(row: dict, metric: str, far: str | None = None) -> str:
+    """``metric`` ("rank1", "rank_k" or "tar" at ``far``) of a result row as
+    ``12.5% [2-47%] (no face: 1 of 8)``: the rate, its 95% interval and how many of its trials
+    (genuine pairs for TAR) had no face found in the user's gallery photos (and, when any, in
+    the clean probe)."""
+    if metric == "tar":
+        value, ci = row["tar"][far], row["tar_ci"][far]
+        outcomes, total = row["tar_outcomes"][far], row["genuine_pairs"]
+    else:
+        value, ci = row[metric], row[f"{metric}_ci"]
+        outcomes, total = row[f"{metric}_outcomes"], row["trials"]
+    note = f"no face: {outcomes['no_face']} of {total}"
+    if outcomes["probe_no_face"]:
+        note += f"; none in the probe: {outcomes['probe_no_face']}"
+    return f"{_pct(value)} {ci_text(ci)} ({note})"
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
@@ -107,13 +144,15 @@ def markdown(results: dict) -> str:
     fars = list(next(iter(results["thresholds"].values()), {}).keys()) if results["thresholds"] \
         else []
     judges = [j["name"] for j in results["judges"]]
+    fixed = [j["name"] for j in results["judges"] if j.get("fixed")]
     black = results["black_box_judges"]
     ensemble = next(a for a in results["attacks"] if a["kind"] == "ensemble")
     lines = [
         f"# LowKey evaluation: `{ds['root']}`",
         "",
-        f"Preset `{cfg['preset']}` (attacked models: {', '.join(ensemble['models'])}), strength "
-        f"{cfg['strength']}, seed {cfg['seed']}; {len(ds['users'])} users of "
+        f"Preset `{cfg['preset']}` (attacked models: {', '.join(ensemble['models'])}; "
+        f"perceptual penalty {ensemble.get('penalty', 'n/a')}), strength "
+        f"{cfg['strength']}, seed {cfg['seed']}; {len(ds['users'])} protected users among "
         f"{ds['identities']} identities; judges {', '.join(judges)}.",
         f"{ds['photos']} photos: {ds['probes']} probes (clean), {ds['gallery']} gallery photos "
         f"of which {ds['user_gallery']} are the users' (protected), {ds['distractors']} "
@@ -125,6 +164,17 @@ def markdown(results: dict) -> str:
         f"is capped by the gallery size ({ds['gallery']} photos)"
         + (": on a gallery this small it says little, read rank-1 and TAR." if k < 50 else "."),
         "",
+        f"Each figure: the rate, its Wilson 95% interval in brackets (with {ds['user_probes']} "
+        "trials a rate of 0% is still compatible with a true rate well above it), and in "
+        "parentheses how many trials (TAR: genuine pairs) failed because the judge found *no "
+        "face* in the user's gallery photos, of all trials. No face found is a legitimate "
+        "outcome of protection, but a different one from a face found and not recognised: a "
+        "system with a better (or fixed) detector may still find and recognise that face."
+        + (f" Judges marked `@fixed` ({', '.join(fixed)}) take each gallery photo's face where "
+           "the judge finds it in the clean source photo (before protection) instead of "
+           "finding it afresh: when `J@fixed` still recognises the users and `J` does not, "
+           "protection defeated only J's detection, not its recognition." if fixed else ""),
+        "",
     ]
     head = ["judge", "rank-1 clean", "rank-1 protected", f"rank-{k} clean",
             f"rank-{k} protected"]
@@ -133,10 +183,10 @@ def markdown(results: dict) -> str:
     table = []
     for judge in black:
         clean, prot = _find(results, judge, CLEAN), _find(results, judge, "ensemble")
-        cells = [judge, _pct(clean["rank1"]), _pct(prot["rank1"]), _pct(clean["rank_k"]),
-                 _pct(prot["rank_k"])]
+        cells = [judge, rate_cell(clean, "rank1"), rate_cell(prot, "rank1"),
+                 rate_cell(clean, "rank_k"), rate_cell(prot, "rank_k")]
         for f in fars:
-            cells += [_pct(clean["tar"][f]), _pct(prot["tar"][f])]
+            cells += [rate_cell(clean, "tar", f), rate_cell(prot, "tar", f)]
         table.append(cells)
     if table:
         lines += _table(head, table)
@@ -146,7 +196,10 @@ def markdown(results: dict) -> str:
     lines += ["", "## Every judge and counter-measure (ensemble attack)", "",
               "Counter-measures are applied to every gallery photo (the users' protected ones "
               "and everybody else's clean ones, and to the whole clean gallery for the "
-              "baseline); probes are always the clean photos.", ""]
+              "baseline); probes are always the clean photos. `@fixed` judges take the face "
+              "found in the clean source without counter-measure, scaled to the photo's size "
+              "when the counter-measure resizes it. Figures as in the headline: rate [95% "
+              "interval] (trials or pairs lost to no face found, of all).", ""]
     head = (["judge", "access", "counter-measure", "rank-1 clean -> protected",
              f"rank-{k} clean -> protected"]
             + [f"TAR@FAR={f} clean -> protected" for f in fars])
@@ -158,22 +211,26 @@ def markdown(results: dict) -> str:
             if not clean or not prot:
                 continue
             table.append([judge, prot["access"], cm["name"],
-                          f"{_pct(clean['rank1'])} -> {_pct(prot['rank1'])}",
-                          f"{_pct(clean['rank_k'])} -> {_pct(prot['rank_k'])}"]
-                         + [f"{_pct(clean['tar'][f])} -> {_pct(prot['tar'][f])}" for f in fars])
+                          f"{rate_cell(clean, 'rank1')} -> {rate_cell(prot, 'rank1')}",
+                          f"{rate_cell(clean, 'rank_k')} -> {rate_cell(prot, 'rank_k')}"]
+                         + [f"{rate_cell(clean, 'tar', f)} -> {rate_cell(prot, 'tar', f)}"
+                            for f in fars])
     lines += _table(head, table)
     lines += ["", "Counter-measures: " + "; ".join(
         f"`{c['name']}`: {c['description']}" for c in results["countermeasures"]) + "."]
 
     lines += ["", "## Transfer matrix (the paper's Table 2)", "",
               "Rows: how the users' gallery was protected; columns: the judge. No "
-              "counter-measure. `*` marks white-box cells (the judge was attacked).", ""]
+              "counter-measure. `*` marks white-box cells (the judge was attacked); "
+              "`(no face n)`: trials lost because the judge found no face in the user's "
+              "gallery photos.", ""]
     for metric, name in (("rank1", "rank-1"), ("rank_k", f"rank-{k}")):
         attacks, cols, values = transfer_matrix(results, metric)
         table = []
         for attack, row in zip(attacks, values, strict=True):
             table.append([_attack_label(results, attack)] + [
-                _pct(v) + (" *" if _white_box(results, judge, attack) else "")
+                _pct(v) + _no_face_note(results, judge, attack, metric)
+                + (" *" if _white_box(results, judge, attack) else "")
                 for judge, v in zip(cols, row, strict=True)])
         lines += [f"{name}:", ""] + _table(["attack"] + cols, table) + [""]
     if all(a["kind"] == "ensemble" for a in results["attacks"]):
@@ -181,9 +238,11 @@ def markdown(results: dict) -> str:
                      "`--transfer`).")
 
     lines += ["", "## Faces not found", "",
-              "A judge detects faces itself and uses the largest. A probe without a face counts "
-              "as a miss; a gallery photo without one is absent from that judge's gallery; a "
-              "genuine pair with a missing face is a rejection.", ""]
+              "A judge detects faces itself and uses the largest (a `@fixed` judge takes it from "
+              "the clean source photo). A probe without a face counts as a miss; a gallery photo "
+              "without one is absent from that judge's gallery; a genuine pair with a missing "
+              "face is a rejection. Each such trial or pair is counted as 'no face' in the "
+              "figures above, apart from those where a face was found and not recognised.", ""]
     probes_missing = {r["judge"]: r["probes_without_face"] for r in results["results"]}
     lines += ["Users' probes (always clean) without a face: " + ", ".join(
         f"{j} {n}/{ds['user_probes']}" for j, n in probes_missing.items()) + ".", "",
@@ -211,26 +270,40 @@ def markdown(results: dict) -> str:
     lines += _table(["judge", "FAR", "distance threshold", "achieved FAR", "impostor pairs",
                      "resolvable"], table)
 
-    lines += ["", "## Quality and cost of the protected photos", ""]
+    lines += ["", "## Quality and cost of the protected photos", "",
+              "The face region is what a person looks at, so its figures come first: each "
+              "photo's worst face (its MTCNN box in the original, widened 20% each side); "
+              "mean over the photos, and in brackets the worst photo. FLIP: NVIDIA FLIP, 0 = "
+              "identical, larger is worse; JOD: ColorVideoVDP, 10 = identical. The whole-photo "
+              "SSIM, PSNR and LPIPS follow (a face is often a small part of the photo, so they "
+              "flatter the protection's visibility).", ""]
     table = []
     for attack in results["attacks"]:
         q = results["quality"][attack["name"]]
         table.append([attack["label"], f"{q['protected']}/{q['photos']}", str(q["no_face"]),
-                      str(q["failed"]), _num(q["ssim_mean"], ".4f"), _num(q["psnr_mean"], ".1f"),
+                      str(q["failed"]),
+                      _mean_worst(q.get("face_ssim_mean"), q.get("face_ssim_min"), ".4f"),
+                      _num(q.get("face_psnr_mean"), ".1f"),
+                      _mean_worst(q.get("face_flip_mean"), q.get("face_flip_max"), ".4f"),
+                      _mean_worst(q.get("face_jod_mean"), q.get("face_jod_min"), ".2f"),
+                      _num(q["ssim_mean"], ".4f"), _num(q["psnr_mean"], ".1f"),
                       _lpips_cell(q),
                       f"{q['penalty'] or 'n/a'} {_num(q['penalty_mean'], '.4f')}",
                       _num(q["size_ratio_mean"], ".2f"),
                       f"{_num(q['seconds_per_photo'], '.1f')} ({q['seconds_known']} timed)",
                       ", ".join(q["devices"]) or "n/a"])
-    lines += _table(["attack", "protected", "no face", "failed", "SSIM", "PSNR dB", "LPIPS",
-                     "perceptual penalty", "size ratio", "s/photo", "device"], table)
+    lines += _table(["attack", "protected", "no face", "failed", "face SSIM (min)",
+                     "face PSNR dB", "face FLIP (max)", "face JOD (min)", "photo SSIM",
+                     "photo PSNR dB", "photo LPIPS", "perceptual penalty", "size ratio",
+                     "s/photo", "device"], table)
     cost, cache = results["cost"], results["cache"]
-    lines += ["", "SSIM, PSNR and size ratio (protected / original file bytes) are means over "
-              "the protected photos; the perceptual penalty is the objective's last value "
-              "(LPIPS when its weights are present, else 1 - SSIM). LPIPS is AlexNet LPIPS of "
+    lines += ["", "Whole-photo SSIM, PSNR and size ratio (protected / original file bytes) are "
+              "means over the protected photos; the perceptual penalty is the objective's last "
+              "value "
+              "(the preset's: LPIPS for `paper`, 1 - SSIM otherwise). LPIPS is AlexNet LPIPS of "
               "the whole decoded output against the original (photos over 1536 px average-"
-              "pooled under it); n/a: its AlexNet backbone is not on this machine (`lowkey "
-              "models fetch lpips-alex`). Photos where the protector "
+              "pooled under it), measured when LPIPS is the preset's penalty; n/a: not "
+              "measured. Photos where the protector "
               "found no face are left as they are and the judges see the original."
               + (" Photos protected by another job (no report beside them) have no recorded "
                  "time; their SSIM and PSNR were measured from the files." if any(
@@ -244,9 +317,7 @@ def markdown(results: dict) -> str:
               f"computed, {cache['embeddings_reused']} reused from the cache).",
               "", "## Protocol", "",
               f"- Split (seed {cfg['seed']}): per identity a tenth of the photos (at least one) "
-              "are probes, the rest gallery. Users: "
-              + (f"{cfg['users']} drawn at random" if cfg["users"] else "every identity with a "
-                 "gallery photo") + f": {', '.join(ds['users'])}.",
+              "are probes, the rest gallery. Users (protected): " + _users_text(cfg, ds) + ".",
               "- Trials: every probe of every user, against the whole gallery (every identity's "
               "gallery photos and the distractors). A trial succeeds at rank k when a gallery "
               "photo of the user is among the k nearest; ties are resolved in favour of the "
@@ -256,7 +327,13 @@ def markdown(results: dict) -> str:
               f") over at most {knn['gallery_photos']} gallery photos.",
               "- Registry judges: our MTCNN detector, alignment to each model's own input "
               "contract, L2-normalised embeddings, Euclidean distance (ranks like cosine). "
-              "dlib: its own HOG detector, alignment and descriptor, Euclidean distance.",
+              "dlib: its own HOG detector, alignment and descriptor, Euclidean distance. "
+              "`J@fixed`: judge J, but each gallery photo is embedded at the face J finds in "
+              "its clean source photo (MTCNN box and landmarks; dlib's rectangle and 5-point "
+              "shape), scaled by the size ratio under a resizing counter-measure; probes are "
+              "clean, so there it is J itself.",
+              "- Intervals: Wilson score 95% intervals of each rate over its trials (or "
+              "genuine pairs).",
               ]
     if ds["excluded_identities"]:
         lines.append(f"- Identities with a single photo (probe only, never users): "
@@ -264,6 +341,32 @@ def markdown(results: dict) -> str:
     if cache["unreadable"]:
         lines.append(f"- Unreadable photos (no face for any judge): {len(cache['unreadable'])}.")
     return "\n".join(lines) + "\n"
+
+
+def _users_text(cfg: dict, ds: dict) -> str:
+    users = cfg["users"]
+    eligible = ds.get("eligible_identities", ds["identities"])
+    if users == "all":
+        how = f"every identity with a gallery photo ({eligible})"
+    elif users is None:
+        how = (f"{len(ds['users'])} of the {eligible} identities with a gallery photo, drawn at "
+               "random (the default: a fifth, as the paper protects 100 of FaceScrub's 530 "
+               "identities); the others stay clean")
+    else:
+        how = f"{len(ds['users'])} of {eligible} drawn at random (--users {users})"
+    return f"{how}: {', '.join(ds['users'])}"
+
+
+def _mean_worst(mean: float | None, worst: float | None, fmt: str) -> str:
+    if not _finite(mean):
+        return "n/a"
+    return f"{_num(mean, fmt)} ({_num(worst, fmt)})"
+
+
+def _no_face_note(results: dict, judge: str, attack: str, metric: str) -> str:
+    row = _find(results, judge, attack)
+    lost = row[f"{metric}_outcomes"]["no_face"] if row else 0
+    return f" (no face {lost})" if lost else ""
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -275,16 +378,27 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 def write_csv(results: dict, path: Path) -> None:
     """One row per judge x gallery condition x counter-measure."""
     fars = sorted({f for r in results["results"] for f in r["tar"]}, key=float)
-    fields = ["judge", "attack", "countermeasure", "access", "trials", "rank1", "k", "rank_k"] + \
-        [f"tar@far={f}" for f in fars] + ["genuine_pairs", "probes_without_face",
-                                          "gallery_without_face", "user_gallery_without_face",
-                                          "gallery_size"]
+
+    def columns(name: str) -> list[str]:
+        return [name, f"{name}_ci_low", f"{name}_ci_high"] + [f"{name}_{o}" for o in OUTCOMES]
+
+    fields = (["judge", "base_judge", "fixed_detector", "attack", "countermeasure", "access",
+               "trials"] + columns("rank1") + ["k"] + columns("rank_k")
+              + [c for f in fars for c in columns(f"tar@far={f}")]
+              + ["genuine_pairs", "probes_without_face", "gallery_without_face",
+                 "user_gallery_without_face", "gallery_size"])
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in results["results"]:
             flat = {key: row[key] for key in fields if key in row}
-            flat.update({f"tar@far={far}": row["tar"][far] for far in fars})
+            cells = [(m, row[m], row[f"{m}_ci"], row[f"{m}_outcomes"])
+                     for m in ("rank1", "rank_k")]
+            cells += [(f"tar@far={far}", row["tar"][far], row["tar_ci"][far],
+                       row["tar_outcomes"][far]) for far in fars]
+            for name, value, ci, outcomes in cells:
+                flat |= {name: value, f"{name}_ci_low": ci[0], f"{name}_ci_high": ci[1]}
+                flat |= {f"{name}_{o}": outcomes[o] for o in OUTCOMES}
             writer.writerow(flat)
 
 

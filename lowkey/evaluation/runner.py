@@ -1,20 +1,31 @@
 """The evaluation protocol of the paper (section 4), end to end.
 
 1. Split the data set (seeded): per identity a tenth of the photos are probes, the rest gallery;
-   the gallery photos of the users are protected, everything else stays clean.
+   the gallery photos of the users are protected, everything else stays clean. As in the paper
+   (100 of FaceScrub's 530 identities), the users are by default a fifth of the identities with
+   a gallery photo (at least one), drawn at random: a few protected users among clean
+   identities (and distractors when given). ``users=N`` protects N, ``users="all"`` everybody.
 2. Protect the users' gallery photos with the preset's ensemble (and, with ``transfer``, with
    each of its models alone and with the ensemble less each model), reusing what is on disk.
 3. Embed with every judge: clean probes; the gallery clean and protected, each under every
-   counter-measure (the transfer attacks: without counter-measure only).
+   counter-measure (the transfer attacks: without counter-measure only). With
+   ``fixed_detector`` (the default) every judge also has a fixed-detector variant
+   (``"<judge>@fixed"``): gallery photos embedded at the face its detector finds in the clean
+   source photo, not found afresh in the protected one (probes are clean: there it is the
+   judge itself). Judge vs judge@fixed tells whether recognition was defeated or only detection.
 4. Per judge x gallery condition x counter-measure: rank-1 and rank-k identification accuracy of
    the users' probes over the whole gallery, and the true-accept rate of genuine (user probe,
    user gallery photo) pairs at thresholds calibrated, per judge, for fixed false-accept rates on
-   the clean probe x clean gallery impostor pairs.
+   the clean probe x clean gallery impostor pairs. Every rate has a Wilson score 95% interval.
 
 Counter-measures are applied to the gallery photos only (all of them, in the clean baseline too);
 probes are always the clean photos. A probe in which a judge finds no face is a miss; a gallery
 photo in which it finds none is absent from that judge's gallery; a genuine pair with a missing
-face counts as rejected.
+face counts as rejected. Those are not the same outcome as "found and not recognised", so every
+rate also comes with its trials (identification) or genuine pairs (verification) split into
+``recognised``, ``not_recognised`` (faces found, no match), ``no_face`` (the judge found no face
+in any gallery photo of the user, or in the pair's gallery photo) and ``probe_no_face`` (none in
+the clean probe: the same with and without protection).
 """
 
 from __future__ import annotations
@@ -29,9 +40,15 @@ from pathlib import Path
 import numpy as np
 
 from lowkey.evaluation.countermeasures import get_countermeasures
-from lowkey.evaluation.dataset import Split, scan_dataset, split_dataset
+from lowkey.evaluation.dataset import Split, Users, scan_dataset, split_dataset
 from lowkey.evaluation.embed import EmbeddingTable
-from lowkey.evaluation.judges import JudgePanel, available_judges, judge_info
+from lowkey.evaluation.judges import (
+    FIXED,
+    JudgePanel,
+    available_judges,
+    fixed_variant,
+    judge_info,
+)
 from lowkey.evaluation.metrics import (
     Backend,
     accept_rate,
@@ -40,6 +57,7 @@ from lowkey.evaluation.metrics import (
     identification_ranks,
     pairwise_distances,
     rank_k_accuracy,
+    wilson_interval,
 )
 from lowkey.evaluation.protection import Attack, ProtectedPhoto, protect_gallery
 
@@ -53,14 +71,18 @@ CLEAN = "clean"
 
 @dataclass
 class EvalConfig:
-    """Settings of one evaluation run (the ``lowkey eval`` options)."""
+    """Settings of one evaluation run (the ``lowkey eval`` options).
+
+    ``users``: None (a fifth of the identities, as in the paper), a number, or ``"all"``;
+    ``judges``: base judges (default: every available one); ``fixed_detector``: add each
+    judge's ``@fixed`` variant."""
 
     dataset: Path
     out: Path
     preset: str = "default"
     strength: int = 50
     seed: int = 0
-    users: int | None = None
+    users: Users = None
     distractors: Path | None = None
     transfer: bool = False
     judges: list[str] | None = None
@@ -69,6 +91,7 @@ class EvalConfig:
     fars: tuple[float, ...] = (1e-2, 1e-1)
     device: str | None = None
     knn_backend: Backend = "auto"
+    fixed_detector: bool = True
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -111,10 +134,18 @@ def _quality(photos: list[ProtectedPhoto]) -> dict:
     """Quality and cost of one attack's protected photos (from their reports)."""
     done = [p.report for p in photos if p.status == "protected"]
 
+    def values(key: str) -> list[float]:
+        return [r[key] for r in done if isinstance(r.get(key), int | float)
+                and math.isfinite(r[key])]
+
     def mean(key: str) -> float | None:
-        values = [r[key] for r in done if isinstance(r.get(key), int | float)
-                  and math.isfinite(r[key])]
-        return float(np.mean(values)) if values else None
+        return float(np.mean(values(key))) if values(key) else None
+
+    def lowest(key: str) -> float | None:
+        return float(min(values(key))) if values(key) else None
+
+    def highest(key: str) -> float | None:
+        return float(max(values(key))) if values(key) else None
 
     ratios = [r["protected_bytes"] / r["original_bytes"] for r in done
               if r.get("protected_bytes") and r.get("original_bytes")]
@@ -125,6 +156,16 @@ def _quality(photos: list[ProtectedPhoto]) -> dict:
         "protected": len(done),
         "no_face": sum(p.status == "no-face" for p in photos),
         "failed": sum(p.status == "failed" for p in photos),
+        # the face region (each photo's worst face): what a person looks at
+        "face_ssim_mean": mean("face_ssim"),
+        "face_ssim_min": lowest("face_ssim"),
+        "face_psnr_mean": mean("face_psnr"),
+        "face_flip_mean": mean("face_flip"),
+        "face_flip_max": highest("face_flip"),
+        "face_jod_mean": mean("face_jod"),
+        "face_jod_min": lowest("face_jod"),
+        "face_measured": len(values("face_ssim")),
+        # the whole photo
         "ssim_mean": mean("ssim"),
         "psnr_mean": mean("psnr"),
         "lpips_mean": mean("lpips"),
@@ -153,9 +194,14 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
     attacks = attacks_for(config)
     cms = get_countermeasures(config.countermeasures)
     judges = config.judges or available_judges()
-    infos = [judge_info(name) for name in judges]
+    if any(FIXED in name for name in judges):
+        raise ValueError(f"judges are named without {FIXED!r}: each judge's fixed-detector "
+                         "variant is added unless fixed_detector is off")
+    names = [n for name in judges
+             for n in ((name, fixed_variant(name)) if config.fixed_detector else (name,))]
+    infos = [judge_info(name) for name in names]
     logger.info("evaluation: %d users, attacks %s, judges %s, counter-measures %s",
-                len(split.users), [a.name for a in attacks], judges, [c.name for c in cms])
+                len(split.users), [a.name for a in attacks], names, [c.name for c in cms])
 
     # 1. protection (cached per photo)
     protected: dict[str, list[ProtectedPhoto]] = {}
@@ -179,6 +225,8 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
             conditions.append(_Condition(attack.name, cm.name, files))
     probe_items = split.probe_items()
     probe_files = [path for path, _ in probe_items]
+    sources = {p.used: p.source for photos in protected.values() for p in photos
+               if p.used != p.source}
 
     # 3. embeddings (cached per photo)
     jobs: dict[Path, set[str]] = {path: {"none"} for path in probe_files}
@@ -186,7 +234,8 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
         for path in cond.files:
             jobs.setdefault(path, set()).add(cond.countermeasure)
     table = EmbeddingTable(infos, out / "cache",
-                           lambda: JudgePanel(judges, config.device, progress=progress))
+                           lambda: JudgePanel(judges, config.device, progress=progress),
+                           sources=sources)
     table.ensure(jobs, progress)
 
     # 4. metrics
@@ -199,7 +248,8 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
     k = max(1, min(config.rank_k, len(clean_files)))
     backend = choose_backend(len(clean_files), config.knn_backend)
     rng = np.random.default_rng(config.seed)
-    ensemble_models = set(next(a for a in attacks if a.kind == "ensemble").models)
+    ensemble = next(a for a in attacks if a.kind == "ensemble")
+    ensemble_models = set(ensemble.models)
     attack_models = {a.name: set(a.models) for a in attacks}
 
     rows, thresholds = [], {}
@@ -215,8 +265,9 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
             gallery, found = table.matrix(info.name, cond.files, cond.countermeasure)
             access = None
             if cond.attack != CLEAN:
-                access = "white-box" if info.name in attack_models[cond.attack] else "black-box"
-            rows.append({"judge": info.name, "attack": cond.attack,
+                access = "white-box" if info.base in attack_models[cond.attack] else "black-box"
+            rows.append({"judge": info.name, "base_judge": info.base,
+                         "fixed_detector": info.fixed, "attack": cond.attack,
                          "countermeasure": cond.countermeasure, "access": access}
                         | _scores(trials, gallery, found, gallery_labels, user_gallery, k,
                                   score_thresholds, backend))
@@ -234,16 +285,19 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
             "probes": len(probe_files),
             "gallery": len(clean_files),
             "users": list(split.users),
+            "eligible_identities": sum(1 for g in split.gallery.values() if g),
             "user_probes": int(is_user_probe.sum()),
             "user_gallery": len(split.user_gallery()),
             "excluded_identities": [i for i, g in split.gallery.items() if not g],
         },
         "attacks": [{"name": a.name, "label": a.label, "models": list(a.models), "tag": a.tag,
-                     "folder": str(out / "protected" / a.tag), "kind": a.kind}
+                     "folder": str(out / "protected" / a.tag), "kind": a.kind,
+                     "penalty": a.penalty}
                     for a in attacks],
-        "judges": [info.to_json() | {"in_ensemble": info.name in ensemble_models}
+        "penalty": ensemble.penalty,
+        "judges": [info.to_json() | {"in_ensemble": info.base in ensemble_models}
                    for info in infos],
-        "black_box_judges": [i.name for i in infos if i.name not in ensemble_models],
+        "black_box_judges": [i.name for i in infos if i.base not in ensemble_models],
         "countermeasures": [{"name": c.name, "key": c.key, "description": c.description}
                             for c in cms],
         "thresholds": thresholds,
@@ -293,21 +347,53 @@ def _calibrate(probes: np.ndarray, probe_found: np.ndarray, probe_labels: np.nda
     return out
 
 
+def _outcomes(hits: np.ndarray | None, probe_found: np.ndarray,
+              mate_found: np.ndarray) -> dict[str, int | None]:
+    """Trials (or genuine pairs) split four ways: ``recognised`` (``hits``), ``not_recognised``
+    (faces found on both sides, no match), ``no_face`` (a face in the probe, none in the user's
+    gallery photos / the pair's gallery photo) and ``probe_no_face``. ``hits`` None (no
+    threshold): the first two are unknown (None)."""
+    probe_found = np.asarray(probe_found, bool)
+    both = probe_found & np.asarray(mate_found, bool)
+    out: dict[str, int | None] = {"recognised": None, "not_recognised": None}
+    if hits is not None:
+        hits = np.asarray(hits, bool)
+        if (hits & ~both).any():
+            raise ValueError("a hit without a face on both sides")
+        out = {"recognised": int(hits.sum()), "not_recognised": int((both & ~hits).sum())}
+    return out | {"no_face": int((probe_found & ~both).sum()),
+                  "probe_no_face": int((~probe_found).sum())}
+
+
 def _scores(trials: tuple[np.ndarray, np.ndarray, np.ndarray], gallery: np.ndarray,
             found: np.ndarray, labels: np.ndarray, user_gallery: np.ndarray, k: int,
             score_thresholds: dict[str, float], backend: Backend) -> dict:
     """Identification and verification figures of the trials ``(probes (P, D), found (P,),
-    labels (P,))`` against one gallery ``(G, D)`` with ``found`` (G,) and ``labels`` (G,)."""
+    labels (P,))`` against one gallery ``(G, D)`` with ``found`` (G,) and ``labels`` (G,):
+    each rate with its Wilson 95% interval (``<rate>_ci``) and its trials or pairs split by
+    :func:`_outcomes` (``<rate>_outcomes``)."""
     probes, probe_found, probe_labels = trials
     ranks = identification_ranks(probes, probe_labels, probe_found, gallery[found],
                                  labels[found], k, backend)
-    genuine = _genuine_scores(probes, probe_found, probe_labels, gallery, found, labels)
-    return {
-        "trials": int(len(probe_labels)),
-        "rank1": rank_k_accuracy(ranks, 1),
-        "rank_k": rank_k_accuracy(ranks, k),
-        "k": k,
-        "tar": {far: accept_rate(genuine, t) for far, t in score_thresholds.items()},
+    # does the judge find a face in at least one gallery photo of the trial's identity?
+    mate_found = np.array([bool(found[labels == label].any()) for label in probe_labels], bool)
+    genuine, pair_probe_found, pair_mate_found = _genuine_scores(
+        probes, probe_found, probe_labels, gallery, found, labels)
+    n = int(len(probe_labels))
+    row: dict = {"trials": n, "k": k}
+    for name, depth in (("rank1", 1), ("rank_k", k)):
+        hits = ranks <= depth
+        row[name] = rank_k_accuracy(ranks, depth)
+        row[f"{name}_ci"] = list(wilson_interval(int(hits.sum()), n))
+        row[f"{name}_outcomes"] = _outcomes(hits, probe_found, mate_found)
+    row["tar"], row["tar_ci"], row["tar_outcomes"] = {}, {}, {}
+    for far, t in score_thresholds.items():
+        accepted = None if math.isnan(t) else np.isfinite(genuine) & (genuine >= t)
+        row["tar"][far] = accept_rate(genuine, t)
+        row["tar_ci"][far] = list(wilson_interval(int(accepted.sum()), len(genuine))
+                                  if accepted is not None else (math.nan, math.nan))
+        row["tar_outcomes"][far] = _outcomes(accepted, pair_probe_found, pair_mate_found)
+    return row | {
         "genuine_pairs": int(len(genuine)),
         "probes_without_face": int((~probe_found).sum()),
         "gallery_without_face": int((~found).sum()),
@@ -318,21 +404,24 @@ def _scores(trials: tuple[np.ndarray, np.ndarray, np.ndarray], gallery: np.ndarr
 
 def _genuine_scores(probes: np.ndarray, probe_found: np.ndarray, probe_labels: np.ndarray,
                     gallery: np.ndarray, gallery_found: np.ndarray,
-                    gallery_labels: np.ndarray) -> np.ndarray:
-    """Scores (-distance) of every (probe, gallery photo of the same identity) pair; -inf when
-    either has no face."""
-    scores = []
+                    gallery_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores (-distance) of every (probe, gallery photo of the same identity) pair, -inf when
+    either has no face; and, per pair, whether the probe and the gallery photo have a face."""
+    scores, probe_ok, mate_ok = [], [], []
     for emb, ok, label in zip(probes, probe_found, probe_labels, strict=True):
         mates = np.flatnonzero(gallery_labels == label)
         if not len(mates):
             continue
         s = np.full(len(mates), -np.inf)
-        if ok:
-            valid = gallery_found[mates]
-            if valid.any():
-                s[valid] = -pairwise_distances(emb[None], gallery[mates[valid]])[0]
+        valid = gallery_found[mates]
+        if ok and valid.any():
+            s[valid] = -pairwise_distances(emb[None], gallery[mates[valid]])[0]
         scores.append(s)
-    return np.concatenate(scores) if scores else np.zeros(0)
+        probe_ok.append(np.full(len(mates), bool(ok)))
+        mate_ok.append(valid)
+    if not scores:
+        return np.zeros(0), np.zeros(0, bool), np.zeros(0, bool)
+    return np.concatenate(scores), np.concatenate(probe_ok), np.concatenate(mate_ok)
 
 
 __all__ = ["EvalConfig", "run_evaluation"]
