@@ -161,7 +161,7 @@ def run_worker(args) -> dict:
             "dlib_distance": round(statistics.mean(dlib), 4) if dlib else None,
             "dlib_lost": sum(f.dlib_found_after is False for f in report.faces),
             "face_jod": report.face_jod, "face_flip": report.face_flip,
-            "face_ssim": report.face_ssim, "face_psnr": report.face_psnr,
+            "face_ssim": report.face_ssim, "face_psnr": report.face_psnr, "change_kept": report.change_kept,
             "measure_s": round(report.measure_seconds or 0.0, 3),
             "ssim": report.ssim, "psnr": report.psnr, "linf": report.linf,
             "peak_rss_mb": peak_rss_mb(),  # of the process so far: it never goes down

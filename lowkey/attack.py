@@ -14,13 +14,15 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from lowkey.align import alignment_matrix, source_region, translated
 from lowkey.errors import LowKeyError
 from lowkey.faces import Face
 from lowkey.models.recognizer import FaceRecognizer
-from lowkey.objective import FaceInWindow, LowKeyObjective
+from lowkey.objective import FaceInWindow, LowKeyObjective, gaussian_smoothing
+from lowkey.visibility import change_budget
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,21 @@ class AttackSettings:
     init_noise: float = 0.005
     seed: int = 0
     penalty_max_side: int = 1536
+    #: Where change may go. "uniform" (the paper): every pixel up to :attr:`linf_bound`;
+    #: "visibility": each pixel up to its :func:`lowkey.visibility.change_budget`, from
+    #: ``budget_low x linf_bound`` on flat areas to ``linf_bound`` on textured ones, feathered
+    #: to zero over ``feather`` x the window's smaller side at the window's border.
+    budget: str = "uniform"
+    budget_low: float = 1.0
+    feather: float = 0.0
+    #: Change luma only (the same change on R, G and B): no coloured speckle.
+    luminance_only: bool = False
+    #: Transfer boosters (0 = off, the paper): momentum of the gradient (MI-FGSM); Gaussian blur
+    #: of the gradient, sigma in aligned-crop pixels (TI); random jitter of each model's
+    #: alignment every step, as a fraction of scale, angle (radians) and size (DI).
+    momentum: float = 0.0
+    gradient_blur: float = 0.0
+    jitter: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -54,6 +71,12 @@ class AttackSettings:
             raise ValueError("alpha and init_noise must not be negative")
         if self.blur_window < 1 or self.blur_window % 2 == 0 or self.blur_sigma <= 0:
             raise ValueError("blur_window must be odd and positive, blur_sigma positive")
+        if self.budget not in ("uniform", "visibility"):
+            raise ValueError(f"unknown budget {self.budget!r}")
+        if not 0 <= self.budget_low <= 1 or not 0 <= self.feather < 0.5:
+            raise ValueError("budget_low must be in [0, 1] and feather in [0, 0.5)")
+        if min(self.momentum, self.gradient_blur, self.jitter) < 0:
+            raise ValueError("momentum, gradient_blur and jitter must not be negative")
 
     @property
     def linf_bound(self) -> float:
@@ -159,26 +182,40 @@ class LowKeyAttack:
         originals = [pixels[:, w.y0:w.y1, w.x0:w.x1].detach() for w in windows]
         with torch.no_grad():
             original_embeddings = self.objective.embeddings(originals, targets)
+        budgets = [self._budget(o) for o in originals]
+        blur_sigmas = [self._gradient_blur_sigma(targets, i) for i in range(len(windows))]
 
         generator = torch.Generator(device="cpu").manual_seed(s.seed)
-        channels = 1 if grayscale else 3
+        channels = 1 if grayscale or s.luminance_only else 3
         deltas = []
-        for original in originals:
+        for original, budget in zip(originals, budgets, strict=True):
             noise = (torch.rand((channels, *original.shape[-2:]), generator=generator) * 2 - 1)
             delta = (noise * s.init_noise).to(original)
-            deltas.append(self._project(original, delta))
+            deltas.append(self._project(original, delta, budget))
+        velocity = [torch.zeros_like(d) for d in deltas]
 
         history: list[dict[str, float]] = []
         for step in range(s.steps):
             for delta in deltas:
                 delta.requires_grad_(True)
             current = [o + d.expand_as(o) for o, d in zip(originals, deltas, strict=True)]
-            value, terms = self.objective(original_embeddings, originals, current, targets,
+            seen = self._jittered(targets, generator) if s.jitter else targets
+            value, terms = self.objective(original_embeddings, originals, current, seen,
                                           height * width)
             grads = torch.autograd.grad(value, deltas)
             with torch.no_grad():
-                deltas = [self._project(o, d.detach() + s.step_size * g.sign())
-                          for o, d, g in zip(originals, deltas, grads, strict=True)]
+                updated = []
+                for i, (o, d, g) in enumerate(zip(originals, deltas, grads, strict=True)):
+                    if blur_sigmas[i] > 0:
+                        g = gaussian_smoothing(g[None], blur_sigmas[i],
+                                               2 * math.ceil(3 * blur_sigmas[i]) + 1)[0]
+                    if s.momentum:
+                        velocity[i] = s.momentum * velocity[i] + g / g.abs().mean().clamp_min(
+                            1e-12)
+                        g = velocity[i]
+                    updated.append(self._project(o, d.detach() + s.step_size * g.sign(),
+                                                 budgets[i]))
+                deltas = updated
             history.append(terms)
             logger.debug("step %d/%d %s", step + 1, s.steps, terms)
             if on_step is not None and on_step(step + 1, s.steps, terms) is False:
@@ -189,8 +226,54 @@ class LowKeyAttack:
             protected[:, w.y0:w.y1, w.x0:w.x1] = o + d.expand_as(o)
         return AttackResult(protected, windows, original_embeddings, history)
 
+    def _budget(self, original: torch.Tensor) -> torch.Tensor | None:
+        """Per-pixel change budget (1, h, w) of a window (3, h, w); None: uniform."""
+        s = self.settings
+        if s.budget == "uniform":
+            return None
+        ramp = round(s.feather * min(original.shape[-2:]))
+        return change_budget(original, s.budget_low * s.linf_bound, s.linf_bound, ramp=ramp)
+
+    def _gradient_blur_sigma(self, targets: list[FaceInWindow], window: int) -> float:
+        """TI's blur in window pixels: ``gradient_blur`` aligned-crop pixels at the mean scale
+        of the window's faces (0 when off)."""
+        if not self.settings.gradient_blur:
+            return 0.0
+        scales = [1.0 / math.sqrt(abs(np.linalg.det(m[:2, :2])))
+                  for f in targets if f.window == window for m in f.matrices.values()]
+        return self.settings.gradient_blur * float(np.mean(scales))
+
+    def _jittered(self, targets: list[FaceInWindow],
+                  generator: torch.Generator) -> list[FaceInWindow]:
+        """Each model's alignment moved by a random similarity about the crop's centre: scale
+        and angle within ``jitter`` (radians), shift within ``jitter`` x the crop size."""
+        amount = self.settings.jitter
+        sizes = {m.name: m.input_size for m in self.objective.models}
+        out = []
+        for face in targets:
+            matrices = {}
+            for name, matrix in face.matrices.items():
+                r = (torch.rand(4, generator=generator) * 2 - 1).numpy() * amount
+                size = sizes[name]
+                c = (size - 1) / 2
+                scale, angle = 1 + r[0], r[1]
+                cos, sin = scale * math.cos(angle), scale * math.sin(angle)
+                jitter = np.array([[cos, -sin, c - cos * c + sin * c + r[2] * size],
+                                   [sin, cos, c - sin * c - cos * c + r[3] * size],
+                                   [0.0, 0.0, 1.0]])
+                matrices[name] = jitter @ matrix
+            out.append(FaceInWindow(face.window, matrices))
+        return out
+
     @staticmethod
-    def _project(original: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """Keep ``original + delta`` in [0, 1] (delta may have 1 channel for gray photos)."""
-        base = original[: delta.shape[0]]
-        return ((base + delta).clamp(0.0, 1.0) - base).detach()
+    def _project(original: torch.Tensor, delta: torch.Tensor,
+                 budget: torch.Tensor | None = None) -> torch.Tensor:
+        """Keep ``|delta| <= budget`` (when given) and ``original + delta`` in [0, 1]; delta
+        may have 1 channel (a gray change), then it keeps every channel in range."""
+        if budget is not None:
+            delta = torch.maximum(torch.minimum(delta, budget), -budget)
+        if delta.shape[0] == 1:
+            low = (-original).amax(0, keepdim=True)
+            high = (1 - original).amin(0, keepdim=True)
+            return torch.maximum(torch.minimum(delta, high), low).detach()
+        return ((original + delta).clamp(0.0, 1.0) - original).detach()

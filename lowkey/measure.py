@@ -99,6 +99,9 @@ class PhotoReport:
     #: LPIPS is the preset's penalty (its weights are then on disk)
     lpips: float | None = None
     linf: float | None = None
+    #: per window, the fraction of the attack's change kept by the preset's quality floor
+    #: (None: no floor)
+    change_kept: list[float] | None = None
     #: the whole job; ``measure_seconds`` of it went to this report's measurements
     seconds: float = 0.0
     measure_seconds: float | None = None

@@ -27,6 +27,7 @@ from lowkey.models.registry import default_ensemble
 from lowkey.models.store import load_recognizer
 from lowkey.objective import LowKeyObjective
 from lowkey.perceptual import LPIPSPenalty, load_penalty
+from lowkey.quality_floor import QualityFloor, apply_floor
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +46,18 @@ class Preset:
     #: the perceptual penalty P of the objective (see :data:`lowkey.perceptual.PENALTIES`)
     penalty: str = "1-ssim"
     step_scale: int = 1
+    #: attack settings beyond the paper's (budget, colour, transfer boosters; see
+    #: :class:`~lowkey.attack.AttackSettings`), as field -> value
+    attack: tuple[tuple[str, object], ...] = ()
+    #: each face's change is scaled down until its region meets this floor; None: no floor
+    quality_floor: QualityFloor | None = None
 
     def settings(self, strength: int = 50, seed: int = 0) -> AttackSettings:
         if not 1 <= strength <= 200:
             raise ValueError("strength must be between 1 and 200 (the paper uses 10 to 50)")
         steps = max(1, math.ceil(strength / self.step_scale))
-        return AttackSettings(steps=steps, step_size=0.0025 * self.step_scale, seed=seed)
+        return AttackSettings(steps=steps, step_size=0.0025 * self.step_scale, seed=seed,
+                              **dict(self.attack))
 
 
 PRESETS: dict[str, Preset] = {
@@ -94,6 +101,7 @@ class Protector:
         self.preset = (PRESETS[preset] if models is None
                        else replace(PRESETS[preset], models=tuple(models)))
         self.settings = self.preset.settings(strength, seed)
+        self.quality_floor = self.preset.quality_floor
         self.face_selection = faces
         self.device = _device(device)
         self.models = [load_recognizer(name, self.device, progress=progress)
@@ -139,7 +147,11 @@ class Protector:
             return None, report
         pixels = photo.pixels.to(self.device)
         result = self.attack.run(pixels, faces, grayscale=photo.grayscale, on_step=on_step)
-        encoded = encode_photo(photo, result.pixels.cpu(), keep_location=keep_location)
+        protected = result.pixels.cpu()
+        if self.quality_floor is not None:
+            protected, report.change_kept = apply_floor(photo, protected, result.windows,
+                                                        faces, self.quality_floor)
+        encoded = encode_photo(photo, protected, keep_location=keep_location)
         measure_start = time.perf_counter()
         self.measurer.measure(photo, load_photo(encoded), report, faces,
                               result.original_embeddings)
