@@ -51,6 +51,9 @@ class AttackSettings:
     #: ``budget_low x linf_bound`` on flat areas to ``linf_bound`` on textured ones, feathered
     #: to zero over ``feather`` x the window's smaller side at the window's border.
     budget: str = "uniform"
+    #: an explicit largest change per pixel, below what the steps could reach (None: the
+    #: paper's implicit bound, init_noise + steps x step_size)
+    epsilon: float | None = None
     budget_low: float = 1.0
     feather: float = 0.0
     #: Change luma only (the same change on R, G and B): no coloured speckle.
@@ -75,13 +78,16 @@ class AttackSettings:
             raise ValueError(f"unknown budget {self.budget!r}")
         if not 0 <= self.budget_low <= 1 or not 0 <= self.feather < 0.5:
             raise ValueError("budget_low must be in [0, 1] and feather in [0, 0.5)")
+        if self.epsilon is not None and not 0 < self.epsilon <= 1:
+            raise ValueError("epsilon must be in (0, 1]")
         if min(self.momentum, self.gradient_blur, self.jitter) < 0:
             raise ValueError("momentum, gradient_blur and jitter must not be negative")
 
     @property
     def linf_bound(self) -> float:
         """Largest possible per-pixel change, in [0, 1] units."""
-        return self.init_noise + self.steps * self.step_size
+        reach = self.init_noise + self.steps * self.step_size
+        return reach if self.epsilon is None else min(reach, self.epsilon)
 
 
 @dataclass(frozen=True)
@@ -230,7 +236,7 @@ class LowKeyAttack:
         """Per-pixel change budget (1, h, w) of a window (3, h, w); None: uniform."""
         s = self.settings
         if s.budget == "uniform":
-            return None
+            return None if s.epsilon is None else torch.full_like(original[:1], s.linf_bound)
         ramp = round(s.feather * min(original.shape[-2:]))
         return change_budget(original, s.budget_low * s.linf_bound, s.linf_bound, ramp=ramp)
 

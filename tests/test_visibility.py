@@ -140,3 +140,14 @@ def test_quality_floor_leaves_an_invisible_change_alone(astronaut_rgb):
     kept, scales = apply_floor(photo, protected, [Window(150, 30, 300, 210)], [face],
                                QualityFloor())
     assert scales == [1.0] and torch.equal(kept, protected)
+
+
+def test_epsilon_caps_the_change_below_what_the_steps_reach():
+    objective = LowKeyObjective([toy_model("b", MeanSquarePlusOne())], SSIMPenalty())
+    settings = AttackSettings(steps=10, step_size=0.01, epsilon=0.02, seed=1)
+    assert settings.linf_bound == pytest.approx(0.02)
+    photo = _half_flat_photo()
+    change = LowKeyAttack(objective, settings).run(photo, [_face()]).pixels - photo
+    assert change.abs().max() == pytest.approx(0.02, abs=1e-6)
+    with pytest.raises(ValueError):
+        AttackSettings(epsilon=0)
