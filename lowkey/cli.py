@@ -20,7 +20,7 @@ from lowkey import __version__
 from lowkey.errors import LowKeyError
 
 if TYPE_CHECKING:
-    from lowkey.protect import PhotoReport
+    from lowkey.measure import PhotoReport
 
 logger = logging.getLogger("lowkey")
 

@@ -22,7 +22,7 @@ from lowkey.dlib_judge import DlibJudge, dlib_available
 from lowkey.errors import LowKeyError
 from lowkey.faces import Face, FaceDetector, FaceSelection, select_faces
 from lowkey.image_io import Photo, encode_photo, load_photo, output_path_for, write_encoded
-from lowkey.measure import FaceReport, PhotoMeasurer, PhotoReport
+from lowkey.measure import PhotoMeasurer, PhotoReport
 from lowkey.models.registry import default_ensemble
 from lowkey.models.store import load_recognizer
 from lowkey.objective import LowKeyObjective
@@ -183,4 +183,4 @@ class Protector:
                                seconds=time.perf_counter() - start)
 
 
-__all__ = ["PRESETS", "FaceReport", "PhotoReport", "Preset", "Protector"]
+__all__ = ["PRESETS", "Preset", "Protector"]

@@ -314,6 +314,10 @@ def test_an_existing_output_is_reused_untouched(tmp_path, astronaut_rgb):
     assert report["measured"] == "recovered" and report["seconds"] is None
     assert 0.8 < report["ssim"] < 1 and 35 < report["psnr"] < 50
     assert report["protected_bytes"] == output.stat().st_size
+    # the face region is measured too (the astronaut's one face; the noise is everywhere)
+    (face,) = report["faces"]
+    assert report["face_ssim"] == face["ssim"] and 0.9 < face["ssim"] < 1
+    assert 0 < report["face_flip"] < 1 and 0 < report["face_jod"] < 10
 
 
 # --- end to end on real photos ---------------------------------------------------------------

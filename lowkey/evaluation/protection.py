@@ -8,10 +8,11 @@ A protected photo is exactly what :meth:`lowkey.protect.Protector.protect_file` 
 ``<preset>-without-<model>-<penalty>-s<strength>-seed<seed>`` for the ensemble less one model;
 ``<penalty>`` is the preset's perceptual penalty (``1-ssim``, ``lpips-alex``), so photos
 protected under another penalty are never reused. Beside it,
-``<stem>_lowkey.<ext>.json`` keeps its :class:`~lowkey.protect.PhotoReport` (plus file sizes), so quality
-and time figures survive a resumed run. An output that exists is never protected again and never
-rewritten; when it has no report beside it (made by another job), SSIM, PSNR and sizes are
-measured from the two files and the time is recorded as unknown.
+``<stem>_lowkey.<ext>.json`` keeps its :class:`~lowkey.measure.PhotoReport` (plus file sizes),
+so quality and time figures survive a resumed run. An output that exists is never protected
+again and never rewritten; when it has no report beside it (made by another job), its quality
+(face region and whole photo) and sizes are measured from the two files and the time is
+recorded as unknown.
 
 A photo in which the protector finds no face is left as it is (as LowKey would leave it): the
 judges then see the original. Its report (``status: "no-face"``) is kept so it is not tried again.
