@@ -5,9 +5,11 @@ full-resolution pixel coordinates. The copy is as small as it can be (long side 
 for speed) while a face of ``smallest_face`` pixels in the photo is still as large as MTCNN's
 own minimum (``min_face_size``) in the copy: in a 6000x4000 photo, faces down to 40 px are found
 (the copy is 3000x2000), not only those over 117 px as a 1024 px copy would allow. Every report
-says how small a face its photo could have held (:meth:`FaceDetector.smallest_face_px`). Landmarks are in the order left
-eye, right eye, nose tip, left mouth corner, right mouth corner, "left" meaning smaller x in the
-photo, which is the order of the ArcFace template in :mod:`lowkey.models.registry`.
+says how small a face its photo could have held (:meth:`FaceDetector.smallest_face_px`).
+
+Landmarks are in the order left eye, right eye, nose tip, left mouth corner, right mouth corner,
+"left" meaning smaller x in the photo, which is the order of the ArcFace template in
+:mod:`lowkey.models.registry`.
 """
 
 from __future__ import annotations

@@ -71,12 +71,17 @@ def apply_floor(photo: Photo, protected: torch.Tensor, windows: list[Window],
         x1 = max([w.x1] + [r[2] for r in regions])
         y1 = max([w.y1] + [r[3] for r in regions])
         before = original[:, y0:y1, x0:x1]
-        change = protected[:, y0:y1, x0:x1] - before
+        # this window's change alone; the rest of the crop as it stands (other windows)
+        change = torch.zeros_like(before)
+        inside = (slice(None), slice(w.y0 - y0, w.y1 - y0), slice(w.x0 - x0, w.x1 - x0))
+        change[inside] = (protected[:, w.y0:w.y1, w.x0:w.x1]
+                          - original[:, w.y0:w.y1, w.x0:w.x1])
+        rest = out[:, y0:y1, x0:x1] - change
         local = [(a - x0, b - y0, c - x0, d - y0) for a, b, c, d in regions]
 
-        def meets(scale: float, before: torch.Tensor = before, change: torch.Tensor = change,
-                  local: list = local) -> bool:
-            trial = _as_written(photo, before + scale * change)
+        def meets(scale: float, before: torch.Tensor = before, rest: torch.Tensor = rest,
+                  change: torch.Tensor = change, local: list = local) -> bool:
+            trial = _as_written(photo, rest + scale * change)
             return all(floor.met(region_quality(before, trial, r)) for r in local)
 
         if meets(1.0):
@@ -87,7 +92,8 @@ def apply_floor(photo: Photo, protected: torch.Tensor, windows: list[Window],
                 middle = (low + high) / 2
                 low, high = (middle, high) if meets(middle) else (low, middle)
             scale = low
-        out[:, y0:y1, x0:x1] = before + scale * change
+        out[:, w.y0:w.y1, w.x0:w.x1] = (original[:, w.y0:w.y1, w.x0:w.x1]
+                                        + scale * change[inside])
         scales.append(scale)
     logger.debug("quality floor: window scales %s", scales)
     return out, scales

@@ -151,3 +151,24 @@ def test_epsilon_caps_the_change_below_what_the_steps_reach():
     assert change.abs().max() == pytest.approx(0.02, abs=1e-6)
     with pytest.raises(ValueError):
         AttackSettings(epsilon=0)
+
+
+def test_quality_floor_scales_each_window_on_its_own_when_their_crops_overlap(astronaut_rgb):
+    """Two windows 10 px apart: the second window's measuring crop (aligned to 64 px blocks)
+    reaches into the first window, whose already scaled change must survive."""
+    photo = _photo(astronaut_rgb)
+    faces = [Face((181.0, 62.0, 268.0, 172.0), ((200, 100),) * 5, 0.99),
+             Face((340.0, 62.0, 430.0, 172.0), ((380, 100),) * 5, 0.99)]
+    windows = [Window(150, 30, 300, 210), Window(310, 30, 460, 210)]
+    g = torch.Generator().manual_seed(0)
+    protected = photo.pixels.clone()
+    for w, sigma in zip(windows, (0.08, 0.01), strict=True):
+        area = protected[:, w.y0:w.y1, w.x0:w.x1]
+        protected[:, w.y0:w.y1, w.x0:w.x1] = (
+            area + sigma * torch.randn(area.shape, generator=g)).clamp(0, 1)
+    kept, scales = apply_floor(photo, protected, windows, faces, QualityFloor())
+    assert scales[0] < scales[1]
+    for w, scale in zip(windows, scales, strict=True):
+        want = photo.pixels + scale * (protected - photo.pixels)
+        got = kept[:, w.y0:w.y1, w.x0:w.x1]
+        assert torch.allclose(got, want[:, w.y0:w.y1, w.x0:w.x1], atol=1e-6)
