@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -286,7 +287,7 @@ class PhotoMeasurer:
 
 def _worst_face(report: PhotoReport) -> None:
     """The photo-level face-region figures: its worst face for each measure."""
-    def pick(key: str, worst: type[min] | type[max]) -> float | None:
+    def pick(key: str, worst: Callable[[list[float]], float]) -> float | None:
         values = [getattr(f, key) for f in report.faces if getattr(f, key) is not None]
         return worst(values) if values else None
 

@@ -259,3 +259,30 @@ def test_paper_settings_on_the_astronaut(astronaut_rgb):
     assert report.ssim > 0.97
     _need_dlib()
     assert face.dlib_distance > 0.6
+
+
+def test_a_preset_with_a_quality_floor_keeps_every_face_above_it(astronaut_rgb, monkeypatch):
+    """End to end with the real ensemble: a preset with luma-only change and a floor writes a
+    photo whose face region, measured afresh on the written file, meets the floor."""
+    from dataclasses import replace
+
+    import lowkey.protect
+    from lowkey.quality_floor import QualityFloor
+
+    floor = QualityFloor()
+    preset = replace(PRESETS["fast"], attack=(("luminance_only", True),), quality_floor=floor)
+    assert preset.settings(20).luminance_only
+    monkeypatch.setitem(lowkey.protect.PRESETS, "fast", preset)
+    protector = Protector(preset="fast", strength=20, judge=False)
+    photo = load_photo(_png(astronaut_rgb))
+    encoded, report = protector.protect_photo(photo)
+    (face,) = report.faces
+    (kept,) = report.change_kept
+    assert 0 < kept < 1  # strength 20 is visible: the floor had to scale it down
+    assert face.jod >= floor.jod and face.flip <= floor.flip and face.ssim >= floor.ssim
+    out = np.asarray(Image.open(io.BytesIO(encoded))).astype(int)
+    diff = out - astronaut_rgb.astype(int)
+    # luma only: R, G and B change alike (up to 8-bit rounding where a change sits on a half)
+    assert np.abs(diff).max() > 0
+    assert np.abs(diff[..., 0] - diff[..., 1]).max() <= 1
+    assert np.mean(diff[..., 0] != diff[..., 1]) < 0.01
