@@ -64,6 +64,9 @@ class AttackSettings:
     momentum: float = 0.0
     gradient_blur: float = 0.0
     jitter: float = 0.0
+    #: Keep the change high-frequency (where the eye is least sensitive): after each step,
+    #: remove its Gaussian blur of this sigma in photo pixels (0 = off).
+    highpass: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -80,8 +83,8 @@ class AttackSettings:
             raise ValueError("budget_low must be in [0, 1] and feather in [0, 0.5)")
         if self.epsilon is not None and not 0 < self.epsilon <= 1:
             raise ValueError("epsilon must be in (0, 1]")
-        if min(self.momentum, self.gradient_blur, self.jitter) < 0:
-            raise ValueError("momentum, gradient_blur and jitter must not be negative")
+        if min(self.momentum, self.gradient_blur, self.jitter, self.highpass) < 0:
+            raise ValueError("momentum, gradient_blur, jitter and highpass must not be negative")
 
     @property
     def linf_bound(self) -> float:
@@ -219,8 +222,11 @@ class LowKeyAttack:
                         velocity[i] = s.momentum * velocity[i] + g / g.abs().mean().clamp_min(
                             1e-12)
                         g = velocity[i]
-                    updated.append(self._project(o, d.detach() + s.step_size * g.sign(),
-                                                 budgets[i]))
+                    d = d.detach() + s.step_size * g.sign()
+                    if s.highpass:
+                        d = d - gaussian_smoothing(d[None], s.highpass,
+                                                   2 * math.ceil(3 * s.highpass) + 1)[0]
+                    updated.append(self._project(o, d, budgets[i]))
                 deltas = updated
             history.append(terms)
             logger.debug("step %d/%d %s", step + 1, s.steps, terms)

@@ -172,3 +172,21 @@ def test_quality_floor_scales_each_window_on_its_own_when_their_crops_overlap(as
         want = photo.pixels + scale * (protected - photo.pixels)
         got = kept[:, w.y0:w.y1, w.x0:w.x1]
         assert torch.allclose(got, want[:, w.y0:w.y1, w.x0:w.x1], atol=1e-6)
+
+
+def test_highpass_keeps_the_change_out_of_low_frequencies():
+    from lowkey.objective import gaussian_smoothing
+
+    objective = LowKeyObjective([toy_model("b", MeanSquarePlusOne())], SSIMPenalty())
+    photo = _half_flat_photo()
+
+    def low_share(settings):
+        change = LowKeyAttack(objective, settings).run(photo, [_face()]).pixels - photo
+        low = gaussian_smoothing(change[None], 3.0, 19)[0]
+        return float(low.pow(2).sum() / change.pow(2).sum())
+
+    plain = low_share(AttackSettings(steps=6, step_size=0.01, seed=4))
+    sharp = low_share(AttackSettings(steps=6, step_size=0.01, seed=4, highpass=1.5))
+    assert sharp < 0.5 * plain
+    with pytest.raises(ValueError):
+        AttackSettings(highpass=-1)
