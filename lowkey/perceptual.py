@@ -10,7 +10,6 @@ one ran.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -18,8 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowkey.errors import WeightsError
-
-logger = logging.getLogger(__name__)
 
 # torchvision AlexNet ``features`` index -> the LPIPS slice that holds it.
 _ALEX_SLICES = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}

@@ -7,9 +7,9 @@
   photo file the judge was given (before the counter-measure); a fixed-detector judge
   (``<judge>@fixed``, its own folder ``<judge cache tag>@fixed``) keys a protected photo by the
   sha256 of its digest and its clean source's digest (see :mod:`lowkey.evaluation.embed`). Each
-  entry is an embedding or "no face found". New entries are written to disk every ``flush_every`` additions and on
-  :meth:`EmbeddingCache.flush` (atomically, with :func:`lowkey.files.write_atomic`), so an
-  interrupted run loses at most the last few photos.
+  entry is an embedding or "no face found". New entries are written to disk every
+  ``flush_every`` additions and on :meth:`EmbeddingCache.flush` (atomically, with
+  :func:`lowkey.files.write_atomic`), so an interrupted run loses at most the last few photos.
 """
 
 from __future__ import annotations
