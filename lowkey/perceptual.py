@@ -4,7 +4,7 @@ The lpips wheel ships only LPIPS's linear heads; the ImageNet AlexNet backbone i
 download (:data:`lowkey.models.registry.LPIPS_ALEX`, fetched with ``lowkey models fetch
 lpips-alex`` or taken from torchvision's cache). The weight-free alternative is ``1 - SSIM``
 (Gaussian window 11, sigma 1.5; finite gradients). Each preset names its penalty
-(:attr:`lowkey.protect.Preset.penalty`); nothing falls back silently, and every report says which
+(:attr:`lowkey.presets.Preset.penalty`); nothing falls back silently, and every report says which
 one ran.
 """
 

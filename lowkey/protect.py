@@ -9,70 +9,26 @@ found afresh in it, because that is what a recognition system will see.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from lowkey.attack import AttackSettings, LowKeyAttack, StepCallback
+from lowkey.attack import LowKeyAttack, StepCallback
 from lowkey.dlib_judge import DlibJudge, dlib_available
 from lowkey.errors import LowKeyError
 from lowkey.faces import Face, FaceDetector, FaceSelection, select_faces
 from lowkey.image_io import Photo, encode_photo, load_photo, output_path_for, write_encoded
 from lowkey.measure import PhotoMeasurer, PhotoReport
-from lowkey.models.registry import default_ensemble
 from lowkey.models.store import load_recognizer
 from lowkey.objective import LowKeyObjective
 from lowkey.perceptual import LPIPSPenalty, load_penalty
-from lowkey.quality_floor import QualityFloor, apply_floor
+from lowkey.presets import PRESETS, Preset
+from lowkey.quality_floor import apply_floor
 
 logger = logging.getLogger(__name__)
-
-PAPER_MODELS = ("ir152-arcface", "ir152-cosface", "resnet152-arcface", "resnet152-cosface")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """An ensemble and attack settings. ``strength`` is the paper's Table 4 magnitude: the
-    number of 0.0025 steps' worth of change allowed (50 = the paper); ``step_scale`` > 1 reaches
-    it in fewer, larger steps."""
-
-    name: str
-    description: str
-    models: tuple[str, ...]
-    #: the perceptual penalty P of the objective (see :data:`lowkey.perceptual.PENALTIES`)
-    penalty: str = "1-ssim"
-    step_scale: int = 1
-    #: attack settings beyond the paper's (budget, colour, transfer boosters; see
-    #: :class:`~lowkey.attack.AttackSettings`), as field -> value
-    attack: tuple[tuple[str, object], ...] = ()
-    #: each face's change is scaled down until its region meets this floor; None: no floor
-    quality_floor: QualityFloor | None = None
-
-    def settings(self, strength: int = 50, seed: int = 0) -> AttackSettings:
-        if not 1 <= strength <= 200:
-            raise ValueError("strength must be between 1 and 200 (the paper uses 10 to 50)")
-        steps = max(1, math.ceil(strength / self.step_scale))
-        return AttackSettings(steps=steps, step_size=0.0025 * self.step_scale, seed=seed,
-                              **dict(self.attack))
-
-
-PRESETS: dict[str, Preset] = {
-    "paper": Preset("paper", "the paper's ensemble (face.evoLVe IR-152/ResNet-152, ArcFace and "
-                    "CosFace), penalty (LPIPS) and hyper-parameters; needs those four "
-                    "checkpoints and LPIPS's AlexNet backbone", PAPER_MODELS,
-                    penalty="lpips-alex"),
-    "default": Preset("default", "the offline ensemble (SFace, FaceNet-128, FaceNet-512) with "
-                      "the paper's hyper-parameters and a weight-free penalty (1 - SSIM)",
-                      tuple(r.name for r in default_ensemble())),
-    "fast": Preset("fast", "for CPUs: the offline ensemble, half as many steps of twice the "
-                   "size (same change budget), penalty 1 - SSIM",
-                   tuple(r.name for r in default_ensemble()), step_scale=2),
-}
-
 
 def _device(requested: str | None) -> torch.device:
     if requested:
@@ -183,4 +139,4 @@ class Protector:
                                seconds=time.perf_counter() - start)
 
 
-__all__ = ["PRESETS", "Preset", "Protector"]
+__all__ = ["PRESETS", "Preset", "Protector"]  # presets re-exported from lowkey.presets

@@ -63,8 +63,8 @@ class Attack:
 
     @property
     def penalty(self) -> str:
-        """The perceptual penalty of the preset (``lowkey.protect.PRESETS[preset].penalty``)."""
-        from lowkey.protect import PRESETS
+        """The perceptual penalty of the preset (``lowkey.presets.PRESETS[preset].penalty``)."""
+        from lowkey.presets import PRESETS
 
         return PRESETS[self.preset].penalty
 

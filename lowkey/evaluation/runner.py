@@ -113,7 +113,7 @@ class _Condition:
 def attacks_for(config: EvalConfig) -> list[Attack]:
     """The ensemble attack of ``config.preset`` and, with ``transfer``, one per model alone and,
     for ensembles of three or more, one per model left out (judged by that model, black-box)."""
-    from lowkey.protect import PRESETS
+    from lowkey.presets import PRESETS
 
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose from {', '.join(PRESETS)}")
