@@ -33,7 +33,8 @@ def parse_args():
     p.add_argument("--presets", default="paper,default,fast", help="comma-separated preset names")
     p.add_argument("--photos", type=int, default=None, help="first N photos (sorted); default all")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of personNN/*.jpg")
-    p.add_argument("--strength", type=int, default=50, help="attack strength (50 = the paper)")
+    p.add_argument("--strength", type=int, default=None,
+                   help="attack steps (default: each preset's own)")
     p.add_argument("--device", default=None, help="torch device; default cuda when present")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N)")
     p.add_argument("--synthetic-24mp", action="store_true",
@@ -231,7 +232,7 @@ def face_region_summary(rows: list[dict]) -> dict:
     return out
 
 
-def print_tables(results: list[dict], strength: int) -> None:
+def print_tables(results: list[dict], strength: int | None) -> None:
     done = [r for r in results if "photos" in r]
     m = done[0]["machine"] if done else {"cpu": cpu_model(), "cores": os.cpu_count()}
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores" + (
@@ -242,7 +243,8 @@ def print_tables(results: list[dict], strength: int) -> None:
               f"{r['loadavg_1min'][1]:.1f} after its photos"
               + (f" (over {m['cores']} cores: other work may have slowed it; these averages lag)"
                  if max(r["loadavg_1min"]) > m["cores"] + 0.5 else ""))
-    print(f"strength {strength}; per preset the mean and the medians over the photos with a "
+    which = strength if strength is not None else "each preset's own"
+    print(f"strength {which}; per preset the mean and the medians over the photos with a "
           "face; RSS = process peak, GPU = max allocated\n")
 
     def num(v, width: int, digits: int = 2) -> str:
@@ -297,9 +299,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "result.json"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", preset,
-                   "--result-file", str(out), "--data", str(args.data.resolve()),
-                   "--strength", str(args.strength)]
-            for flag, value in (("--photos", args.photos), ("--device", args.device),
+                   "--result-file", str(out), "--data", str(args.data.resolve())]
+            for flag, value in (("--strength", args.strength), ("--photos", args.photos),
+                                ("--device", args.device),
                                 ("--threads", args.threads)):
                 cmd += [flag, str(value)] if value else []
             cmd += ["--synthetic-24mp"] if args.synthetic_24mp else []

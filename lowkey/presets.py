@@ -19,15 +19,22 @@ PAPER_MODELS = ("ir152-arcface", "ir152-cosface", "resnet152-arcface", "resnet15
 
 @dataclass(frozen=True)
 class Preset:
-    """An ensemble and attack settings. ``strength`` is the paper's Table 4 magnitude: the
-    number of 0.0025 steps' worth of change allowed (50 = the paper); ``step_scale`` > 1 reaches
-    it in fewer, larger steps."""
+    """An ensemble and attack settings.
+
+    ``strength`` is the number of attack steps of ``step_size`` (for ``paper``: the paper's
+    Table 4 magnitude, 50 = the paper); ``step_scale`` > 1 reaches the same magnitude in fewer,
+    larger steps. Each preset has its own default strength, the point on the measured frontier
+    (docs/results.md) that it stands for.
+    """
 
     name: str
     description: str
     models: tuple[str, ...]
     #: the perceptual penalty P of the objective (see :data:`lowkey.perceptual.PENALTIES`)
     penalty: str = "1-ssim"
+    #: the strength used when none is given
+    strength: int = 50
+    step_size: float = 0.0025
     step_scale: int = 1
     #: attack settings beyond the paper's (budget, colour, transfer boosters; see
     #: :class:`~lowkey.attack.AttackSettings`), as field -> value
@@ -35,25 +42,43 @@ class Preset:
     #: each face's change is scaled down until its region meets this floor; None: no floor
     quality_floor: QualityFloor | None = None
 
-    def settings(self, strength: int = 50, seed: int = 0) -> AttackSettings:
+    def settings(self, strength: int | None = None, seed: int = 0) -> AttackSettings:
+        """The attack settings at ``strength`` (None: the preset's own)."""
+        strength = self.strength if strength is None else strength
         if not 1 <= strength <= 200:
             raise ValueError("strength must be between 1 and 200 (the paper uses 10 to 50)")
         steps = max(1, math.ceil(strength / self.step_scale))
-        return AttackSettings(steps=steps, step_size=0.0025 * self.step_scale, seed=seed,
-                              **dict(self.attack))
+        return AttackSettings(steps=steps, step_size=self.step_size * self.step_scale,
+                              seed=seed, **dict(self.attack))
 
+
+#: Where the change goes and how it is found, for ``default``, ``fast`` and ``strong``: luma
+#: only (no coloured speckle), each pixel's budget from its local texture (flat skin gets a fifth
+#: of what hair and edges get), feathered to nothing at the window's border (no visible
+#: rectangle), momentum and alignment jitter (change that transfers to recognisers we do not
+#: have; see docs/results.md for what each buys).
+_INVISIBLE_FIRST = (("luminance_only", True), ("budget", "visibility"), ("budget_low", 0.2),
+                    ("feather", 0.1), ("momentum", 0.9), ("jitter", 0.05))
+_OFFLINE = tuple(r.name for r in default_ensemble())
 
 PRESETS: dict[str, Preset] = {
     "paper": Preset("paper", "the paper's ensemble (face.evoLVe IR-152/ResNet-152, ArcFace and "
                     "CosFace), penalty (LPIPS) and hyper-parameters; needs those four "
                     "checkpoints and LPIPS's AlexNet backbone", PAPER_MODELS,
                     penalty="lpips-alex"),
-    "default": Preset("default", "the offline ensemble (SFace, FaceNet-128, FaceNet-512) with "
-                      "the paper's hyper-parameters and a weight-free penalty (1 - SSIM)",
-                      tuple(r.name for r in default_ensemble())),
-    "fast": Preset("fast", "for CPUs: the offline ensemble, half as many steps of twice the "
-                   "size (same change budget), penalty 1 - SSIM",
-                   tuple(r.name for r in default_ensemble()), step_scale=2),
+    "default": Preset("default", "looks unchanged: the offline ensemble (SFace, FaceNet-128, "
+                      "FaceNet-512), luma-only change where texture hides it, at most 0.03 a "
+                      "pixel, then scaled down until every face region keeps 9.5 JOD, FLIP 0.05 "
+                      "and SSIM 0.95; weak against recognisers it did not attack",
+                      _OFFLINE, strength=20, step_size=0.003,
+                      attack=_INVISIBLE_FIRST + (("epsilon", 0.03),),
+                      quality_floor=QualityFloor()),
+    "fast": Preset("fast", "default in 10 steps (for CPUs)", _OFFLINE, strength=10,
+                   step_size=0.003, attack=_INVISIBLE_FIRST + (("epsilon", 0.03),),
+                   quality_floor=QualityFloor()),
+    "strong": Preset("strong", "protects, visibly: the same change without a bound or a floor; "
+                     "the face region looks textured (about 7 JOD, FLIP 0.15, SSIM 0.8 at "
+                     "strength 50)", _OFFLINE, attack=_INVISIBLE_FIRST),
 }
 
 

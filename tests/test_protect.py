@@ -1,7 +1,9 @@
 """`lowkey protect` end to end with the real default ensemble (CPU-sized settings).
 
-The fast tier uses few steps; the slow tier runs the paper's 50 steps on the astronaut. Bounds
-were measured on this project's 2-core CI machine and carry a margin.
+The fast tier uses few steps of the ``strong`` preset (no floor: the attack's own effect) and
+``fast`` (the invisible-first default in 10 steps); the slow tier runs ``default`` and
+``strong`` at their own strengths on the astronaut. Bounds were measured on this project's
+2-core CI machine and carry a margin.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ def _need_dlib():
 
 @pytest.fixture(scope="module")
 def protector():
-    return Protector(preset="fast", strength=20)
+    """The attack without a floor, 20 steps: its effect on the attacked models is clear."""
+    return Protector(preset="strong", strength=20)
 
 
 @pytest.fixture(scope="module")
 def quick():
-    """Two steps: enough to change pixels, for tests of what survives protection."""
-    return Protector(preset="fast", strength=4, judge=False)
+    """Four steps, no floor: enough to change pixels, for tests of what survives protection."""
+    return Protector(preset="strong", strength=4, judge=False)
 
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:
@@ -54,11 +57,11 @@ def test_astronaut_embeddings_move_far_and_the_photo_stays_close(astronaut_repor
     photo, encoded, report = astronaut_report
     assert report.status == "protected" and encoded is not None
     (face,) = report.faces
-    # Measured (fast, strength 20 = 10 steps of 0.005): cosines about 0.1 to 0.3.
+    # Measured (strong, 20 steps of 0.0025): cosines 0.16 to 0.28.
     for name, cosine in face.cosine.items():
         assert cosine is not None and cosine < 0.5, name
     assert report.ssim > 0.97 and report.psnr > 33
-    assert report.linf <= 0.055 + 2 / 255  # init 0.005 + 10 x 0.005, plus PNG rounding
+    assert report.linf <= 0.055 + 2 / 255  # init 0.005 + 20 x 0.0025, plus PNG rounding
     assert report.penalty == "1-ssim"
     assert report.smallest_face_px == 20  # a 512 px photo is searched at full resolution
 
@@ -93,11 +96,22 @@ def test_astronaut_is_no_longer_the_same_person_to_dlib(astronaut_report):
     assert face.dlib_distance is not None and face.dlib_distance > 0.4
 
 
-def test_preset_strength_sets_the_change_budget():
-    assert PRESETS["default"].settings(50).steps == 50
-    assert PRESETS["fast"].settings(50).steps == 25
-    assert PRESETS["fast"].settings(50).linf_bound == pytest.approx(
-        PRESETS["default"].settings(50).linf_bound)
+def test_preset_strength_sets_the_steps_and_each_preset_has_its_own():
+    assert [PRESETS[n].settings().steps for n in ("paper", "default", "fast", "strong")] == [
+        50, 20, 10, 50]
+    assert PRESETS["default"].settings(35).steps == 35
+    # the invisible-first presets: a bound of 0.03 whatever the steps, luma only, a floor
+    for name in ("default", "fast"):
+        settings = PRESETS[name].settings(50)
+        assert settings.linf_bound == pytest.approx(0.03) and settings.luminance_only
+        assert PRESETS[name].quality_floor is not None
+    # strong: the same change without a bound or floor; paper: exactly the paper
+    assert PRESETS["strong"].settings().linf_bound == pytest.approx(0.005 + 50 * 0.0025)
+    assert PRESETS["strong"].quality_floor is None
+    paper = PRESETS["paper"].settings()
+    assert (paper.step_size, paper.budget, paper.luminance_only, paper.momentum) == (
+        0.0025, "uniform", False, 0.0)
+    assert PRESETS["paper"].quality_floor is None
     with pytest.raises(ValueError):
         PRESETS["default"].settings(0)
 
@@ -138,7 +152,7 @@ def test_every_face_of_a_group_photo_is_protected(protector, multi_face_dir, tmp
 def test_the_penalty_is_the_presets_whatever_is_on_disk(quick):
     """The offline presets name 1 - SSIM and the paper's names LPIPS: output never depends on
     whether LPIPS's weights happen to be cached."""
-    assert PRESETS["default"].penalty == PRESETS["fast"].penalty == "1-ssim"
+    assert {PRESETS[n].penalty for n in ("default", "fast", "strong")} == {"1-ssim"}
     assert PRESETS["paper"].penalty == "lpips-alex"
     assert quick.penalty.name == "1-ssim"
 
@@ -166,9 +180,9 @@ def test_report_has_lpips_only_when_lpips_is_the_penalty(quick, astronaut_rgb, m
         return LPIPSPenalty(state).to(device)
 
     monkeypatch.setattr(lowkey.protect, "load_penalty", load)
-    monkeypatch.setitem(lowkey.protect.PRESETS, "fast",
-                        replace(PRESETS["fast"], penalty="lpips-alex"))
-    protector = Protector(preset="fast", strength=2, judge=False)
+    monkeypatch.setitem(lowkey.protect.PRESETS, "strong",
+                        replace(PRESETS["strong"], penalty="lpips-alex"))
+    protector = Protector(preset="strong", strength=2, judge=False)
     assert asked == ["lpips-alex"]
     encoded, report = protector.protect_photo(photo)
     assert report.penalty == "lpips-alex" and report.lpips is not None
@@ -247,10 +261,10 @@ def test_cli_batch_reports_failures_and_goes_on(tmp_path, astronaut_rgb, capsys)
 
 
 @pytest.mark.slow
-def test_paper_settings_on_the_astronaut(astronaut_rgb):
-    """Default preset, 50 steps of 0.0025 (measured: cosines -0.21 / -0.42 / -0.30, SSIM
-    0.981, dlib distance 0.75 on the 2-core CPU, 43 s)."""
-    protector = Protector(preset="default")
+def test_strong_preset_on_the_astronaut(astronaut_rgb):
+    """``strong`` at its own 50 steps (measured: cosines -0.4 to 0.1, dlib distance about 0.8,
+    face region about 7-8 JOD on the 2-core CPU)."""
+    protector = Protector(preset="strong")
     encoded, report = protector.protect_photo(load_photo(_png(astronaut_rgb)))
     (face,) = report.faces
     print(json.dumps(report.to_json(), indent=1))
@@ -261,24 +275,29 @@ def test_paper_settings_on_the_astronaut(astronaut_rgb):
     assert face.dlib_distance > 0.6
 
 
-def test_a_preset_with_a_quality_floor_keeps_every_face_above_it(astronaut_rgb, monkeypatch):
-    """End to end with the real ensemble: a preset with luma-only change and a floor writes a
-    photo whose face region, measured afresh on the written file, meets the floor."""
-    from dataclasses import replace
+@pytest.mark.slow
+def test_default_preset_on_the_astronaut_keeps_the_face_looking_unchanged(astronaut_rgb):
+    """``default`` at its own 20 steps: the face region meets the quality targets of issue 9
+    and the attacked models still move (measured: cosines about 0.7-0.85)."""
+    protector = Protector(preset="default")
+    encoded, report = protector.protect_photo(load_photo(_png(astronaut_rgb)))
+    (face,) = report.faces
+    print(json.dumps(report.to_json(), indent=1))
+    assert face.jod >= 9.5 and face.flip <= 0.05 and face.ssim >= 0.95
+    assert all(cosine < 0.95 for cosine in face.cosine.values()), face.cosine
 
-    import lowkey.protect
-    from lowkey.quality_floor import QualityFloor
 
-    floor = QualityFloor()
-    preset = replace(PRESETS["fast"], attack=(("luminance_only", True),), quality_floor=floor)
-    assert preset.settings(20).luminance_only
-    monkeypatch.setitem(lowkey.protect.PRESETS, "fast", preset)
-    protector = Protector(preset="fast", strength=20, judge=False)
+def test_the_fast_preset_keeps_every_face_above_the_floor_without_visible_edges(astronaut_rgb):
+    """End to end with the real ensemble: ``fast`` (the default's change in 10 steps) writes a
+    photo whose face region, measured afresh on the written file, meets the floor; the change
+    is luma only and fades out before the border of the window it was allowed in."""
+    protector = Protector(preset="fast", judge=False)
+    floor = protector.quality_floor
     photo = load_photo(_png(astronaut_rgb))
     encoded, report = protector.protect_photo(photo)
     (face,) = report.faces
     (kept,) = report.change_kept
-    assert 0 < kept < 1  # strength 20 is visible: the floor had to scale it down
+    assert 0 < kept <= 1
     assert face.jod >= floor.jod and face.flip <= floor.flip and face.ssim >= floor.ssim
     out = np.asarray(Image.open(io.BytesIO(encoded))).astype(int)
     diff = out - astronaut_rgb.astype(int)
@@ -286,3 +305,11 @@ def test_a_preset_with_a_quality_floor_keeps_every_face_above_it(astronaut_rgb, 
     assert np.abs(diff).max() > 0
     assert np.abs(diff[..., 0] - diff[..., 1]).max() <= 1
     assert np.mean(diff[..., 0] != diff[..., 1]) < 0.01
+    # no edge: where the change stops (the box around every changed pixel), it has faded to
+    # 8-bit rounding; without the feather it would stop at up to 0.03 x 255 = 7 levels
+    changed = np.argwhere(np.abs(diff).max(axis=2) > 0)
+    (y0, x0), (y1, x1) = changed.min(axis=0), changed.max(axis=0) + 1
+    box = np.abs(diff[y0:y1, x0:x1]).max(axis=2)
+    ring = np.concatenate([box[:4].ravel(), box[-4:].ravel(), box[:, :4].ravel(),
+                           box[:, -4:].ravel()])
+    assert ring.max() <= 2 < box.max()

@@ -80,7 +80,8 @@ class EvalConfig:
     dataset: Path
     out: Path
     preset: str = "default"
-    strength: int = 50
+    #: None: the preset's own strength
+    strength: int | None = None
     seed: int = 0
     users: Users = None
     distractors: Path | None = None
@@ -92,6 +93,12 @@ class EvalConfig:
     device: str | None = None
     knn_backend: Backend = "auto"
     fixed_detector: bool = True
+
+    def __post_init__(self) -> None:
+        from lowkey.presets import PRESETS
+
+        if self.strength is None and self.preset in PRESETS:
+            self.strength = PRESETS[self.preset].strength
 
     def to_json(self) -> dict:
         data = asdict(self)
