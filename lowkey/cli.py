@@ -2,7 +2,8 @@
 
 ``lowkey models list | fetch | verify | add`` manage the face-recognition weights;
 ``lowkey faces PHOTO...`` shows the faces found and what each model makes of them;
-``lowkey protect`` protects photos and ``lowkey eval`` measures how well that works.
+``lowkey protect`` protects photos and ``lowkey eval`` measures how well that works;
+``lowkey daemon`` runs (or talks to) the local protection service in ``daemon/``.
 Output is for people by default and JSON with ``--json``; progress bars go to stderr.
 """
 
@@ -344,7 +345,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     far = f"{fars[0]:g}" if fars else None
     print(f"\n{results['dataset']['user_probes']} trials, gallery of "
           f"{results['dataset']['gallery']} photos; preset {args.preset}, strength "
-          f"{args.strength}; no counter-measure")
+          f"{config.strength}; no counter-measure")
     print(f"{'judge':<14} {'access':<10} {'rank-1 clean -> protected':<27} "
           f"{f'rank-{k}':<17} " + (f"TAR@FAR={far}" if far else ""))
     for row in results["results"]:
@@ -406,10 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also protect the built-in sample photo (written to the output folder, "
                         "default ./lowkey-sample)")
     p.add_argument("-o", "--out", help="output folder (default: beside each photo, name_lowkey)")
-    p.add_argument("--preset", choices=("paper", "default", "fast"), default="default",
-                   help="paper: the paper's models; default: offline ensemble; fast: for CPUs")
-    p.add_argument("--strength", type=int, default=50,
-                   help="change budget in the paper's steps (10 = subtle .. 50 = paper)")
+    p.add_argument("--preset", choices=("paper", "default", "fast", "strong"), default="default",
+                   help="default: the face looks unchanged (quality floor), weak protection; "
+                        "fast: the same in fewer steps; strong: protects, visibly textured "
+                        "face; paper: the paper's models (see docs/results.md)")
+    p.add_argument("--strength", type=int, default=None,
+                   help="attack steps (default: the preset's own: paper 50, default 20, fast 10, "
+                        "strong 50); docs/results.md shows the look and protection of each")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     p.add_argument("--largest", action="store_true", help="protect only the largest face")
     p.add_argument("--keep-location", action="store_true",
@@ -421,9 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="measure protection against recognition systems, as the "
                                     "paper does (rank-k, TAR@FAR, transfer, counter-measures)")
     p.add_argument("dataset", help="folder of identity folders: DATASET/<identity>/<photo>")
-    p.add_argument("--preset", choices=("paper", "default", "fast"), default="default",
+    p.add_argument("--preset", choices=("paper", "default", "fast", "strong"), default="default",
                    help="the protection to evaluate (its ensemble's models are white-box judges)")
-    p.add_argument("--strength", type=int, default=50, help="as for `lowkey protect`")
+    p.add_argument("--strength", type=int, default=None, help="as for `lowkey protect`")
     p.add_argument("--users", type=_users_option, metavar="N|all",
                    help="protect the gallery of N random identities, or of all of them (default: "
                         "a fifth of the identities with a gallery photo, at least one: the "
@@ -452,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("daemon", add_help=False,
+                       help="the local protection service: run it, or status, stop, token "
+                            "(`lowkey daemon --help`)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("faces", help="faces found in photos and their embeddings")
     p.add_argument("photos", nargs="*", help="photo files")
     p.add_argument("--sample", action="store_true", help="also use the built-in sample photo")
@@ -462,8 +471,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_daemon(argv: Sequence[str]) -> int:
+    """``lowkey daemon ...``: handed to the daemon's own package (the core never imports it)."""
+    import importlib
+
+    try:
+        daemon_cli = importlib.import_module("daemon.cli")
+    except ImportError as exc:
+        print(f"lowkey: error: the daemon is not installed ({exc}); reinstall LowKey "
+              "(installers/setup.sh)", file=sys.stderr)
+        return 1
+    return daemon_cli.main(list(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["daemon"]:
+        return _run_daemon(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "daemon":  # `lowkey -v daemon ...`
+        return _run_daemon(["-v", *args.rest] if args.verbose else args.rest)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

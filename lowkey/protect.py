@@ -1,9 +1,13 @@
 """Protect photos end to end: decode, find faces, attack, encode, and measure what was written.
 
-One pipeline for the CLI, the daemon and the evaluation. A :class:`Protector` loads the ensemble,
-the detector and the perceptual penalty once, then protects any number of photos. Every report
-is measured on the *encoded* output (after 8-bit rounding and JPEG/WebP compression), with faces
-found afresh in it, because that is what a recognition system will see.
+One pipeline for the CLI, the daemon and the evaluation. The models live in a shared
+:class:`~lowkey.pool.ModelPool` (each loaded once per device); a :class:`Protector` is cheap
+settings over it (preset, strength, seed, which faces), so a caller may make one per request.
+Every report is measured on the *encoded* output (after 8-bit rounding and JPEG/WebP
+compression), with faces found afresh in it, because that is what a recognition system will see.
+
+:func:`protect_bytes` is the servable form: bytes in, bytes out, nothing written to disk, with
+phases, cancellation and a deadline through a :class:`~lowkey.jobs.JobControl`.
 """
 
 from __future__ import annotations
@@ -11,45 +15,57 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from lowkey.attack import LowKeyAttack, StepCallback
-from lowkey.dlib_judge import DlibJudge, dlib_available
 from lowkey.errors import LowKeyError
-from lowkey.faces import Face, FaceDetector, FaceSelection, select_faces
-from lowkey.image_io import Photo, encode_photo, load_photo, output_path_for, write_encoded
-from lowkey.measure import PhotoMeasurer, PhotoReport
-from lowkey.models.store import load_recognizer
+from lowkey.faces import Face, FaceSelection, select_faces
+from lowkey.image_io import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_QUALITY,
+    Photo,
+    encode_photo,
+    load_photo,
+    output_path_for,
+    write_encoded,
+)
+from lowkey.jobs import JobControl, JobProgress, ProtectOptions
+from lowkey.measure import FaceReport, PhotoMeasurer, PhotoReport, face_region
 from lowkey.objective import LowKeyObjective
 from lowkey.perceptual import LPIPSPenalty, load_penalty
+from lowkey.pool import ModelPool, shared_pool
 from lowkey.presets import PRESETS, Preset
 from lowkey.quality_floor import apply_floor
 
 logger = logging.getLogger(__name__)
 
-def _device(requested: str | None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+#: MIME types of the formats LowKey writes.
+MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
+               "HEIF": "image/heif"}
 
 
 class Protector:
-    """Holds the warm ensemble and protects photos one after another.
+    """Protects photos one after another with fixed settings, over a shared model pool.
 
-    ``preset``: a key of :data:`PRESETS`; ``strength``: see :class:`Preset`; ``faces``: protect
+    ``preset``: a key of :data:`PRESETS`; ``strength``: see :class:`Preset` (None: the
+    preset's own); ``faces``: protect
     every face (default) or only the largest; ``device``: default CUDA when present, else CPU;
     ``judge``: also measure with dlib when it is installed; ``models``: attack these registry
     models instead of the preset's ensemble (same step settings; e.g. one model, for the
-    evaluation's transfer matrix).
+    evaluation's transfer matrix); ``pool``: where the models come from (default: the
+    process-wide pool of ``device``); ``download``: fetch missing weights (False: raise
+    :class:`~lowkey.pool.ModelsMissing` instead, as the daemon does).
     """
 
-    def __init__(self, preset: str = "default", strength: int = 50, seed: int = 0,
+    def __init__(self, preset: str = "default", strength: int | None = None, seed: int = 0,
                  faces: FaceSelection = "all", device: str | None = None,
                  judge: bool = True, progress: bool = False,
-                 models: Sequence[str] | None = None) -> None:
+                 models: Sequence[str] | None = None, *, pool: ModelPool | None = None,
+                 download: bool = True) -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         if models is not None and (isinstance(models, str) or not models):
@@ -59,23 +75,32 @@ class Protector:
         self.settings = self.preset.settings(strength, seed)
         self.quality_floor = self.preset.quality_floor
         self.face_selection = faces
-        self.device = _device(device)
-        self.models = [load_recognizer(name, self.device, progress=progress)
-                       for name in self.preset.models]
-        self.detector = FaceDetector(device=self.device)
-        self.penalty = load_penalty(self.preset.penalty, self.device)
+        self.pool = pool if pool is not None else shared_pool(device)
+        self.device = self.pool.device
+        self.models = self.pool.recognizers(self.preset.models, download=download,
+                                            progress=progress)
+        self.detector = self.pool.detector()
+        self.penalty = self.pool.penalty(self.preset.penalty, load_penalty)
         self.objective = LowKeyObjective(self.models, self.penalty, self.settings.alpha,
                                          self.settings.blur_sigma, self.settings.blur_window,
                                          self.settings.penalty_max_side)
         self.attack = LowKeyAttack(self.objective, self.settings)
-        self.judge = DlibJudge() if judge and dlib_available() else None
+        self.judge = self.pool.judge() if judge else None
         self.measurer = PhotoMeasurer(
             self.detector, self.models, self.judge,
             self.penalty if isinstance(self.penalty, LPIPSPenalty) else None,
             self.settings.penalty_max_side)
-        logger.info("protector ready: preset %s, %d models on %s, penalty %s, judge %s",
-                    self.preset.name, len(self.models), self.device, self.penalty.name,
-                    self.judge.name if self.judge else "none")
+        logger.debug("protector: preset %s, %d models on %s, penalty %s, judge %s",
+                     self.preset.name, len(self.models), self.device, self.penalty.name,
+                     self.judge.name if self.judge else "none")
+
+    @classmethod
+    def for_options(cls, options: ProtectOptions, pool: ModelPool,
+                    download: bool = False) -> Protector:
+        """A protector with the settings of ``options`` over ``pool`` (no download by default)."""
+        return cls(preset=options.preset, strength=options.strength, seed=options.seed,
+                   faces=options.faces, judge=options.judge and options.measure,
+                   models=options.models, pool=pool, download=download)
 
     def describe(self) -> dict:
         """The settings in force (for reports and the daemon's status)."""
@@ -89,41 +114,103 @@ class Protector:
 
     def protect_photo(self, photo: Photo, on_step: StepCallback | None = None,
                       keep_location: bool = False) -> tuple[bytes | None, PhotoReport]:
-        """Protect a decoded photo; returns the encoded output (None if no face) and a report."""
+        """Protect a decoded photo; returns the encoded output (None if no face) and a report.
+
+        ``on_step`` returning False raises :class:`~lowkey.attack.AttackCancelled`.
+        """
+        return self.run(photo, on_step=on_step, keep_location=keep_location)
+
+    def run(self, photo: Photo, control: JobControl | None = None, *,
+            on_step: StepCallback | None = None, keep_location: bool = False,
+            format: str | None = None, quality: int = DEFAULT_QUALITY,
+            measure: bool = True) -> tuple[bytes | None, PhotoReport]:
+        """:meth:`protect_photo` as a job: each phase is reported to ``control``, which may stop
+        it (:class:`~lowkey.jobs.JobCancelled`, :class:`~lowkey.jobs.JobTimedOut`) at any phase
+        boundary or attack step. ``format``/``quality``: of the output; ``measure``: False
+        skips the measurements (the report then has the faces' boxes and regions only)."""
+        control = control if control is not None else JobControl()
         start = time.perf_counter()
         report = PhotoReport(source=str(photo.source or "<bytes>"), status="protected",
-                             size=list(photo.size), format=photo.format,
+                             size=list(photo.size), format=format or photo.format,
                              device=str(self.device), preset=self.preset.name,
                              steps=self.settings.steps, penalty=self.penalty.name,
                              smallest_face_px=self.detector.smallest_face_px(photo.size))
+        control.enter(JobProgress.at("detect", measure=measure))
         faces = self.find_faces(photo)
         if not faces:
             report.status = "no-face"
             report.seconds = time.perf_counter() - start
             return None, report
+
+        def step(k: int, n: int, terms: dict[str, float]) -> bool:
+            control.enter(JobProgress.at("attack", k, n, measure))
+            return on_step is None or on_step(k, n, terms) is not False
+
+        control.enter(JobProgress.at("attack", 0, self.settings.steps, measure))
         pixels = photo.pixels.to(self.device)
-        result = self.attack.run(pixels, faces, grayscale=photo.grayscale, on_step=on_step)
+        result = self.attack.run(pixels, faces, grayscale=photo.grayscale, on_step=step)
         protected = result.pixels.cpu()
+        del pixels
         if self.quality_floor is not None:
+            control.enter(JobProgress.at("floor", measure=measure))
             protected, report.change_kept = apply_floor(photo, protected, result.windows,
-                                                        faces, self.quality_floor)
-        encoded = encode_photo(photo, protected, keep_location=keep_location)
-        measure_start = time.perf_counter()
-        self.measurer.measure(photo, load_photo(encoded), report, faces,
-                              result.original_embeddings)
-        report.measure_seconds = time.perf_counter() - measure_start
+                                                        faces, self.quality_floor,
+                                                        format=format, quality=quality)
+        control.enter(JobProgress.at("encode", measure=measure))
+        encoded = encode_photo(photo, protected, keep_location=keep_location, quality=quality,
+                               format=format)
         report.penalty_value = result.history[-1]["perceptual"] if result.history else None
+        if measure:
+            control.enter(JobProgress.at("measure", measure=measure))
+            measure_start = time.perf_counter()
+            self.measurer.measure(photo, load_photo(encoded), report, faces,
+                                  result.original_embeddings)
+            report.measure_seconds = time.perf_counter() - measure_start
+        else:
+            report.faces = [FaceReport(box=[round(v, 1) for v in f.box],
+                                       score=round(f.score, 4),
+                                       region=list(face_region(f.box, photo.size)))
+                            for f in faces]
+            report.linf = float((protected - photo.pixels).abs().max())
+        control.check()
         report.seconds = time.perf_counter() - start
         return encoded, report
+
+    def warm_up(self, measure: bool = True) -> None:
+        """Detection, one attack step, encoding and (``measure``) a measurement on a real face
+        (scikit-image's astronaut at 256 px), so that the first real photo does not pay for
+        lazy initialisation (kernels, caches, ColorVideoVDP's set-up)."""
+        import numpy as np
+        from skimage import data
+
+        t = time.perf_counter()
+        pixels = torch.from_numpy(np.ascontiguousarray(data.astronaut()[::2, ::2]))
+        photo = Photo(pixels=pixels.permute(2, 0, 1).float() / 255, alpha=None, format="PNG",
+                      mode="RGB", grayscale=False, bit_depth=8, icc_profile=None, exif=None,
+                      xmp=None, lossless=True, source=None)
+        faces = self.find_faces(photo) or [Face(
+            box=(45.0, 10.0, 135.0, 120.0), score=1.0,
+            landmarks=((75.0, 55.0), (105.0, 55.0), (90.0, 75.0), (78.0, 95.0), (102.0, 95.0)))]
+        one_step = LowKeyAttack(self.objective, replace(self.settings, steps=1))
+        result = one_step.run(photo.pixels.to(self.device), faces)
+        encoded = encode_photo(photo, result.pixels.cpu())
+        if measure:
+            self.measurer.measure(photo, load_photo(encoded), PhotoReport("warm-up", "protected"),
+                                  faces, result.original_embeddings)
+        logger.info("warmed up %s on %s in %.1f s", self.preset.name, self.device,
+                    time.perf_counter() - t)
 
     def protect_file(self, source: Path, out_dir: Path | None = None,
                      on_step: StepCallback | None = None,
                      keep_location: bool = False) -> PhotoReport:
         """Protect one file into ``out_dir`` (default: beside it, ``name_lowkey.ext``).
 
-        Never raises for a bad photo: the report says ``failed`` and why. The source is never
-        written to; a no-face photo gets no output.
+        Never raises for a bad photo: the report says ``failed`` (or ``cancelled`` when
+        ``on_step`` stopped it) and why. The source is never written to; a no-face photo gets
+        no output.
         """
+        from lowkey.attack import AttackCancelled
+
         start = time.perf_counter()
         try:
             dest = output_path_for(source, out_dir)
@@ -134,9 +221,52 @@ class Protector:
                 report.output = str(write_encoded(photo, encoded, dest))
             return report
         except (LowKeyError, ValueError, OSError) as exc:
-            logger.warning("%s failed: %s", source, exc)
-            return PhotoReport(source=str(source), status="failed", error=str(exc),
+            status = "cancelled" if isinstance(exc, AttackCancelled) else "failed"
+            logger.warning("%s %s: %s", source, status, exc)
+            return PhotoReport(source=str(source), status=status, error=str(exc),
                                seconds=time.perf_counter() - start)
 
 
-__all__ = ["PRESETS", "Preset", "Protector"]  # presets re-exported from lowkey.presets
+@dataclass
+class ProtectOutcome:
+    """What :func:`protect_bytes` made: the encoded photo (None when no face was found, then
+    nothing changes), its MIME type, the report and whether the report was measured."""
+
+    output: bytes | None
+    media_type: str | None
+    report: PhotoReport
+    measured: bool
+
+
+def protect_bytes(data: bytes, options: ProtectOptions, pool: ModelPool,
+                  control: JobControl | None = None, *,
+                  max_pixels: int = DEFAULT_MAX_PIXELS,
+                  max_bytes: int = DEFAULT_MAX_BYTES) -> ProtectOutcome:
+    """Protect the photo in ``data`` with ``options`` over ``pool``: bytes in, bytes out,
+    nothing read from or written to disk but the (cached) weights, nothing downloaded.
+
+    Raises :class:`~lowkey.errors.ImageError` for input that is not an acceptable image
+    (format, size over ``max_bytes``/``max_pixels``, truncated), ``ModelsMissing``,
+    ``JobCancelled``/``JobTimedOut`` when ``control`` stops it, and whatever else failed
+    (see :func:`lowkey.jobs.job_error`). A CUDA out-of-memory error releases the cache first.
+    """
+    control = control if control is not None else JobControl()
+    try:
+        control.enter(JobProgress.at("decode", measure=options.measure))
+        start = time.perf_counter()
+        photo = load_photo(bytes(data), max_pixels=max_pixels, max_bytes=max_bytes)
+        decode_seconds = time.perf_counter() - start
+        protector = Protector.for_options(options, pool)
+        encoded, report = protector.run(photo, control, keep_location=options.keep_location,
+                                        format=options.format, quality=options.quality,
+                                        measure=options.measure)
+        report.seconds += decode_seconds
+        control.enter(JobProgress.at("done"))
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise
+    media_type = MEDIA_TYPES[options.format or photo.format] if encoded is not None else None
+    return ProtectOutcome(encoded, media_type, report, options.measure)
+
+
+__all__ = ["MEDIA_TYPES", "PRESETS", "Preset", "ProtectOutcome", "Protector", "protect_bytes"]

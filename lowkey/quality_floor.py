@@ -18,7 +18,7 @@ import torch
 
 from lowkey.attack import Window
 from lowkey.faces import Face
-from lowkey.image_io import Photo, encode_photo, load_photo
+from lowkey.image_io import DEFAULT_QUALITY, Photo, encode_photo, load_photo
 from lowkey.measure import RegionQuality, face_region, region_quality
 
 logger = logging.getLogger(__name__)
@@ -44,16 +44,22 @@ class QualityFloor:
 BLOCK = 64
 
 
-def _as_written(photo: Photo, pixels: torch.Tensor) -> torch.Tensor:
-    """``pixels`` (3, h, w), a crop of ``photo``, after encoding like ``photo`` and decoding."""
+def _as_written(photo: Photo, pixels: torch.Tensor, format: str | None,
+                quality: int) -> torch.Tensor:
+    """``pixels`` (3, h, w), a crop of ``photo``, after encoding as the output will be (in
+    ``format``, default ``photo``'s own, at ``quality``) and decoding."""
     crop = replace(photo, pixels=pixels, alpha=None, exif=None, xmp=None, source=None)
-    return load_photo(encode_photo(crop, pixels.clamp(0, 1))).pixels
+    return load_photo(encode_photo(crop, pixels.clamp(0, 1), quality=quality,
+                                   format=format)).pixels
 
 
 def apply_floor(photo: Photo, protected: torch.Tensor, windows: list[Window],
-                faces: list[Face], floor: QualityFloor) -> tuple[torch.Tensor, list[float]]:
+                faces: list[Face], floor: QualityFloor, *, format: str | None = None,
+                quality: int = DEFAULT_QUALITY) -> tuple[torch.Tensor, list[float]]:
     """``protected`` (3, H, W) RGB in [0, 1] on the CPU with each window's change from
-    ``photo``'s pixels scaled so that every face region in the window meets ``floor``.
+    ``photo``'s pixels scaled so that every face region in the window meets ``floor``, as the
+    output will be written (``format`` and ``quality`` as for
+    :func:`~lowkey.image_io.encode_photo`).
 
     Returns the new pixels and the scale of each window (1.0: untouched).
     """
@@ -81,7 +87,7 @@ def apply_floor(photo: Photo, protected: torch.Tensor, windows: list[Window],
 
         def meets(scale: float, before: torch.Tensor = before, rest: torch.Tensor = rest,
                   change: torch.Tensor = change, local: list = local) -> bool:
-            trial = _as_written(photo, rest + scale * change)
+            trial = _as_written(photo, rest + scale * change, format, quality)
             return all(floor.met(region_quality(before, trial, r)) for r in local)
 
         if meets(1.0):

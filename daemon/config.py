@@ -1,0 +1,94 @@
+"""The daemon's settings, address and folders.
+
+Config (the token file when no keyring backend exists) lives in LowKey's config folder
+(:func:`lowkey.paths.config_dir`, ``LOWKEY_CONFIG_DIR``); state (the log) in the platform's state
+folder, or under ``LOWKEY_CACHE_DIR/daemon`` when that override is set. The port is ``--port``,
+else ``LOWKEY_DAEMON_PORT``, else :data:`DEFAULT_PORT`; the address is always loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from lowkey.paths import APP_NAME, config_dir
+
+DEFAULT_PORT = 7787
+DEFAULT_HOST = "127.0.0.1"
+PORT_ENV = "LOWKEY_DAEMON_PORT"
+
+
+def port_from_env(explicit: int | None = None) -> int:
+    """``explicit`` when given, else ``LOWKEY_DAEMON_PORT``, else 7787."""
+    if explicit is not None:
+        port = explicit
+    else:
+        text = os.environ.get(PORT_ENV, "").strip()
+        try:
+            port = int(text) if text else DEFAULT_PORT
+        except ValueError:
+            raise ValueError(f"{PORT_ENV}={text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is not in 1..65535")
+    return port
+
+
+def daemon_config_dir() -> Path:
+    """Where the daemon's configuration lives (the token file, when there is no keyring)."""
+    return config_dir()
+
+
+def daemon_state_dir() -> Path:
+    """Where the daemon's state lives (its log)."""
+    override = os.environ.get("LOWKEY_CACHE_DIR")
+    if override:
+        return Path(override) / "daemon"
+    return Path(platformdirs.user_state_dir(APP_NAME))
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Everything :func:`daemon.app.create_app` needs; the defaults are the daemon's.
+
+    ``devices``: one worker each (None: CUDA when present, else the CPU); ``preset``: loaded and
+    warmed at start and used when a request names none; ``models``: attack this ensemble under
+    every preset instead of the preset's own (tests use one small model); ``queue_size``: jobs
+    queued or running at once before 503; ``max_body_bytes`` and ``max_pixels``: input limits;
+    ``job_timeout``: the longest deadline a job may have (seconds from submission);
+    ``result_ttl`` and ``result_max_bytes``: how long and how much finished results are kept;
+    ``rate`` and ``burst``: requests per second per client (token bucket); ``warm_up``: run one
+    dummy step at start.
+    """
+
+    port: int = DEFAULT_PORT
+    host: str = DEFAULT_HOST
+    devices: tuple[str, ...] | None = None
+    preset: str = "default"
+    models: tuple[str, ...] | None = None
+    queue_size: int = 8
+    max_body_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    job_timeout: float = 900.0
+    result_ttl: float = 600.0
+    result_max_bytes: int = 512 * 1024 * 1024
+    rate: float = 20.0
+    burst: int = 60
+    warm_up: bool = True
+    config_dir: Path = field(default_factory=daemon_config_dir)
+    state_dir: Path = field(default_factory=daemon_state_dir)
+
+    def __post_init__(self) -> None:
+        from lowkey.presets import PRESETS
+
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        if not ipaddress.ip_address(self.host).is_loopback:
+            raise ValueError(f"the daemon binds to loopback only, not {self.host}")
+        if self.queue_size < 1 or self.max_body_bytes < 1 or self.max_pixels < 1:
+            raise ValueError("queue_size, max_body_bytes and max_pixels must be positive")
+        if self.job_timeout <= 0 or self.result_ttl <= 0 or self.rate <= 0 or self.burst < 1:
+            raise ValueError("job_timeout, result_ttl, rate and burst must be positive")
