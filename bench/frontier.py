@@ -11,7 +11,7 @@ the clean photo gives the baseline. Also dlib's distance between original and pr
 the held-out model's cosine. Figures go to ``--out`` as JSON lines, one per (variant, strength,
 photo); ``--plot FILE`` draws the frontier from that file (and runs nothing else).
 
-    .venv/bin/python bench/frontier.py --variants paper,default,strong --strengths 10,20,50
+    .venv/bin/python bench/frontier.py --variants default,strong,sharp --strengths 10,20,50
     .venv/bin/python bench/frontier.py --plot docs/img/frontier.png
 
 Variants are preset names (their attack settings and quality floor) or the development settings
@@ -72,10 +72,15 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+#: names in the plot's legend
+LABELS = {"strong": "strong (paper-style)", "sharp": "luma, texture budget, momentum, jitter"}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", default="paper,default,strong",
-                   help="comma-separated preset names and/or keys of VARIANTS")
+    p.add_argument("--variants", default="default,strong,sharp",
+                   help="comma-separated preset names and/or keys of VARIANTS, each at every "
+                        "--strengths value or, written NAME:S, at strength S only")
     p.add_argument("--strengths", default="10,20,50")
     p.add_argument("--photos", type=int, default=13, help="identities (one photo each)")
     p.add_argument("--held-out", default="sface", help="registry model left out of the attack")
@@ -110,8 +115,10 @@ def main() -> int:
     summary = [_summarise("clean", 0, recognise.clean_rows(list(clean)[: args.photos]))]
     print(json.dumps(summary[-1]), flush=True)
     with args.out.open("a") as log:
-        for variant in args.variants.split(","):
-            for strength in [int(v) for v in args.strengths.split(",")]:
+        for item in args.variants.split(","):
+            variant, _, only = item.partition(":")
+            strengths = [int(only)] if only else [int(v) for v in args.strengths.split(",")]
+            for strength in strengths:
                 if variant in PRESETS:
                     preset = PRESETS[variant]
                     settings, floor = preset.settings(strength), preset.quality_floor
@@ -254,13 +261,14 @@ def plot(rows_file: Path, png: Path) -> None:
         for col_i, (quality, qlabel) in enumerate((("jod_mean", "face-region ColorVideoVDP (JOD)"),
                                                    ("ssim_mean", "face-region SSIM"))):
             ax = axes[row_i][col_i]
-            for variant in dict.fromkeys(pt["variant"] for pt in points):
+            for colour, variant in enumerate(dict.fromkeys(pt["variant"] for pt in points)):
                 series = sorted((pt for pt in points if pt["variant"] == variant),
                                 key=lambda pt: pt["strength"])
                 for judge, style, who in (("dlib", "-o", "dlib"), ("held", "--s", "held-out")):
                     xs = [pt[quality] for pt in series]
                     ys = [pt[f"{judge}_{key}"] for pt in series]
-                    ax.plot(xs, ys, style, label=f"{variant} ({who})")
+                    name = LABELS.get(variant, variant)
+                    ax.plot(xs, ys, style, color=f"C{colour}", label=f"{name} ({who})")
                     for pt, x, y in zip(series, xs, ys, strict=True):
                         ax.annotate(str(pt["strength"]), (x, y), fontsize=7,
                                     textcoords="offset points", xytext=(3, 3))
@@ -270,8 +278,8 @@ def plot(rows_file: Path, png: Path) -> None:
             ax.set_ylim(-0.05, 1.05)
             ax.invert_xaxis()
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("faces-dev, one protected photo per identity (1024 px); numbers: strength; "
-                 "dotted: quality target")
+    fig.suptitle("faces-dev, one protected photo per identity (1024 px), SFace held out; "
+                 "numbers: strength; dotted: quality target")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
