@@ -7,7 +7,6 @@ protection at each point.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from lowkey.attack import AttackSettings
@@ -22,9 +21,8 @@ class Preset:
     """An ensemble and attack settings.
 
     ``strength`` is the number of attack steps of ``step_size`` (for ``paper``: the paper's
-    Table 4 magnitude, 50 = the paper); ``step_scale`` > 1 reaches the same magnitude in fewer,
-    larger steps. Each preset has its own default strength, the point on the measured frontier
-    (docs/results.md) that it stands for.
+    Table 4 magnitude, 50 = the paper). Each preset has its own default strength, the point on
+    the measured frontier (docs/results.md) that it stands for.
     """
 
     name: str
@@ -35,7 +33,6 @@ class Preset:
     #: the strength used when none is given
     strength: int = 50
     step_size: float = 0.0025
-    step_scale: int = 1
     #: attack settings beyond the paper's (budget, colour, transfer boosters; see
     #: :class:`~lowkey.attack.AttackSettings`), as field -> value
     attack: tuple[tuple[str, object], ...] = ()
@@ -47,16 +44,15 @@ class Preset:
         strength = self.strength if strength is None else strength
         if not 1 <= strength <= 200:
             raise ValueError("strength must be between 1 and 200 (the paper uses 10 to 50)")
-        steps = max(1, math.ceil(strength / self.step_scale))
-        return AttackSettings(steps=steps, step_size=self.step_size * self.step_scale,
-                              seed=seed, **dict(self.attack))
+        return AttackSettings(steps=strength, step_size=self.step_size, seed=seed,
+                              **dict(self.attack))
 
 
 #: Where the change goes and how it is found, for ``default`` and ``fast``: luma
 #: only (no coloured speckle), each pixel's budget from its local texture (flat skin gets a fifth
 #: of what hair and edges get), feathered to nothing at the window's border (no visible
-#: rectangle), momentum and alignment jitter (change that transfers to recognisers we do not
-#: have; see docs/results.md for what each buys).
+#: rectangle), momentum and alignment jitter (meant to transfer to recognisers we do not have;
+#: docs/results.md has what each bought).
 _INVISIBLE_FIRST = (("luminance_only", True), ("budget", "visibility"), ("budget_low", 0.2),
                     ("feather", 0.1), ("momentum", 0.9), ("jitter", 0.05))
 _OFFLINE = tuple(r.name for r in default_ensemble())
