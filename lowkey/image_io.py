@@ -71,7 +71,7 @@ import png
 import torch
 from PIL import ExifTags, Image, ImageFile, PngImagePlugin
 
-from lowkey.errors import ImageError
+from lowkey.errors import ImageError, TooManyPixels, UnsupportedImage
 from lowkey.files import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ __all__ = [
     "encode_photo",
     "load_photo",
     "output_path_for",
+    "probe_image",
     "save_photo",
 ]
 
@@ -238,6 +239,25 @@ class Photo:
 
 # --------------------------------------------------------------------------------------------
 # Reading
+
+
+def probe_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, tuple[int, int]]:
+    """The format (``"JPEG"``, ``"PNG"``, ``"WEBP"``, ``"HEIF"``) and (width, height) of
+    ``data``, from its signature and header only: nothing is decoded, so a service can refuse a
+    bad upload cheaply before queueing it. The checks are :func:`load_photo`'s.
+
+    Raises:
+        UnsupportedImage: not a format LowKey reads.
+        TooManyPixels: more than ``max_pixels`` pixels, or a side over the limit.
+        ImageError: empty, a corrupt header, or HEIF without pillow-heif.
+    """
+    if not data:
+        raise ImageError("the image is empty (0 bytes)")
+    fmt = _sniff_format(data, "the image")
+    if fmt == "HEIF":
+        _ensure_heif("the image is a HEIF/HEIC image")
+    with _open(data, fmt, "the image", max_pixels) as im:
+        return fmt, im.size
 
 
 def load_photo(
@@ -393,8 +413,8 @@ def _sniff_format(data: bytes, name: str) -> str:
     what = what or _unsupported_kind(data)
     accepted = "LowKey reads JPEG, PNG, WebP and HEIF/HEIC photos"
     if what is None:
-        raise ImageError(f"{name} is not an image LowKey can read ({accepted})")
-    raise ImageError(f"{name} is {what}, which is not supported; {accepted}")
+        raise UnsupportedImage(f"{name} is not an image LowKey can read ({accepted})")
+    raise UnsupportedImage(f"{name} is {what}, which is not supported; {accepted}")
 
 
 def _unsupported_kind(data: bytes) -> str | None:
@@ -451,7 +471,8 @@ def _open(data: bytes, fmt: str, name: str, max_pixels: int) -> ImageFile.ImageF
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=[fmt])
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name} is too large, refused as a decompression bomb ({exc})") from None
+        raise TooManyPixels(f"{name} is too large, refused as a decompression bomb ({exc})"
+                            ) from None
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{name} is not a valid {fmt} file (corrupt header: {exc})") from None
     _check_size(im.size, name, max_pixels)
@@ -463,9 +484,9 @@ def _check_size(size: tuple[int, int], name: str, max_pixels: int) -> None:
     if width < 1 or height < 1:
         raise ImageError(f"{name} has an empty size ({width}x{height})")
     if width > MAX_SIDE or height > MAX_SIDE:
-        raise ImageError(f"{name} is {width}x{height}: a side is over {MAX_SIDE} pixels")
+        raise TooManyPixels(f"{name} is {width}x{height}: a side is over {MAX_SIDE} pixels")
     if width * height > max_pixels:
-        raise ImageError(
+        raise TooManyPixels(
             f"{name} is {width}x{height} = {width * height} pixels, over the limit of "
             f"{max_pixels} (possible decompression bomb)"
         )
@@ -478,7 +499,8 @@ def _load(im: ImageFile.ImageFile, fmt: str, name: str) -> None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im.load()
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name} is too large, refused as a decompression bomb ({exc})") from None
+        raise TooManyPixels(f"{name} is too large, refused as a decompression bomb ({exc})"
+                            ) from None
     except _DECODE_ERRORS as exc:
         reason = "truncated" if "truncated" in str(exc) else "corrupt"
         raise ImageError(f"{name}: the {fmt} data is {reason} ({exc})") from None

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from lowkey.errors import ImageError, LowKeyError, NoFaceError, WeightsError
+from lowkey.errors import ImageError, LowKeyError, NoFaceError, TooManyPixels, WeightsError
 from lowkey.faces import FaceSelection
 from lowkey.image_io import DEFAULT_QUALITY, FORMATS
 
@@ -195,8 +195,8 @@ class JobError:
 def job_error(exc: BaseException) -> JobError:
     """The stable code and a safe message for what a job raised.
 
-    Messages never name files (the log does). Codes: ``cancelled``, ``timed_out``, ``bad_image`` (not an image we read: truncated,
-    unsupported, too big), ``no_face``, ``models_missing``, ``weights``, ``bad_request`` (bad
+    Messages never name files (the log does). Codes: ``cancelled``, ``timed_out``,
+    ``too_many_pixels``, ``bad_image`` (not an image we read: truncated, unsupported), ``no_face``, ``models_missing``, ``weights``, ``bad_request`` (bad
     options), ``out_of_memory`` (the device ran out of memory), ``internal`` (a bug; the
     message names only the exception type, the log has the rest).
     """
@@ -206,6 +206,8 @@ def job_error(exc: BaseException) -> JobError:
         return JobError("timed_out", str(exc))
     if isinstance(exc, JobCancelled):
         return JobError("cancelled", str(exc))
+    if isinstance(exc, TooManyPixels):
+        return JobError("too_many_pixels", str(exc))
     if isinstance(exc, ImageError):
         return JobError("bad_image", str(exc))
     if isinstance(exc, NoFaceError):

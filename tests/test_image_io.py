@@ -811,3 +811,26 @@ def test_icc_profile_must_fit_the_output_channels():
     assert photo.icc_profile == gray_icc
     assert decode(encode_photo(photo, photo.pixels)).info.get("icc_profile") == gray_icc
     assert "icc_profile" not in decode(encode_photo(photo, photo.pixels, format="WEBP")).info
+
+
+def test_probe_reads_format_and_size_from_the_header_and_names_each_refusal():
+    """``probe_image`` decodes nothing and refuses as ``load_photo`` does, with a class per
+    reason (the daemon's error codes rest on them)."""
+    from lowkey.errors import TooManyPixels, UnsupportedImage
+    from lowkey.image_io import probe_image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 200), "white").save(buffer, format="PNG")
+    png_bytes = buffer.getvalue()
+    assert probe_image(png_bytes) == ("PNG", (300, 200))
+    with pytest.raises(TooManyPixels):
+        probe_image(png_bytes, max_pixels=300 * 200 - 1)
+    gif = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(gif, format="GIF")
+    with pytest.raises(UnsupportedImage):
+        probe_image(gif.getvalue())
+    with pytest.raises(ImageError) as corrupt:
+        probe_image(png_bytes[:20])
+    assert not isinstance(corrupt.value, (TooManyPixels, UnsupportedImage))
+    with pytest.raises(TooManyPixels):  # the full decode refuses with the same class
+        load_photo(png_bytes, max_pixels=1000)
