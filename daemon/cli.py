@@ -1,6 +1,8 @@
 """``lowkey daemon``: run the daemon in the foreground, or talk to a running one.
 
     lowkey daemon [--port N] [--device D] [--preset P] ...   run it (systemd/launchd run this)
+                                                            (defaults: daemon.toml, see
+                                                            daemon.settings)
     lowkey daemon status [--port N] [--json]                  is one running, and how is it
     lowkey daemon stop [--port N]                             stop it gracefully
     lowkey daemon token [--rotate]                            print (or replace) the token
@@ -22,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon.config import DEFAULT_HOST, DaemonConfig, daemon_config_dir, port_from_env
+from daemon.settings import load_settings
 from daemon.token import TokenStore
 
 logger = logging.getLogger("daemon")
@@ -37,22 +40,25 @@ def _port_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lowkey daemon",
-                                     description="the local LowKey protection service")
+    parser = argparse.ArgumentParser(
+        prog="lowkey daemon", description="the local LowKey protection service",
+        epilog="Options not given come from daemon.toml in LowKey's config folder "
+               "(preset, devices, models, port, queue_size, job_timeout, warm_up), else the "
+               "defaults shown.")
     _port_option(parser)
     parser.add_argument("--device", action="append",
                         help="a device to work on (one worker each; repeat for several; "
                              "default: cuda when present, else cpu)")
-    parser.add_argument("--preset", default="default",
+    parser.add_argument("--preset",
                         help="preset loaded and warmed at start, and used when a request "
                              "names none (default: default)")
     parser.add_argument("--models", help="comma-separated registry models to attack under "
                                          "every preset instead of its own ensemble")
-    parser.add_argument("--queue-size", type=int, default=8,
+    parser.add_argument("--queue-size", type=int,
                         help="jobs queued or running before new ones get 503 (default 8)")
-    parser.add_argument("--job-timeout", type=float, default=900.0,
+    parser.add_argument("--job-timeout", type=float,
                         help="longest a job may take from submission, seconds (default 900)")
-    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_const", const=False,
                         help="skip the dummy step at start")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     sub = parser.add_subparsers(dest="action")
@@ -92,12 +98,21 @@ def run(args: argparse.Namespace) -> int:
 
     from daemon.app import create_app
 
+    settings = load_settings(daemon_config_dir())
+    models = ([m.strip() for m in args.models.split(",") if m.strip()] if args.models
+              else settings.get("models"))
+    devices = args.device or settings.get("devices")
+    defaults = DaemonConfig.__dataclass_fields__
+
+    def pick(name: str) -> object:
+        value = getattr(args, name)
+        return value if value is not None else settings.get(name, defaults[name].default)
+
     config = DaemonConfig(
-        port=port_from_env(args.port), devices=tuple(args.device) if args.device else None,
-        preset=args.preset,
-        models=tuple(m.strip() for m in args.models.split(",") if m.strip())
-        if args.models else None,
-        queue_size=args.queue_size, job_timeout=args.job_timeout, warm_up=args.warm_up)
+        port=port_from_env(args.port), devices=tuple(devices) if devices else None,
+        preset=pick("preset"), models=tuple(models) if models else None,
+        queue_size=pick("queue_size"), job_timeout=pick("job_timeout"),
+        warm_up=pick("warm_up"))
     log = _setup_logging(config.state_dir, args.verbose)
     tokens = TokenStore(config.config_dir)
     app = create_app(config, tokens=tokens)

@@ -3,7 +3,8 @@
 Config (the token file when no keyring backend exists) lives in LowKey's config folder
 (:func:`lowkey.paths.config_dir`, ``LOWKEY_CONFIG_DIR``); state (the log) in the platform's state
 folder, or under ``LOWKEY_CACHE_DIR/daemon`` when that override is set. The port is ``--port``,
-else ``LOWKEY_DAEMON_PORT``, else :data:`DEFAULT_PORT`; the address is always loopback.
+else ``LOWKEY_DAEMON_PORT``, else ``port`` in ``daemon.toml`` (:mod:`daemon.settings`), else
+:data:`DEFAULT_PORT`; the address is always loopback.
 """
 
 from __future__ import annotations
@@ -23,15 +24,21 @@ PORT_ENV = "LOWKEY_DAEMON_PORT"
 
 
 def port_from_env(explicit: int | None = None) -> int:
-    """``explicit`` when given, else ``LOWKEY_DAEMON_PORT``, else 7787."""
+    """``explicit`` when given, else ``LOWKEY_DAEMON_PORT``, else the settings file's ``port``,
+    else 7787. The daemon, its CLI and the native host all find the daemon this way."""
+    from daemon.settings import load_settings
+
     if explicit is not None:
         port = explicit
     else:
         text = os.environ.get(PORT_ENV, "").strip()
         try:
-            port = int(text) if text else DEFAULT_PORT
-        except ValueError:
-            raise ValueError(f"{PORT_ENV}={text!r} is not a port number") from None
+            port = int(text) if text else int(load_settings(daemon_config_dir()).get(
+                "port", DEFAULT_PORT))
+        except ValueError as exc:
+            if not text:
+                raise
+            raise ValueError(f"{PORT_ENV}={text!r} is not a port number") from exc
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} is not in 1..65535")
     return port

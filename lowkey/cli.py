@@ -3,7 +3,9 @@
 ``lowkey models list | fetch | verify | add`` manage the face-recognition weights;
 ``lowkey faces PHOTO...`` shows the faces found and what each model makes of them;
 ``lowkey protect`` protects photos and ``lowkey eval`` measures how well that works;
-``lowkey daemon`` runs (or talks to) the local protection service in ``daemon/``.
+``lowkey daemon`` runs (or talks to) the local protection service in ``daemon/``;
+``lowkey install`` / ``lowkey uninstall`` register the browser's native host and the daemon's
+start at login (``installers/``).
 Output is for people by default and JSON with ``--json``; progress bars go to stderr.
 """
 
@@ -461,6 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "(`lowkey daemon --help`)")
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
+    p = sub.add_parser("install", add_help=False,
+                       help="register the native host with the browsers and the daemon's start "
+                            "at login (`lowkey install --help`)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("uninstall", add_help=False,
+                       help="remove exactly what `lowkey install` wrote")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("faces", help="faces found in photos and their embeddings")
     p.add_argument("photos", nargs="*", help="photo files")
     p.add_argument("--sample", action="store_true", help="also use the built-in sample photo")
@@ -484,10 +494,19 @@ def _run_daemon(argv: Sequence[str]) -> int:
     return daemon_cli.main(list(argv))
 
 
+def _run_installer(action: str, argv: Sequence[str]) -> int:
+    """``lowkey install|uninstall ...``: handed to ``installers`` (no torch, no models)."""
+    from installers.cli import main as installer_main
+
+    return installer_main([action, *argv])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["daemon"]:
         return _run_daemon(argv[1:])
+    if argv[:1] in (["install"], ["uninstall"]):
+        return _run_installer(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "daemon":  # `lowkey -v daemon ...`
         return _run_daemon(["-v", *args.rest] if args.verbose else args.rest)
