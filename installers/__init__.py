@@ -1,0 +1,8 @@
+"""Install side of LowKey's browser integration (issue 11).
+
+``lowkey install`` / ``lowkey uninstall`` register the native-messaging host with Chrome,
+Chromium, Edge, Brave and Firefox and the daemon's start at login; ``installers/install.sh`` and
+``installers/install.ps1`` are the thin scripts a user runs. :mod:`installers.plan` says what to
+write (pure, for any OS), :mod:`installers.apply` does and undoes it on this machine,
+:mod:`installers.cli` is the command line. Nothing here imports torch or the models.
+"""
