@@ -37,7 +37,8 @@ def test_integer_shift_and_zero_padding():
     shift = torch.tensor([[1.0, 0, 2.0], [0, 1.0, 0], [0, 0, 1.0]], dtype=torch.float64)[None]
     out = warp_affine(image, shift, (6, 6))
     assert torch.allclose(out[..., 2:], image[..., :4], atol=1e-12)
-    assert torch.count_nonzero(out[..., :2]) == 0
+    # zero padding, up to float64 rounding (grid_sample leaves ~1e-16 on some CPUs' SIMD paths)
+    assert out[..., :2].abs().max() < 1e-12
 
 
 def test_warp_gradcheck_float64():

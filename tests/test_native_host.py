@@ -216,15 +216,12 @@ def test_requests_interleave_and_cancel_reaches_the_daemon(host, daemon, astrona
     long = base64.b64encode(big_png(astronaut_rgb)).decode()
     host.send({"id": "slow", "type": "protect", "name": "big.png", "mime": "image/png",
                "data": long, "strength": 200})
+    # Once the long job runs, send a second photo (queued behind it), ask hello while both are
+    # in flight, and cancel the long one.
+    while (m := host.recv(300))["phase"] != "attack":
+        assert m["id"] == "slow" and m["type"] == "progress", m
     host.send({"id": "quick", "type": "protect", "name": "small.jpg", "mime": "image/jpeg",
                "data": small, "strength": 2})
-    # Wait until the long job runs, then ask for hello and cancel it while it runs.
-    while True:
-        message = host.recv(300)
-        if message["id"] == "slow" and message["type"] == "progress" \
-                and message["phase"] == "attack":
-            break
-        assert message["type"] == "progress", message
     host.send({"id": "hi", "type": "hello"})
     assert host.until("hi", "hello", 60)[-1]["type"] == "hello"
     host.send({"id": "stop", "type": "cancel", "target": "slow"})
