@@ -1,0 +1,49 @@
+/**
+ * LowKey's background (Chromium: module service worker; Firefox: module event page).
+ *
+ * Every listener is registered at the top level, synchronously, so a worker woken by an event
+ * finds it. Nothing that matters lives in globals: the user's choices and the last results are
+ * in storage.local, the toolbar's model in storage.session, and the native connection is made
+ * again on demand (requests pending on a dead connection fail safe: the page gets nothing).
+ */
+import { createMenus, MENU_POPUP, openPopup } from './background/menus.js';
+import { togglePause } from './background/pause.js';
+import { PROTECT_PORT, servePort } from './background/protect.js';
+import { onPageMessage } from './background/requests.js';
+import { syncContentScripts } from './background/sites.js';
+import { dispatchToolbar } from './background/toolbar.js';
+import { LOCAL, api } from './shared/settings.js';
+
+const report = (what) => (err) => console.error(`LowKey ${what}:`, err);
+
+api.runtime.onInstalled.addListener(() => {
+  createMenus().catch(report('menus'));
+  syncContentScripts().catch(report('content scripts'));
+});
+
+api.runtime.onStartup.addListener(() => {
+  syncContentScripts().catch(report('content scripts'));
+});
+
+api.action.onClicked.addListener(() => {
+  togglePause().catch(report('pause'));
+});
+
+api.contextMenus.onClicked.addListener((info, tab) => {
+  if (info.menuItemId === MENU_POPUP) openPopup(tab).catch(report('popup'));
+});
+
+api.runtime.onConnect.addListener((port) => {
+  if (port.name === PROTECT_PORT && port.sender?.id === api.runtime.id) servePort(port);
+});
+
+api.runtime.onMessage.addListener(onPageMessage);
+
+api.storage.onChanged.addListener((changes, area) => {
+  if (area !== 'local') return;
+  if (LOCAL.sites in changes) syncContentScripts().catch(report('content scripts'));
+  if (LOCAL.paused in changes) dispatchToolbar({ type: 'sync' }).catch(report('toolbar'));
+});
+
+// A worker that starts again has no running job: draw the button from what storage holds.
+dispatchToolbar({ type: 'restart' }).catch(report('toolbar'));

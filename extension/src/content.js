@@ -1,0 +1,106 @@
+/*
+ * LowKey's content script (a classic script: run at document_start in every frame of an
+ * enabled site). It catches photos chosen for upload before the page sees them, in the capture
+ * phase on window: file inputs (`input`, `change`), drag and drop (`drop`) and paste (`paste`).
+ *
+ * Only this file's synchronous part runs in the event: it decides whether to hold the event
+ * back (stopImmediatePropagation; for drop and paste also preventDefault), empties the file
+ * input so nothing can read or post the original meanwhile, and hands the files to the
+ * controller (content/controller.js, an ES module loaded on start), which protects them and
+ * gives the page new events with the protected files. Events the controller dispatches are
+ * marked (`ours`) and pass untouched; so does everything when LowKey is paused or the site is
+ * not enabled, and any event without a possible photo (a PDF goes through as the trusted event).
+ */
+(() => {
+  'use strict';
+
+  if (globalThis.__lowkeyContent) return; // injected twice (extension reloaded)
+  globalThis.__lowkeyContent = true;
+
+  const api = globalThis.browser ?? globalThis.chrome;
+  // Filled by the controller from storage.local; until then protect (fail safe).
+  const state = { enabled: true, paused: false };
+  const ours = new WeakSet(); // events LowKey dispatched
+  const held = new WeakMap(); // file input -> true while its files are held back
+  const outputs = new WeakSet(); // files LowKey gave the page
+
+  const controller = import(api.runtime.getURL('content/controller.js'))
+    .then((module) => module.startController({ api, state, ours, held, outputs }));
+  controller.catch((err) => console.error('LowKey could not start on this page:', err));
+
+  // -- what may be a photo (as lib/imageType.js mayBeImage; test/content.test.mjs checks) --
+  // BEGIN mayBeImage
+  function mayBeImage(file) {
+    const type = String(file?.type ?? '').toLowerCase();
+    if (type.startsWith('image/')) return !['image/svg+xml', 'image/gif'].includes(type);
+    if (type && type !== 'application/octet-stream') return false;
+    return !/\.(pdf|txt|docx?|xlsx?|pptx?|zip|mp4|mov|webm|mp3|wav|gif|svg)$/i.test(file?.name ?? '');
+  }
+  // END mayBeImage
+
+  const active = () => state.enabled && !state.paused;
+  const wanted = (files) => active() && files.some((file) => !outputs.has(file) && mayBeImage(file));
+
+  function hold(event, cancelDefault) {
+    event.stopImmediatePropagation();
+    if (cancelDefault) event.preventDefault();
+  }
+
+  function hand(method, ...args) {
+    controller.then((c) => c[method](...args)).catch((err) => console.error('LowKey:', err));
+  }
+
+  function onFileInput(event) {
+    if (ours.has(event)) return;
+    const input = event.composedPath()[0];
+    if (!(input instanceof HTMLInputElement) || input.type !== 'file') return;
+    const files = Array.from(input.files ?? []);
+    const fresh = files.length > 0 && !files.every((file) => outputs.has(file));
+    if (held.has(input) && !fresh) {
+      hold(event, false); // the other event of a selection already held (input, then change)
+      return;
+    }
+    if (!wanted(files)) return;
+    hold(event, false);
+    held.set(input, true);
+    input.value = ''; // the page can neither read nor post the original meanwhile
+    hand('fromInput', input, files);
+  }
+
+  function transferStrings(transfer) {
+    return Array.from(transfer.types ?? [])
+      .filter((type) => type !== 'Files')
+      .map((type) => [type, transfer.getData(type)]);
+  }
+
+  function pointerInit(event) {
+    const init = {};
+    for (const key of ['clientX', 'clientY', 'screenX', 'screenY', 'ctrlKey', 'shiftKey',
+      'altKey', 'metaKey', 'button', 'buttons']) init[key] = event[key];
+    return init;
+  }
+
+  function onDrop(event) {
+    if (ours.has(event) || !event.dataTransfer) return;
+    const target = event.composedPath()[0];
+    // Dropped on a file input: the browser sets its files and fires input/change (caught above).
+    if (target instanceof HTMLInputElement && target.type === 'file') return;
+    const files = Array.from(event.dataTransfer.files ?? []);
+    if (!wanted(files)) return;
+    hold(event, true);
+    hand('fromDrop', target, files, transferStrings(event.dataTransfer), pointerInit(event));
+  }
+
+  function onPaste(event) {
+    if (ours.has(event) || !event.clipboardData) return;
+    const files = Array.from(event.clipboardData.files ?? []);
+    if (!wanted(files)) return;
+    hold(event, true);
+    hand('fromPaste', event.composedPath()[0], files, transferStrings(event.clipboardData));
+  }
+
+  window.addEventListener('input', onFileInput, true);
+  window.addEventListener('change', onFileInput, true);
+  window.addEventListener('drop', onDrop, true);
+  window.addEventListener('paste', onPaste, true);
+})();

@@ -1,0 +1,199 @@
+/**
+ * The in-page progress indicator: a small panel in the bottom-right corner, in a shadow root
+ * (the page's styles cannot reach it; it is open, so test drivers can find its buttons, but
+ * its buttons act on trusted clicks only: a page's script cannot press them), one row per photo
+ * with its name, phase and percent, and buttons: cancel while it waits or runs; retry, upload
+ * the original (this once) or cancel when it failed. Short notices say what happened
+ * (no face found; not protected on purpose).
+ */
+import { explainError, phaseLabel } from '../lib/messages.js';
+
+const STYLE = `
+:host { all: initial; }
+.panel { position: fixed; right: 16px; bottom: 16px; z-index: 2147483647; width: 320px;
+  max-height: 60vh; overflow: auto; font: 13px/1.35 system-ui, sans-serif; color: #202124;
+  background: #fff; border: 1px solid #dadce0; border-radius: 10px;
+  box-shadow: 0 4px 16px rgba(0,0,0,.18); padding: 8px 10px; }
+.panel[hidden] { display: none; }
+.title { font-weight: 600; margin: 0 0 4px; display: flex; justify-content: space-between; }
+.row { padding: 6px 0; border-top: 1px solid #f1f3f4; }
+.row:first-of-type { border-top: 0; }
+.name { font-weight: 500; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.line { display: flex; align-items: center; gap: 6px; margin-top: 3px; }
+.bar { flex: 1; height: 4px; background: #e8eaed; border-radius: 2px; overflow: hidden; }
+.fill { height: 100%; background: #1a73e8; width: 0; transition: width .2s; }
+.what { color: #5f6368; font-size: 12px; }
+.failed .what { color: #d93025; }
+.done .fill { background: #1e8e3e; }
+button { font: inherit; font-size: 12px; border: 1px solid #dadce0; background: #fff;
+  border-radius: 6px; padding: 2px 8px; cursor: pointer; color: #1a73e8; }
+button:hover { background: #f1f3f4; }
+button.primary { background: #1a73e8; color: #fff; border-color: #1a73e8; }
+.notice { padding: 6px 0; color: #3c4043; border-top: 1px solid #f1f3f4; }
+`;
+
+/** How long settled rows and notices stay, in ms. */
+const LINGER_MS = 4000;
+const NOTICE_MS = 7000;
+
+/** The panel for one frame. */
+export class Indicator {
+  /**
+   * @param {Document} doc
+   * @param {{onCancel: (id: number) => void, onRetry: (id: number) => void, onOriginal: (id: number) => void}} actions
+   */
+  constructor(doc, actions) {
+    this.doc = doc;
+    this.actions = actions;
+    this.rows = new Map();
+    this.root = null;
+  }
+
+  _mount() {
+    if (this.root) return;
+    const host = this.doc.createElement('lowkey-indicator');
+    const shadow = host.attachShadow({ mode: 'open' });
+    const style = this.doc.createElement('style');
+    style.textContent = STYLE;
+    const panel = this.doc.createElement('div');
+    panel.className = 'panel';
+    panel.setAttribute('role', 'status');
+    panel.setAttribute('aria-live', 'polite');
+    panel.hidden = true;
+    const title = this.doc.createElement('div');
+    title.className = 'title';
+    title.textContent = 'LowKey';
+    this.list = this.doc.createElement('div');
+    panel.append(title, this.list);
+    shadow.append(style, panel);
+    (this.doc.documentElement ?? this.doc).append(host);
+    this.host = host;
+    this.panel = panel;
+    this.root = shadow;
+  }
+
+  _show() {
+    this.panel.hidden = this.list.childElementCount === 0;
+  }
+
+  /**
+   * Draw a queue item (see lib/uploadQueue.js) as it is now.
+   * @param {object} item
+   */
+  update(item) {
+    if (item.state === 'passthrough') return;
+    this._mount();
+    let row = this.rows.get(item.id);
+    if (!row) {
+      row = this._row(item);
+      this.rows.set(item.id, row);
+      this.list.append(row.el);
+    }
+    clearTimeout(row.timer);
+    const { state } = item;
+    row.el.className = `row ${state === 'failed' ? 'failed' : ''} ${state === 'protected' ? 'done' : ''}`;
+    row.el.dataset.state = state;
+    row.fill.style.width = `${Math.round(state === 'protected' ? 100 : item.percent || 0)}%`;
+    row.what.textContent = describe(item);
+    row.buttons.replaceChildren(...this._buttons(item));
+    if (['protected', 'no-face', 'original', 'cancelled'].includes(state)) {
+      row.timer = setTimeout(() => this._remove(item.id), state === 'no-face' ? NOTICE_MS : LINGER_MS);
+    }
+    this._show();
+  }
+
+  /**
+   * A passing notice.
+   * @param {string} text
+   */
+  notice(text) {
+    this._mount();
+    const el = this.doc.createElement('div');
+    el.className = 'notice';
+    el.textContent = text;
+    this.list.append(el);
+    this._show();
+    setTimeout(() => {
+      el.remove();
+      this._show();
+    }, NOTICE_MS);
+  }
+
+  _row(item) {
+    const el = this.doc.createElement('div');
+    el.dataset.item = String(item.id);
+    const name = this.doc.createElement('div');
+    name.className = 'name';
+    name.textContent = item.file?.name || 'photo';
+    name.title = name.textContent;
+    const line = this.doc.createElement('div');
+    line.className = 'line';
+    const bar = this.doc.createElement('div');
+    bar.className = 'bar';
+    const fill = this.doc.createElement('div');
+    fill.className = 'fill';
+    bar.append(fill);
+    const buttons = this.doc.createElement('span');
+    line.append(bar, buttons);
+    const what = this.doc.createElement('div');
+    what.className = 'what';
+    el.append(name, line, what);
+    return { el, fill, what, buttons, timer: null };
+  }
+
+  _button(label, handler, primary = false) {
+    const button = this.doc.createElement('button');
+    button.type = 'button';
+    button.dataset.action = label.toLowerCase().replace(/ /g, '-');
+    button.textContent = label;
+    if (primary) button.className = 'primary';
+    button.addEventListener('click', (event) => {
+      event.stopPropagation();
+      if (event.isTrusted) handler(); // the user's click, never the page's script
+    });
+    return button;
+  }
+
+  _buttons(item) {
+    const { id } = item;
+    if (item.state === 'queued' || item.state === 'protecting') {
+      return [this._button('Cancel', () => this.actions.onCancel(id))];
+    }
+    if (item.state === 'failed') {
+      return [
+        this._button('Retry', () => this.actions.onRetry(id), true),
+        this._button('Upload original', () => this.actions.onOriginal(id)),
+        this._button('Cancel', () => this.actions.onCancel(id)),
+      ];
+    }
+    return [];
+  }
+
+  _remove(id) {
+    this.rows.get(id)?.el.remove();
+    this.rows.delete(id);
+    this._show();
+  }
+}
+
+/**
+ * The words under a photo's bar.
+ * @param {object} item a queue item
+ * @returns {string}
+ */
+export function describe(item) {
+  switch (item.state) {
+    case 'queued': return 'waiting to be protected';
+    case 'protecting': return `${phaseLabel(item.phase)} ${Math.round(item.percent || 0)}%`;
+    case 'protected': return 'protected';
+    case 'no-face': return 'no face found: uploaded as it is';
+    case 'original': return 'uploading the original, as you chose';
+    case 'cancelled': return 'cancelled: not uploaded';
+    case 'failed': {
+      const code = item.error?.code;
+      const why = item.error?.message || explainError(code);
+      return `Not protected: ${why}. Nothing was uploaded.`;
+    }
+    default: return '';
+  }
+}

@@ -1,0 +1,69 @@
+// Test doubles shared by the unit tests.
+import { createHash } from 'node:crypto';
+
+/** A fake native port (the shape of runtime.connectNative()'s), recording what was posted. */
+export class FakePort {
+  constructor() {
+    this.posted = [];
+    this.disconnected = false;
+    this.error = undefined;
+    this._onMessage = [];
+    this._onDisconnect = [];
+    this.onMessage = { addListener: (fn) => this._onMessage.push(fn) };
+    this.onDisconnect = { addListener: (fn) => this._onDisconnect.push(fn) };
+  }
+
+  postMessage(message) {
+    if (this.disconnected) throw new Error('Attempting to use a disconnected port object');
+    this.posted.push(structuredClone(message));
+  }
+
+  disconnect() {
+    this.disconnected = true;
+  }
+
+  /** The host sends a message. */
+  deliver(message) {
+    for (const fn of this._onMessage) fn(message, this);
+  }
+
+  /** The host goes away (with the browser's reason). */
+  drop(reason) {
+    this.disconnected = true;
+    this.error = reason ? { message: reason } : undefined;
+    for (const fn of this._onDisconnect) fn(this);
+  }
+}
+
+/** connect() handing out FakePorts; `ports` holds every one made. */
+export function fakeConnect() {
+  const ports = [];
+  const connect = () => {
+    const port = new FakePort();
+    ports.push(port);
+    return port;
+  };
+  return { connect, ports };
+}
+
+/** The messages a host sends for a protected file of `bytes`, `size` bytes per chunk. */
+export function hostFileMessages(id, bytes, size = 4, extra = {}) {
+  const buf = Buffer.from(bytes);
+  const count = Math.max(1, Math.ceil(buf.length / size));
+  const chunks = [];
+  for (let index = 0; index < count; index += 1) {
+    chunks.push({
+      id, type: 'chunk', index, count,
+      data: buf.subarray(index * size, (index + 1) * size).toString('base64'),
+    });
+  }
+  const result = {
+    id, type: 'result', name: 'a.jpg', mime: 'image/jpeg', size: buf.length,
+    sha256: createHash('sha256').update(buf).digest('hex'), chunks: count, measured: true,
+    report: { status: 'protected', faces: [] }, ...extra,
+  };
+  return { chunks, result };
+}
+
+/** Let pending promise callbacks run. */
+export const flush = () => new Promise((resolve) => setImmediate(resolve));
