@@ -5,9 +5,10 @@
 // native_host/extension_ids.json, the message schema from native_host/messages.schema.json
 // (copied in; the build fails when lib/messages.js disagrees with it).
 //
-//   node scripts/build.mjs [--extra-host HOST]...
+//   node scripts/build.mjs [--extra-host HOST]... [--out DIR]
 // --extra-host adds a site to the default list and its host permission (a test build: e.g.
-// 127.0.0.1 for the end-to-end tests' local pages). A release build has none.
+// 127.0.0.1 for the end-to-end tests' local pages). A release build has none. --out builds
+// into DIR instead of dist/ (the tests do, so a test build never lands in dist/).
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,10 +75,10 @@ export function buildManifest(template, browser, { version, ids, extraHosts = []
 
 /**
  * Build both browsers' folders and packages.
- * @param {{extraHosts?: string[]}} [options]
+ * @param {{extraHosts?: string[], outDir?: string}} [options] outDir: default dist/
  * @returns {{folders: Object<string, string>, packages: Object<string, string>}}
  */
-export function build({ extraHosts = [] } = {}) {
+export function build({ extraHosts = [], outDir = DIST } = {}) {
   const ids = readJson(join(REPO, 'native_host', 'extension_ids.json'));
   const schemaText = readFileSync(join(REPO, 'native_host', 'messages.schema.json'), 'utf8');
   const drift = schemaDrift(JSON.parse(schemaText));
@@ -89,11 +90,11 @@ export function build({ extraHosts = [] } = {}) {
     if (!site) throw new Error(`--extra-host ${host} is not a host`);
     return site;
   });
-  mkdirSync(DIST, { recursive: true });
+  mkdirSync(outDir, { recursive: true });
   const folders = {};
   const packages = {};
   for (const browser of BROWSERS) {
-    const out = join(DIST, browser);
+    const out = join(outDir, browser);
     rmSync(out, { recursive: true, force: true });
     cpSync(SRC, out, { recursive: true, filter: (path) => !path.endsWith('manifest.template.json') });
     const manifest = buildManifest(template, browser, { version, ids, extraHosts: hosts });
@@ -113,7 +114,7 @@ export function build({ extraHosts = [] } = {}) {
         writeFileSync(join(out, 'icons', `${state}-${size}.png`), encodePng(drawIcon(state, size), size, size));
       }
     }
-    const pkg = join(DIST, PACKAGES[browser]);
+    const pkg = join(outDir, PACKAGES[browser]);
     rmSync(pkg, { force: true });
     zipDirectory(out, pkg);
     folders[browser] = out;
@@ -123,7 +124,8 @@ export function build({ extraHosts = [] } = {}) {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { values } = parseArgs({ options: { 'extra-host': { type: 'string', multiple: true, default: [] } } });
-  const { folders, packages } = build({ extraHosts: values['extra-host'] });
+  const { values } = parseArgs({ options: {
+    'extra-host': { type: 'string', multiple: true, default: [] }, out: { type: 'string' } } });
+  const { folders, packages } = build({ extraHosts: values['extra-host'], outDir: values.out });
   for (const browser of BROWSERS) console.log(`${browser}: ${folders[browser]} ${packages[browser]}`);
 }

@@ -133,6 +133,14 @@ function renderResults(results, preview) {
   }
 }
 
+/** What a toggle did to the daemon, for people (setPaused's answer). */
+function toggleNote(answer) {
+  if (!answer) return 'LowKey did not answer.';
+  if (answer.daemon === 'told') return answer.paused ? 'The daemon is paused too.' : 'The daemon protects photos again.';
+  if (answer.daemon === 'absent') return 'The daemon is not running; LowKey remembers your choice.';
+  return `The daemon could not be told: ${answer.error ?? 'unknown error'}`;
+}
+
 async function renderStored() {
   const stored = await api.storage.local.get([LOCAL.paused, LOCAL.results, LOCAL.preview]);
   renderToggle(Boolean(stored[LOCAL.paused]));
@@ -141,7 +149,12 @@ async function renderStored() {
 
 async function main() {
   const tab = await currentTab();
-  $('toggle').addEventListener('click', () => api.runtime.sendMessage({ type: 'toggle' }));
+  $('toggle').addEventListener('click', async () => {
+    $('toggle-note').textContent = '';
+    const answer = await api.runtime.sendMessage({ type: 'toggle' });
+    $('toggle-note').textContent = toggleNote(answer);
+    $('toggle-note').dataset.daemon = answer?.daemon ?? 'failed';
+  });
   $('clear').addEventListener('click', () => api.storage.local.remove([LOCAL.results, LOCAL.preview]));
   api.storage.onChanged.addListener((changes, area) => {
     if (area !== 'local') return;

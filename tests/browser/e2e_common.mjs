@@ -1,0 +1,183 @@
+// The end-to-end scenarios of the extension, shared by the Chromium and Firefox drivers. Each runs
+// on a page of the test upload site (tests/browser/pages/, served by tests/upload_site.py) with
+// the real extension, native host and daemon, and reports what the page did; the pytest side
+// (tests/test_extension_e2e.py) checks what the site received.
+//
+// A driver passes an adapter: {newPage(), upload(page, selector, paths), setPaused(bool)}; pages
+// are Playwright's or Puppeteer's (evaluate, goto, mouse.click work the same in both).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { sleep } from './common.mjs';
+
+export function e2eArgs() {
+  const { values } = parseArgs({
+    options: {
+      extension: { type: 'string' },  // the built test extension (dist/<browser> of a test build)
+      profile: { type: 'string' },    // the browser profile folder
+      site: { type: 'string' },       // the upload site's origin
+      files: { type: 'string' },      // folder with face.jpg, face2.png, wall.png, notes.txt
+      phase: { type: 'string' },      // up: the daemon runs; down: it is stopped
+      only: { type: 'string' },       // comma-separated scenarios (default: all of the phase)
+      browser: { type: 'string' },
+      timeout: { type: 'string', default: '300000' },  // ms, the whole run
+    },
+  });
+  for (const name of ['extension', 'profile', 'site', 'files', 'phase']) {
+    if (!values[name]) throw new Error(`--${name} is required`);
+  }
+  return { ...values, timeout: Number(values.timeout) };
+}
+
+/** Poll `fn(page)` (evaluated in the page) until it returns something truthy. */
+async function waitInPage(page, fn, arg, ms, what) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const value = await page.evaluate(fn, arg).catch(() => null);
+    if (value) return value;
+    await sleep(150);
+  }
+  throw new Error(`timed out after ${ms} ms: ${what}`);
+}
+
+const statusText = () => document.getElementById('status')?.textContent ?? '';
+const uploaded = () => (document.getElementById('status')?.textContent ?? '').startsWith('uploaded')
+  && document.getElementById('status').textContent;
+
+/** The centre of a button in the extension's in-page indicator (open shadow root), or null. */
+function indicatorButton([state, action]) {
+  const root = document.querySelector('lowkey-indicator')?.shadowRoot;
+  const button = root?.querySelector(`[data-state="${state}"] button[data-action="${action}"]`);
+  if (!button) return null;
+  const r = button.getBoundingClientRect();
+  return r.width ? { x: r.x + r.width / 2, y: r.y + r.height / 2 } : null;
+}
+
+/** Dispatch a synthetic drop or paste of `files` ([{name, type, bytes}]) at `selector`. */
+function dispatchFiles([kind, selector, files]) {
+  const dt = new DataTransfer();
+  for (const f of files) dt.items.add(new File([new Uint8Array(f.bytes)], f.name, { type: f.type }));
+  const target = document.querySelector(selector);
+  const event = kind === 'drop'
+    ? new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true })
+    : new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true });
+  target.dispatchEvent(event);
+}
+
+const PROTECT_MS = 240000;  // one photo through a CPU daemon, with margin for a busy machine
+
+function fileArg(files, name, type) {
+  return { name, type, bytes: [...readFileSync(join(files, name))] };
+}
+
+/** The scenarios: name -> async (adapter, opts) => detail (throws on failure). */
+export const SCENARIOS = {
+  // Daemon running ---------------------------------------------------------------------------
+  async form(a, o) {
+    const page = await a.newPage(`${o.site}/form.html`);
+    await a.upload(page, '#file', [join(o.files, 'face.jpg')]);
+    await waitInPage(page, () => (document.getElementById('status').textContent.startsWith('chosen')
+      ? document.getElementById('status').textContent : null), null, PROTECT_MS, 'the page saw the chosen file');
+    const chosen = await page.evaluate(statusText);
+    // Submitting navigates away: the evaluate may end with the page it ran in.
+    await page.evaluate(() => document.getElementById('submit').click()).catch(() => null);
+    await waitInPage(page, () => document.body.textContent.includes('received'), null, 30000,
+      'the form was posted');
+    return chosen;
+  },
+  async fetch(a, o) {
+    const page = await a.newPage(`${o.site}/fetch.html`);
+    await a.upload(page, '#file', [join(o.files, 'face.jpg')]);
+    return waitInPage(page, uploaded, null, PROTECT_MS, 'fetch upload');
+  },
+  async dataurl(a, o) {
+    const page = await a.newPage(`${o.site}/dataurl.html`);
+    await a.upload(page, '#file', [join(o.files, 'face2.png')]);
+    return waitInPage(page, uploaded, null, PROTECT_MS, 'data URL upload');
+  },
+  async drop(a, o) {
+    const page = await a.newPage(`${o.site}/drop.html`);
+    await page.evaluate(dispatchFiles, ['drop', '#zone', [fileArg(o.files, 'face.jpg', 'image/jpeg')]]);
+    return waitInPage(page, uploaded, null, PROTECT_MS, 'drop upload');
+  },
+  async paste(a, o) {
+    const page = await a.newPage(`${o.site}/paste.html`);
+    await page.evaluate(dispatchFiles, ['paste', '#target', [fileArg(o.files, 'face2.png', 'image/png')]]);
+    return waitInPage(page, uploaded, null, PROTECT_MS, 'paste upload');
+  },
+  async multi(a, o) {
+    const page = await a.newPage(`${o.site}/multi.html`);
+    await a.upload(page, '#file', ['face.jpg', 'notes.txt', 'face2.png'].map((n) => join(o.files, n)));
+    return waitInPage(page, uploaded, null, 2 * PROTECT_MS, 'multi-file upload');
+  },
+  async react(a, o) {
+    const page = await a.newPage(`${o.site}/react.html`);
+    await a.upload(page, '#file', [join(o.files, 'face.jpg')]);
+    return waitInPage(page, uploaded, null, PROTECT_MS, 'React-style upload');
+  },
+  async noface(a, o) {  // a photo without a face passes through, and the user is told
+    const page = await a.newPage(`${o.site}/fetch.html?as=noface`);
+    await a.upload(page, '#file', [join(o.files, 'wall.png')]);
+    const done = await waitInPage(page, uploaded, null, PROTECT_MS, 'the photo without a face');
+    const told = await waitInPage(page, () => document.querySelector('lowkey-indicator')?.shadowRoot
+      ?.textContent.match(/no face/i)?.[0], null, 10000, 'the user is told there was no face');
+    return `${done}; told: ${told}`;
+  },
+  async cancel(a, o) {  // the indicator's cancel button: the page gets nothing
+    const page = await a.newPage(`${o.site}/fetch.html?as=cancel`);
+    await a.upload(page, '#file', [join(o.files, 'face.jpg')]);
+    const where = await waitInPage(page, indicatorButton, ['protecting', 'cancel'], 60000,
+      'the protecting photo offers cancel');
+    await page.mouse.click(where.x, where.y);
+    await sleep(3000);
+    const status = await page.evaluate(statusText);
+    if (status !== 'idle') throw new Error(`the page got something after cancel: ${status}`);
+    return status;
+  },
+  async paused(a, o) {
+    await a.setPaused(true);
+    try {
+      const page = await a.newPage(`${o.site}/fetch.html?as=paused`);
+      await a.upload(page, '#file', [join(o.files, 'face.jpg')]);
+      return await waitInPage(page, uploaded, null, 30000, 'upload while paused');
+    } finally {
+      await a.setPaused(false);
+    }
+  },
+  // Daemon stopped ---------------------------------------------------------------------------
+  async down(a, o) {
+    const page = await a.newPage(`${o.site}/fetch.html?as=down`);
+    await a.upload(page, '#file', [join(o.files, 'face.jpg')]);
+    const where = await waitInPage(page, indicatorButton, ['failed', 'upload-original'], 60000,
+      'the failed photo offers "upload the original"');
+    await sleep(3000);  // nothing may reach the page while the user has not chosen
+    const before = await page.evaluate(statusText);
+    if (before !== 'idle') throw new Error(`the page got something before the user chose: ${before}`);
+    await page.mouse.click(where.x, where.y);  // a real (trusted) click
+    const after = await waitInPage(page, uploaded, null, 30000, 'the original after the user chose it');
+    return `before the choice: ${before}; after: ${after}`;
+  },
+};
+
+export const PHASES = {
+  up: ['form', 'fetch', 'dataurl', 'drop', 'paste', 'multi', 'react', 'noface', 'cancel', 'paused'],
+  down: ['down'],
+};
+
+/** Run the phase's scenarios (less `skip`), one JSON line each; true when all passed. */
+export async function runScenarios(adapter, opts, { skip = [] } = {}) {
+  const names = (opts.only ? opts.only.split(',') : PHASES[opts.phase]).filter((n) => !skip.includes(n));
+  let ok = true;
+  for (const name of names) {
+    const started = Date.now();
+    process.stderr.write(`${new Date().toISOString()} ${name}: start\n`);
+    try {
+      const detail = await SCENARIOS[name](adapter, opts);
+      process.stdout.write(`${JSON.stringify({ scenario: name, ok: true, ms: Date.now() - started, detail })}\n`);
+    } catch (err) {
+      ok = false;
+      process.stdout.write(`${JSON.stringify({ scenario: name, ok: false, ms: Date.now() - started, error: String(err?.stack ?? err) })}\n`);
+    }
+  }
+  return ok;
+}
