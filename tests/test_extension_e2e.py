@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -106,6 +107,8 @@ def _run(browser: str, driver, built, site: UploadSite, photos, env, profile, ph
     args = ["--extension", str(built[browser]), "--profile", str(profile), "--site", site.origin,
             "--files", str(photos), "--phase", phase, "--browser", str(driver.browser),
             "--timeout", str(RUN_TIMEOUT_S * 1000)]
+    if os.environ.get("LOWKEY_E2E_SCREENSHOTS"):  # where docs/img's extension pictures come from
+        args += ["--screenshots", os.environ["LOWKEY_E2E_SCREENSHOTS"]]
     log = log_dir / f"e2e_{browser}_{phase}.log"
     code, lines, output = run_node_driver(f"e2e_{browser}.mjs", args, node=driver.node, env=env,
                                           timeout=RUN_TIMEOUT_S + 60, log=log)

@@ -78,7 +78,7 @@ async function renderDaemon() {
   }
   const { hello, status } = answer;
   const daemon = status.daemon ?? hello.daemon;
-  fact(list, 'State', `${daemon.state}${daemon.message ? `: ${daemon.message}` : ''}`);
+  fact(list, 'State', `${daemon.state}${daemon.message && daemon.message !== daemon.state ? `: ${daemon.message}` : ''}`);
   const s = status.status;
   if (s) {
     fact(list, 'Ensemble', (s.ensemble ?? []).join(', ') || '—');

@@ -38,6 +38,12 @@ try {
         return page;
       },
       upload: (page, selector, paths) => page.setInputFiles(selector, paths),
+      async openPopup() {
+        const page = await context.newPage();
+        await page.setViewportSize({ width: 420, height: 640 });
+        await page.goto(`chrome-extension://${id}/popup.html`);
+        return page;
+      },
       async setPaused(paused) {  // the popup's toggle: the toolbar click's code path
         const popup = await context.newPage();
         await popup.goto(`chrome-extension://${id}/popup.html`);

@@ -19,6 +19,7 @@ export function e2eArgs() {
       files: { type: 'string' },      // folder with face.jpg, face2.png, wall.png, notes.txt
       phase: { type: 'string' },      // up: the daemon runs; down: it is stopped
       only: { type: 'string' },       // comma-separated scenarios (default: all of the phase)
+      screenshots: { type: 'string' }, // a folder: save the popup and the in-page choice there
       browser: { type: 'string' },
       timeout: { type: 'string', default: '300000' },  // ms, the whole run
     },
@@ -134,6 +135,24 @@ export const SCENARIOS = {
     if (status !== 'idle') throw new Error(`the page got something after cancel: ${status}`);
     return status;
   },
+  async popup(a, o) {  // what the popup shows after the photos above
+    const page = await a.openPopup();
+    const shown = await waitInPage(page, () => {
+      const results = [...document.querySelectorAll('#results li')].map((li) => li.textContent);
+      const daemon = document.getElementById('daemon').textContent;
+      const before = document.getElementById('before').src;
+      const after = document.getElementById('after').src;
+      return results.length && daemon.includes('Ensemble') && before.startsWith('data:image/')
+        && after.startsWith('data:image/') && !document.getElementById('preview').hidden
+        ? { results, daemon } : null;
+    }, null, 30000, 'the popup shows the daemon, the results and a before/after preview');
+    const judged = shown.results.filter((r) => r.includes('dlib (not attacked)'));
+    if (!judged.length) throw new Error(`no result shows the unattacked model's check: ${shown.results}`);
+    if (!shown.daemon.includes('sface')) throw new Error(`the popup's daemon facts: ${shown.daemon}`);
+    if (o.screenshots) await page.screenshot({ path: join(o.screenshots, 'extension-popup.png'), fullPage: true });
+    await page.close();
+    return `${shown.results.length} results; ${judged[0]}`;
+  },
   async paused(a, o) {
     await a.setPaused(true);
     try {
@@ -151,6 +170,7 @@ export const SCENARIOS = {
     const where = await waitInPage(page, indicatorButton, ['failed', 'upload-original'], 60000,
       'the failed photo offers "upload the original"');
     await sleep(3000);  // nothing may reach the page while the user has not chosen
+    if (o.screenshots) await page.screenshot({ path: join(o.screenshots, 'extension-choice.png') });
     const before = await page.evaluate(statusText);
     if (before !== 'idle') throw new Error(`the page got something before the user chose: ${before}`);
     await page.mouse.click(where.x, where.y);  // a real (trusted) click
@@ -160,7 +180,8 @@ export const SCENARIOS = {
 };
 
 export const PHASES = {
-  up: ['form', 'fetch', 'dataurl', 'drop', 'paste', 'multi', 'react', 'noface', 'cancel', 'paused'],
+  up: ['form', 'fetch', 'dataurl', 'drop', 'paste', 'multi', 'react', 'noface', 'cancel', 'popup',
+    'paused'],
   down: ['down'],
 };
 
