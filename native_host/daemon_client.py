@@ -130,8 +130,9 @@ class DaemonClient:
         return await self._json("POST", "/v1/jobs", params=params, data=data, timeout=120.0,
                                 headers={"Content-Type": content_type})
 
-    async def events(self, job_id: str) -> AsyncIterator[tuple[str, dict]]:
-        """The job's server-sent events, ``(event, job)``, until its ``end`` event."""
+    async def events(self, job_id: str) -> AsyncIterator[tuple[str, dict | None]]:
+        """The job's server-sent events, ``(event, job)``, until its ``end`` event; the
+        daemon's keep-alive comments as ``("keep-alive", None)``."""
         async with await self._request("GET", f"/v1/jobs/{job_id}/events",
                                        timeout=24 * 3600.0) as response:
             event, data = "message", []
@@ -143,6 +144,8 @@ class DaemonClient:
                         if event == "end":
                             return
                     event, data = "message", []
+                elif line.startswith(":"):
+                    yield "keep-alive", None
                 elif line.startswith("event:"):
                     event = line[6:].strip()
                 elif line.startswith("data:"):

@@ -60,6 +60,9 @@ START_TIMEOUT_S = 300.0
 BUSY_RETRY_S = 30.0
 #: Reports longer than this lose their per-face details (the result message must stay < 1 MB).
 MAX_REPORT_BYTES = 256 * 1024
+#: A job that does not move is still reported this often (seconds; the daemon's keep-alives
+#: come every 15 s).
+HEARTBEAT_S = 30.0
 #: How long cancelling the running jobs may take when the browser goes away.
 CLOSE_TIMEOUT_S = 10.0
 
@@ -227,15 +230,7 @@ class Host:
     async def on_protect(self, rid: str, message: dict) -> None:
         name, mime, data = _protect_fields(message)
         await self.ensure_ready(rid)
-        submit = asyncio.ensure_future(
-            self._submit(data, mime, message.get("preset"), message.get("strength")))
-        try:
-            job = await asyncio.shield(submit)
-        except asyncio.CancelledError:  # the job may exist already: cancel it too
-            done, _ = await asyncio.wait([submit], timeout=CLOSE_TIMEOUT_S)
-            if submit in done and not submit.cancelled() and submit.exception() is None:
-                await self.client.cancel(str(submit.result()["id"]))
-            raise
+        job = await self._submit(data, mime, message.get("preset"), message.get("strength"))
         job_id = self.jobs[rid] = str(job["id"])
         logger.info("protect %s: %s (%d bytes) is daemon job %s", rid, mime, len(data), job_id)
         try:
@@ -246,41 +241,54 @@ class Host:
                 raise HostError(code or _daemon_code(error.get("code")),
                                 str(error.get("message") or final["status"]))
             result = await self.client.result(job_id)
-        except asyncio.CancelledError:
-            await asyncio.shield(self.client.cancel(job_id))
-            raise
         finally:
+            # Whatever happened (done, failed, cancelled, the stream broke): cancel the job if it
+            # still runs, delete its result if it finished. Nothing stays in the daemon.
             self.jobs.pop(rid, None)
-        await self.client.cancel(job_id)  # the daemon's copy of the result: delete it now
+            await asyncio.shield(self.client.cancel(job_id))
         self._send_file(rid, name, result.media_type, result.data, result.report,
                         result.measured)
 
     async def _submit(self, data: bytes, mime: str, preset: object, strength: object) -> dict:
+        """``POST /v1/jobs``, retried while the daemon is busy. A cancel while a POST is in
+        flight waits for it and cancels the job it made."""
         if preset is not None and not isinstance(preset, str):
             raise HostError("bad-message", "preset must be a string")
         if strength is not None and (isinstance(strength, bool) or not isinstance(strength, int)):
             raise HostError("bad-message", "strength must be an integer")
         deadline = time.monotonic() + BUSY_RETRY_S
         while True:
+            post = asyncio.ensure_future(self.client.submit(data, mime, preset, strength))
             try:
-                return await self.client.submit(data, mime, preset, strength)
+                return await asyncio.shield(post)
+            except asyncio.CancelledError:  # the job may exist already: cancel it too
+                done, _ = await asyncio.wait([post], timeout=CLOSE_TIMEOUT_S)
+                if post in done and not post.cancelled() and post.exception() is None:
+                    await self.client.cancel(str(post.result()["id"]))
+                raise
             except HostError as exc:
                 if exc.code != "busy" or time.monotonic() > deadline:
                     raise
             await asyncio.sleep(1.0)
 
     async def _follow(self, rid: str, job_id: str) -> dict:
-        """Relay the job's progress until it ends; its final state."""
-        last = None
+        """Relay the job's progress until it ends; its final state. A job that does not move
+        (queued behind others) is still reported every :data:`HEARTBEAT_S` (on the daemon's
+        keep-alives), so the extension can tell a slow queue from a dead host."""
+        latest, last_sent, sent_at = None, None, time.monotonic()
         async for event, job in self.client.events(job_id):
             if event == "end":
                 return job
-            update = (job.get("phase"), round(float(job.get("percent") or 0.0), 1))
-            if update != last:
-                last = update
-                self.send({"id": rid, "type": "progress", "phase": update[0] or "queued",
-                           "percent": update[1], "step": job.get("step"),
-                           "steps": job.get("steps")})
+            latest = job if job is not None else latest
+            if latest is None:
+                continue
+            update = (latest.get("phase") or "queued",
+                      round(float(latest.get("percent") or 0.0), 1))
+            if update == last_sent and time.monotonic() - sent_at < HEARTBEAT_S:
+                continue
+            last_sent, sent_at = update, time.monotonic()
+            self.send({"id": rid, "type": "progress", "phase": update[0], "percent": update[1],
+                       "step": latest.get("step"), "steps": latest.get("steps")})
         raise HostError("internal", "the daemon's progress stream ended without the job's end")
 
     def _send_file(self, rid: str, name: str, mime: str, data: bytes, report: dict,
