@@ -6,7 +6,8 @@ temporary HOME, the daemon (``lowkey daemon``, the ``strong`` preset on SFace al
 takes seconds on a CPU), and a local site whose pages upload the way real sites do
 (``tests/browser/pages/``, ``tests/upload_site.py``): a plain form post, fetch on ``change``, a
 FileReader data URL on ``input``, a drop zone, a paste target, a multi-file input, a React-style
-page. The drivers (``tests/browser/e2e_*.mjs``) act as a user; these tests check what the site
+page, a file input the page never puts in the document (opened by ``click()``). The drivers
+(``tests/browser/e2e_*.mjs``) act as a user; these tests check what the site
 received: the protected photo (other bytes, same size and format, and dlib, which was never
 attacked, sees the face moved), never the original; with protection paused, the original; with
 the daemon gone, nothing until the user chooses to upload the original.
@@ -132,12 +133,13 @@ def test_uploads_are_protected_paused_pass_the_original(browser, request, daemon
     with UploadSite() as site:
         lines = _run(browser, driver, built, site, photos, env, profile, "up", tmp_path)
         got = {page: site.received(page) for page in
-               ("form", "fetch", "dataurl", "drop", "paste", "multi", "react", "noface",
-                "cancel", "paused")}
+               ("form", "fetch", "dataurl", "drop", "paste", "multi", "react", "detached",
+                "noface", "cancel", "paused")}
     if browser == "chromium":  # the toggle told the daemon, and resuming resumed it
         assert json.loads(call(daemon.port, "GET", "/v1/status", token)[2])["paused"] is False
     moved = []
-    for page in ("form", "drop", "react"):
+    # "detached": a file input the page never put in the document, opened by click()
+    for page in ("form", "drop", "react", "detached"):
         assert len(got[page]) == 1, (page, got[page])
         moved.append(assert_protected(got[page][0], face, dlib_judge, "face.jpg"))
     assert len(got["dataurl"]) == 1 and got["dataurl"][0].content_type == "image/png"

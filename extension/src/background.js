@@ -19,6 +19,8 @@ const report = (what) => (err) => console.error(`LowKey ${what}:`, err);
 api.runtime.onInstalled.addListener(() => {
   createMenus().catch(report('menus'));
   syncContentScripts().catch(report('content scripts'));
+  // Older versions kept the last photo's thumbnails in storage.local (on disk): now in memory.
+  api.storage.local.remove(LOCAL.preview).catch(report('storage'));
 });
 
 api.runtime.onStartup.addListener(() => {

@@ -10,6 +10,8 @@
  * gives the page new events with the protected files. Events the controller dispatches are
  * marked (`ours`) and pass untouched; so does everything when LowKey is paused or the site is
  * not enabled, and any event without a possible photo (a PDF goes through as the trusted event).
+ * A file input created by the page but never put in the document is attached (hidden) before
+ * its picker opens by content/main-world.js, so its events reach these listeners too.
  */
 (() => {
   'use strict';
@@ -21,7 +23,9 @@
   // Filled by the controller from storage.local; until then protect (fail safe).
   const state = { enabled: true, paused: false };
   const ours = new WeakSet(); // events LowKey dispatched
-  const held = new WeakMap(); // file input -> true while its files are held back
+  // file input -> the token ({}) of its newest held selection, while its files are held back.
+  // Only the selection whose token is still here may be given to the input (controller.js).
+  const held = new WeakMap();
   const outputs = new WeakSet(); // files LowKey gave the page
 
   const controller = import(api.runtime.getURL('content/controller.js'))
@@ -32,9 +36,9 @@
   // BEGIN mayBeImage
   function mayBeImage(file) {
     const type = String(file?.type ?? '').toLowerCase();
-    if (type.startsWith('image/')) return !['image/svg+xml', 'image/gif'].includes(type);
+    if (type.startsWith('image/')) return type !== 'image/svg+xml';
     if (type && type !== 'application/octet-stream') return false;
-    return !/\.(pdf|txt|docx?|xlsx?|pptx?|zip|mp4|mov|webm|mp3|wav|gif|svg)$/i.test(file?.name ?? '');
+    return !/\.(pdf|txt|docx?|xlsx?|pptx?|zip|mp4|mov|webm|mp3|wav|svg)$/i.test(file?.name ?? '');
   }
   // END mayBeImage
 
@@ -60,11 +64,21 @@
       hold(event, false); // the other event of a selection already held (input, then change)
       return;
     }
-    if (!wanted(files)) return;
+    if (!wanted(files)) {
+      if (held.has(input)) {
+        // A newer choice the page may have as it is (a PDF, or LowKey paused) replaces a held
+        // one: the held photos must never land on the input after it. Forget them now (the
+        // check in the controller's delivery is synchronous) and cancel their batch.
+        held.delete(input);
+        hand('release', input);
+      }
+      return;
+    }
     hold(event, false);
-    held.set(input, true);
+    const token = {};
+    held.set(input, token);
     input.value = ''; // the page can neither read nor post the original meanwhile
-    hand('fromInput', input, files);
+    hand('fromInput', input, files, token);
   }
 
   function transferStrings(transfer) {
@@ -83,10 +97,16 @@
   function onDrop(event) {
     if (ours.has(event) || !event.dataTransfer) return;
     const target = event.composedPath()[0];
-    // Dropped on a file input: the browser sets its files and fires input/change (caught above).
-    if (target instanceof HTMLInputElement && target.type === 'file') return;
     const files = Array.from(event.dataTransfer.files ?? []);
     if (!wanted(files)) return;
+    if (target instanceof HTMLInputElement && target.type === 'file') {
+      // Dropped on a file input: the browser sets its files and fires input/change (held by
+      // onFileInput), but the page's own drop listeners would read the originals from
+      // dataTransfer. Stop the event for them, without preventDefault (the browser must still
+      // fill the input).
+      event.stopImmediatePropagation();
+      return;
+    }
     hold(event, true);
     hand('fromDrop', target, files, transferStrings(event.dataTransfer), pointerInit(event));
   }

@@ -5,7 +5,7 @@
  */
 import { explainError } from './lib/messages.js';
 import { findSite, hostOf } from './lib/siteList.js';
-import { LOCAL, api, getSites } from './shared/settings.js';
+import { LOCAL, SESSION, api, getSites } from './shared/settings.js';
 import { addSiteFromClick, hasPermission, removeSiteNow } from './shared/siteActions.js';
 
 const $ = (id) => document.getElementById(id);
@@ -138,13 +138,15 @@ function toggleNote(answer) {
   if (!answer) return 'LowKey did not answer.';
   if (answer.daemon === 'told') return answer.paused ? 'The daemon is paused too.' : 'The daemon protects photos again.';
   if (answer.daemon === 'absent') return 'The daemon is not running; LowKey remembers your choice.';
-  return `The daemon could not be told: ${answer.error ?? 'unknown error'}`;
+  const why = typeof answer.error === 'string' ? answer.error : answer.error?.message;
+  return `The daemon could not be told: ${why ?? 'unknown error'}`;
 }
 
 async function renderStored() {
-  const stored = await api.storage.local.get([LOCAL.paused, LOCAL.results, LOCAL.preview]);
+  const [stored, session] = await Promise.all([
+    api.storage.local.get([LOCAL.paused, LOCAL.results]), api.storage.session.get(SESSION.preview)]);
   renderToggle(Boolean(stored[LOCAL.paused]));
-  renderResults(Array.isArray(stored[LOCAL.results]) ? stored[LOCAL.results] : [], stored[LOCAL.preview]);
+  renderResults(Array.isArray(stored[LOCAL.results]) ? stored[LOCAL.results] : [], session[SESSION.preview]);
 }
 
 async function main() {
@@ -155,8 +157,10 @@ async function main() {
     $('toggle-note').textContent = toggleNote(answer);
     $('toggle-note').dataset.daemon = answer?.daemon ?? 'failed';
   });
-  $('clear').addEventListener('click', () => api.storage.local.remove([LOCAL.results, LOCAL.preview]));
+  $('clear').addEventListener('click', () => Promise.all([
+    api.storage.local.remove([LOCAL.results, LOCAL.preview]), api.storage.session.remove(SESSION.preview)]));
   api.storage.onChanged.addListener((changes, area) => {
+    if (area === 'session' && SESSION.preview in changes) renderStored();
     if (area !== 'local') return;
     renderStored();
     if (LOCAL.sites in changes) renderSite(tab);

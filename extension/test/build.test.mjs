@@ -104,3 +104,11 @@ test('zip round trip', () => {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('no Firefox for Android (it has no native messaging); Chromium new enough for the scripts', () => {
+  const firefox = buildManifest(template, 'firefox', values);
+  assert.equal(firefox.browser_specific_settings.gecko_android, undefined);
+  assert.ok(Number(firefox.browser_specific_settings.gecko.strict_min_version.split('.')[0]) >= 128);
+  // scripting.registerContentScripts with matchOriginAsFallback: Chromium 119+
+  assert.ok(Number(buildManifest(template, 'chromium', values).minimum_chrome_version) >= 119);
+});

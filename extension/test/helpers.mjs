@@ -67,3 +67,34 @@ export function hostFileMessages(id, bytes, size = 4, extra = {}) {
 
 /** Let pending promise callbacks run. */
 export const flush = () => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * Import a module of src/ that needs the built config.js (the background's and the content
+ * controller's modules): src/ is copied once into a temporary folder with a test config.js.
+ * @param {string} path relative to src/, e.g. 'content/controller.js'
+ */
+export async function importBuilt(path) {
+  const { cpSync, mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { fileURLToPath, pathToFileURL } = await import('node:url');
+  if (!importBuilt.root) {
+    const root = mkdtempSync(join(tmpdir(), 'lowkey-src-'));
+    cpSync(fileURLToPath(new URL('../src/', import.meta.url)), root, { recursive: true });
+    writeFileSync(join(root, 'config.js'), [
+      "export const NATIVE_HOST_NAME = 'test.lowkey';",
+      "export const BROWSER = 'chromium';",
+      "export const EXTRA_SITES = ['example.com'];", '',
+    ].join('\n'));
+    importBuilt.root = root;
+  }
+  return import(pathToFileURL(join(importBuilt.root, path)).href);
+}
+
+/** A promise with its resolve and reject outside. */
+export function deferred() {
+  let resolve;
+  let reject;
+  const promise = new Promise((a, b) => { resolve = a; reject = b; });
+  return { promise, resolve, reject };
+}

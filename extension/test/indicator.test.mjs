@@ -10,3 +10,20 @@ test('the indicator says what happens to each photo', () => {
   assert.match(describe({ state: 'no-face' }), /no face/);
   assert.match(describe({ state: 'cancelled' }), /not uploaded/);
 });
+
+test('"Upload original" wants a real pointer click on a row visible for 500 ms', async () => {
+  const { originalClickAllowed, ORIGINAL_DELAY_MS } = await import('../src/content/indicator.js');
+  assert.equal(ORIGINAL_DELAY_MS, 500);
+  const click = { isTrusted: true, detail: 1 };
+  assert.equal(originalClickAllowed(click, 1000, 1500), true);
+  assert.equal(originalClickAllowed(click, 1000, 1499), false); // shown the moment before
+  assert.equal(originalClickAllowed(click, null, 5000), false); // hidden now
+  assert.equal(originalClickAllowed({ isTrusted: true, detail: 0 }, 0, 5000), false); // Enter/Space
+  assert.equal(originalClickAllowed({ isTrusted: false, detail: 1 }, 0, 5000), false); // a script's
+  assert.equal(originalClickAllowed(undefined, 0, 5000), false);
+});
+
+test('an image LowKey cannot protect says so, and what the user may do', () => {
+  assert.equal(describe({ state: 'failed', error: { code: 'unsupported-format', message: 'LowKey cannot protect this format (AVIF): upload it as it is, or cancel' } }),
+    'LowKey cannot protect this format (AVIF): upload it as it is, or cancel. Nothing was uploaded.');
+});

@@ -182,3 +182,47 @@ test('batches are served in the order they came', async () => {
   await flush();
   assert.equal(calls[2].item.file.name, 'a');
 });
+
+test('an image LowKey cannot protect starts failed: the user chooses, there is nothing to retry', async () => {
+  const { protect, calls } = manualProtect();
+  const queue = new UploadQueue({ protect });
+  const avif = { name: 'a.avif', type: 'image/avif' };
+  const pdf = { name: 'a.pdf', type: 'application/pdf' };
+  const batch = queue.addBatch([
+    { file: avif, protectable: false, unsupported: 'AVIF' }, { file: pdf, protectable: false }]);
+  assert.equal(calls.length, 0);
+  const [first, second] = queue.items();
+  assert.equal(first.state, 'failed');
+  assert.deepEqual(first.error, { code: 'unsupported-format', message: 'LowKey cannot protect this format (AVIF): upload it as it is, or cancel' });
+  assert.equal(second.state, 'passthrough');
+  assert.equal(queue.retry(first.id), false);
+  let settled = false;
+  batch.done.then(() => { settled = true; });
+  await flush();
+  assert.equal(settled, false); // nothing reaches the page meanwhile, not even the PDF
+  assert.equal(queue.useOriginal(first.id), true);
+  assert.deepEqual((await batch.done).files, [avif, pdf]);
+});
+
+test('what the user reads of an exception is LowKey\'s words, not its text', async () => {
+  const { protect, calls } = manualProtect();
+  const queue = new UploadQueue({ protect });
+  queue.addBatch([{ file: file('a'), protectable: true }]);
+  const { error } = console;
+  console.error = () => {};
+  try {
+    calls[0].reject(new TypeError("Cannot read properties of undefined (reading 'data') at chrome-extension://x/y.js"));
+    await flush();
+  } finally {
+    console.error = error;
+  }
+  const [item] = queue.items();
+  assert.equal(item.state, 'failed');
+  assert.equal(item.error.code, 'extension');
+  assert.doesNotMatch(item.error.message, /undefined|chrome-extension/);
+  calls.length = 0;
+  queue.retry(item.id);
+  calls[0].reject(Object.assign(new Error('took 330 s'), { code: 'timeout' })); // a LowKey code keeps its words
+  await flush();
+  assert.deepEqual(queue.items()[0].error, { code: 'timeout', message: 'took 330 s' });
+});

@@ -38,6 +38,10 @@ try {
         return page;
       },
       upload: (page, selector, paths) => page.setInputFiles(selector, paths),
+      async chooseFile(page, buttonSelector, paths) {  // a real click; the page opens the chooser
+        const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.click(buttonSelector)]);
+        await chooser.setFiles(paths);
+      },
       async openPopup() {
         const page = await context.newPage();
         await page.setViewportSize({ width: 420, height: 640 });

@@ -3,7 +3,9 @@
 // the real extension, native host and daemon, and reports what the page did; the pytest side
 // (tests/test_extension_e2e.py) checks what the site received.
 //
-// A driver passes an adapter: {newPage(), upload(page, selector, paths), setPaused(bool)}; pages
+// A driver passes an adapter: {newPage(), upload(page, selector, paths),
+// chooseFile(page, buttonSelector, paths) (a real click that opens a file chooser, answered
+// with `paths`), setPaused(bool)}; pages
 // are Playwright's or Puppeteer's (evaluate, goto, mouse.click work the same in both).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -116,6 +118,11 @@ export const SCENARIOS = {
     await a.upload(page, '#file', [join(o.files, 'face.jpg')]);
     return waitInPage(page, uploaded, null, PROTECT_MS, 'React-style upload');
   },
+  async detached(a, o) {  // a file input the page never put in the document, opened by click()
+    const page = await a.newPage(`${o.site}/detached.html`);
+    await a.chooseFile(page, '#pick', [join(o.files, 'face.jpg')]);
+    return waitInPage(page, uploaded, null, PROTECT_MS, 'upload from a detached input');
+  },
   async noface(a, o) {  // a photo without a face passes through, and the user is told
     const page = await a.newPage(`${o.site}/fetch.html?as=noface`);
     await a.upload(page, '#file', [join(o.files, 'wall.png')]);
@@ -180,8 +187,8 @@ export const SCENARIOS = {
 };
 
 export const PHASES = {
-  up: ['form', 'fetch', 'dataurl', 'drop', 'paste', 'multi', 'react', 'noface', 'cancel', 'popup',
-    'paused'],
+  up: ['form', 'fetch', 'dataurl', 'drop', 'paste', 'multi', 'react', 'detached', 'noface', 'cancel',
+    'popup', 'paused'],
   down: ['down'],
 };
 

@@ -32,6 +32,12 @@ try {
         const input = await page.$(selector);
         await input.uploadFile(...paths);
       },
+      // WebDriver BiDi's input.fileDialogOpened: puppeteer answers it on the input element (the
+      // extension's page-world script has put a detached input in the document by then).
+      async chooseFile(page, buttonSelector, paths) {
+        const [chooser] = await Promise.all([page.waitForFileChooser(), page.click(buttonSelector)]);
+        await chooser.accept(paths);
+      },
     };
     // Not in Firefox: paste (its ClipboardEvent constructor drops clipboardData), the popup and
     // paused (its remote protocol may neither open extension pages, where the popup and its

@@ -2,7 +2,7 @@
  * Pausing and resuming protection: the user's choice is stored (content scripts read it), the
  * toolbar shows it, and the daemon is told (`pause`/`resume`), so it pauses machine-wide too.
  */
-import { LowKeyError } from '../lib/messages.js';
+import { toLowKeyError } from '../lib/messages.js';
 import { LOCAL, api, getPaused } from '../shared/settings.js';
 import { native } from './native.js';
 import { dispatchToolbar } from './toolbar.js';
@@ -23,17 +23,23 @@ export async function setPaused(paused) {
     await dispatchToolbar({ type: 'ok' });
     return { paused, daemon: 'told' };
   } catch (err) {
-    const error = err instanceof LowKeyError ? err : new LowKeyError('internal', String(err));
+    const error = toLowKeyError(err); // a person reads it: never a raw exception's text
     if (NOTHING_TO_TELL.has(error.code)) return { paused, daemon: 'absent' };
     await dispatchToolbar({ type: 'error', message: error.message });
     return { paused, daemon: 'failed', error: error.message };
   }
 }
 
+let chain = Promise.resolve();
+
 /**
- * One click: pause when on, resume when paused.
+ * One click: pause when on, resume when paused. Clicks are serialised: each reads the state the
+ * one before it left (a fast double click pauses and resumes, in that order, and the daemon is
+ * told both in that order).
  * @returns {Promise<object>} see setPaused
  */
-export async function togglePause() {
-  return setPaused(!(await getPaused()));
+export function togglePause() {
+  const next = chain.then(async () => setPaused(!(await getPaused())));
+  chain = next.catch(() => {});
+  return next;
 }

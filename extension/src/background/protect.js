@@ -13,7 +13,7 @@
  * in the host; when the worker dies the page's port closes and its photos fail safe.
  */
 import { decodeBase64, encodeBase64 } from '../lib/base64.js';
-import { LowKeyError } from '../lib/messages.js';
+import { LowKeyError, toLowKeyError } from '../lib/messages.js';
 import { findSite } from '../lib/siteList.js';
 import { getPaused, getSites } from '../shared/settings.js';
 import { native } from './native.js';
@@ -23,6 +23,12 @@ import { dispatchToolbar } from './toolbar.js';
 /** The name of the content scripts' ports. */
 export const PROTECT_PORT = 'lowkey-protect';
 
+/**
+ * The longest base64 result posted to a content script. A runtime port carries messages up to
+ * 64 MiB (Chromium throws beyond; the message is JSON); a larger result is answered `too-large`.
+ */
+export const MAX_POST_CHARS = 60 * 1024 * 1024;
+
 /** Failures that say nothing about LowKey's health: the toolbar does not show them as errors. */
 const NOT_AN_ERROR = new Set(['no-face', 'cancelled', 'bad-image', 'too-large']);
 
@@ -30,27 +36,41 @@ const NOT_AN_ERROR = new Set(['no-face', 'cancelled', 'bad-image', 'too-large'])
  * Serve one content script's port.
  * @param {object} port a runtime.Port named PROTECT_PORT
  */
-export function servePort(port) {
+export function servePort(port, { maxPostChars = MAX_POST_CHARS } = {}) {
   const running = new Map(); // key -> AbortController
   let open = true;
+  const close = () => {
+    open = false;
+    for (const controller of running.values()) controller.abort();
+    running.clear();
+  };
   const post = (message) => {
     if (!open) return;
     try {
       port.postMessage(message);
-    } catch {
-      open = false;
+    } catch (err) {
+      // A message the port would not carry: nothing after it could be trusted to arrive. Close
+      // the port: the content side fails every photo it waits for (`disconnected`, the user
+      // chooses) instead of waiting for answers that were dropped.
+      console.error('LowKey: a message to the page failed, closing its port:', err);
+      close();
+      try {
+        port.disconnect();
+      } catch {
+        // already gone
+      }
     }
   };
-  port.onDisconnect.addListener(() => {
-    open = false;
-    for (const controller of running.values()) controller.abort();
-    running.clear();
-  });
+  port.onDisconnect.addListener(close);
   port.onMessage.addListener((message) => {
     if (message?.type === 'protect' && typeof message.key === 'string' && !running.has(message.key)) {
       const controller = new AbortController();
       running.set(message.key, controller);
-      protect(message, controller.signal, post, senderUrl(port))
+      protect(message, controller.signal, post, senderUrl(port), maxPostChars)
+        .catch((err) => {
+          console.error('LowKey protect:', err);
+          post({ type: 'error', key: message.key, code: 'extension', message: toLowKeyError(err).message });
+        })
         .finally(() => running.delete(message.key));
     } else if (message?.type === 'cancel') {
       running.get(message.key)?.abort();
@@ -62,31 +82,43 @@ function senderUrl(port) {
   return port.sender?.url ?? port.sender?.tab?.url ?? null;
 }
 
-async function protect({ key, name, mime, data }, signal, post, url) {
-  if (await getPaused()) {
-    post({ type: 'skip', key });
-    return;
-  }
-  const site = url ? findSite(await getSites(), url) : null;
-  await dispatchToolbar({ type: 'job-started' });
+async function protect({ key, name, mime, data }, signal, post, url, maxPostChars) {
+  let site = null;
+  let started = false;
   let ended = { type: 'job-ended', ok: true };
+  // Everything in the try: whatever fails (storage, the toolbar, a malformed request) still
+  // answers the content side, which would otherwise wait for ever.
   try {
+    if (await getPaused()) {
+      post({ type: 'skip', key });
+      return;
+    }
+    site = url ? findSite(await getSites(), url) : null;
+    started = true;
+    await dispatchToolbar({ type: 'job-started' });
     const { result, bytes } = await native().protect({ name, mime, data }, {
       signal,
       onProgress: ({ phase, percent }) => post({ type: 'progress', key, phase, percent }),
     });
-    post({ type: 'result', key, data: encodeBase64(bytes), mime: result.mime });
+    const encoded = encodeBase64(bytes);
+    if (encoded.length > maxPostChars) {
+      throw new LowKeyError('too-large', `the protected photo is ${Math.round(bytes.length / 1048576)} MB, `
+        + 'more than the browser can hand to the page');
+    }
+    post({ type: 'result', key, data: encoded, mime: result.mime });
     await recordResult({
       name, site, report: result.report, measured: result.measured, status: 'protected',
       before: { bytes: decodeBase64(data), mime },
       after: { bytes, mime: result.mime },
     });
   } catch (err) {
-    const error = err instanceof LowKeyError ? err : new LowKeyError('internal', String(err?.message ?? err));
+    if (!(err instanceof LowKeyError)) console.error('LowKey protect:', err);
+    // What the user sees: a LowKey error's words, never a raw exception's text.
+    const error = toLowKeyError(err);
     post({ type: 'error', key, code: error.code, message: error.message });
     if (error.code === 'no-face') await recordResult({ name, site, status: 'no-face', report: {} });
     if (!NOT_AN_ERROR.has(error.code)) ended = { type: 'job-ended', ok: false, error: error.message };
   } finally {
-    await dispatchToolbar(ended);
+    if (started) await dispatchToolbar(ended).catch(() => {});
   }
 }

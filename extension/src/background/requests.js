@@ -4,7 +4,7 @@
  * (the host's answers, which start the daemon when it is down).
  * Sites, pause state and results are read from storage by the pages themselves.
  */
-import { LowKeyError } from '../lib/messages.js';
+import { toLowKeyError } from '../lib/messages.js';
 import { api } from '../shared/settings.js';
 import { native } from './native.js';
 import { togglePause } from './pause.js';
@@ -22,7 +22,7 @@ export async function daemonInfo() {
     if (status.daemon?.ready) await dispatchToolbar({ type: 'ok' });
     return { hello, status };
   } catch (err) {
-    const error = err instanceof LowKeyError ? err : new LowKeyError('internal', String(err));
+    const error = toLowKeyError(err); // a person reads it: never a raw exception's text
     return { error: { code: error.code, message: error.message } };
   }
 }
@@ -36,6 +36,10 @@ export function onPageMessage(message, sender, sendResponse) {
   const handlers = { toggle: togglePause, daemon: daemonInfo };
   const handler = handlers[message?.type];
   if (!handler) return undefined;
-  handler().then(sendResponse, (err) => sendResponse({ error: { code: 'internal', message: String(err) } }));
+  handler().then(sendResponse, (err) => {
+    console.error('LowKey:', err);
+    const error = toLowKeyError(err);
+    sendResponse({ error: { code: error.code, message: error.message } });
+  });
   return true;
 }

@@ -1,11 +1,12 @@
 /**
  * The last results, for the popup: a summary of each (storage.local) and small before/after
  * thumbnails of the last photo (JPEG data URLs, made with OffscreenCanvas where the browser can
- * decode the photo; HEIC has none).
+ * decode the photo; HEIC has none), in storage.session: thumbnails of the user's photos are kept
+ * in memory only, never on disk.
  */
 import { encodeBase64 } from '../lib/base64.js';
 import { summariseResult } from '../lib/report.js';
-import { LOCAL, MAX_RESULTS, api } from '../shared/settings.js';
+import { LOCAL, MAX_RESULTS, SESSION, api } from '../shared/settings.js';
 
 /** The longest side of a thumbnail, in pixels. */
 export const THUMBNAIL_PX = 160;
@@ -28,16 +29,17 @@ async function record({ name, site, report = {}, measured, status, before, after
   const stored = await api.storage.local.get(LOCAL.results);
   const results = [summary, ...(Array.isArray(stored[LOCAL.results]) ? stored[LOCAL.results] : [])]
     .slice(0, MAX_RESULTS);
-  const update = { [LOCAL.results]: results };
   if (before && after) {
     const [small, smallAfter] = await Promise.all([thumbnail(before), thumbnail(after)]);
     if (small && smallAfter) {
-      update[LOCAL.preview] = { name, time: summary.time, before: small, after: smallAfter };
+      await api.storage.session.set({
+        [SESSION.preview]: { name, time: summary.time, before: small, after: smallAfter },
+      });
     } else {
-      await api.storage.local.remove(LOCAL.preview); // never another photo's preview as this one's
+      await api.storage.session.remove(SESSION.preview); // never another photo's preview as this one's
     }
   }
-  await api.storage.local.set(update);
+  await api.storage.local.set({ [LOCAL.results]: results });
 }
 
 /**

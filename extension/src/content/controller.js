@@ -5,8 +5,8 @@
  */
 import { decodeBase64, encodeBase64 } from '../lib/base64.js';
 import { LowKeyError } from '../lib/messages.js';
-import { SNIFF_BYTES, sniffImage } from '../lib/imageType.js';
-import { findSite } from '../lib/siteList.js';
+import { frameEnabled } from '../lib/frameSite.js';
+import { SNIFF_BYTES, sniffImage, unprotectableFormat } from '../lib/imageType.js';
 import { UploadQueue } from '../lib/uploadQueue.js';
 import { LOCAL, sitesFrom } from '../shared/settings.js';
 import { Indicator } from './indicator.js';
@@ -19,36 +19,46 @@ export const MAX_PHOTO_BYTES = 47 * 1024 * 1024;
 /**
  * Start the controller for this frame.
  * @param {{api: object, state: {enabled: boolean, paused: boolean}, ours: WeakSet<Event>,
- *   held: WeakMap<HTMLInputElement, boolean>, outputs: WeakSet<File>}} shared content.js's state
- * @returns {{fromInput: Function, fromDrop: Function, fromPaste: Function}}
+ *   held: WeakMap<HTMLInputElement, object>, outputs: WeakSet<File>}} shared content.js's state
+ *   (`held`: input -> the token of its newest held selection)
+ * @param {object} [parts] replacements for tests: `win` (the frame's window), `makeIndicator`,
+ *   `link`, `deliverToInput`, `deliverDrop`, `deliverPaste`
+ * @returns {{fromInput: Function, release: Function, fromDrop: Function, fromPaste: Function}}
  */
-export function startController({ api, state, ours, held, outputs }) {
+export function startController({ api, state, ours, held, outputs }, parts = {}) {
+  const win = parts.win ?? globalThis.window;
+  const toInput = parts.deliverToInput ?? deliverToInput;
+  const toDrop = parts.deliverDrop ?? deliverDrop;
+  const toPaste = parts.deliverPaste ?? deliverPaste;
   const refresh = async () => {
     const stored = await api.storage.local.get([LOCAL.paused, LOCAL.sites]);
     state.paused = Boolean(stored[LOCAL.paused]);
-    state.enabled = findSite(sitesFrom(stored), location.href) !== null;
+    // By the frame's origin (about:blank, srcdoc, blob: and data: frames have no host in their
+    // URL), failing towards protecting when it cannot be known.
+    state.enabled = frameEnabled(sitesFrom(stored), win);
   };
   refresh().catch(() => {});
   api.storage.onChanged.addListener((changes, area) => {
     if (area === 'local' && (LOCAL.paused in changes || LOCAL.sites in changes)) refresh().catch(() => {});
   });
 
-  const link = new BackgroundLink(api);
-  const inputBatches = new WeakMap(); // file input -> {batch} of its newest held choice
-  const indicator = new Indicator(document, {
+  const link = parts.link ?? new BackgroundLink(api);
+  const inputBatches = new WeakMap(); // file input -> the token ({batch}) of its newest held choice
+  const actions = {
     onCancel: (id) => queue.cancel(id),
     onRetry: (id) => queue.retry(id),
     onOriginal: (id) => queue.useOriginal(id),
-  });
+  };
+  const indicator = parts.makeIndicator?.(actions) ?? new Indicator(win.document, actions);
   const queue = new UploadQueue({
     protect: (item, ctx) => protectFile(link, item, ctx, outputs),
     onChange: (item) => indicator.update(item),
   });
-  addEventListener('pagehide', () => queue.cancelAll());
+  win.addEventListener('pagehide', () => queue.cancelAll());
 
   /** Classify, queue, wait; then `deliver` the files (not called when nothing is left). */
   async function run(files, deliver) {
-    const entries = await Promise.all(files.map(async (file) => ({ file, protectable: await isPhoto(file) })));
+    const entries = await Promise.all(files.map(classify));
     const batch = queue.addBatch(entries);
     const done = batch.done.then(({ files: out, items }) => {
       if (out.length > 0) deliver(out);
@@ -60,34 +70,50 @@ export function startController({ api, state, ours, held, outputs }) {
     return { id: batch.id, done };
   }
 
+  /** Cancel the batch of an input's held choice (a newer one replaced it). */
+  function release(input, token) {
+    if (inputBatches.get(input) === token) inputBatches.delete(input);
+    if (token?.batch !== undefined) queue.cancelBatch(token.batch);
+  }
+
   return {
-    /** A file input's new files, held back (content.js emptied the input). */
-    async fromInput(input, files) {
-      const token = {};
+    /**
+     * A file input's new files, held back (content.js emptied the input and set `held` to
+     * `token`). Only while `held` still holds this token may its files reach the input: a newer
+     * choice (held or let through) replaces it, synchronously, in content.js.
+     */
+    async fromInput(input, files, token = {}) {
       const previous = inputBatches.get(input);
       inputBatches.set(input, token);
-      if (previous?.batch !== undefined) queue.cancelBatch(previous.batch);
-      const current = () => inputBatches.get(input) === token;
+      if (previous && previous !== token) release(input, previous);
+      const current = () => held.get(input) === token;
       const { id, done } = await run(files, (out) => {
         if (!current()) return; // replaced by a newer choice
         held.delete(input);
-        deliverToInput(input, out, ours);
+        toInput(input, out, ours);
       });
       token.batch = id;
-      if (!current()) queue.cancelBatch(id); // replaced while its files were read
+      if (!current()) release(input, token); // replaced while its files were read
       await done;
-      if (current()) {
-        inputBatches.delete(input);
-        held.delete(input);
-      }
+      if (current()) held.delete(input);
+      if (inputBatches.get(input) === token) inputBatches.delete(input);
+    },
+    /**
+     * A newer choice on `input` went to the page as it is (not a photo, or LowKey is paused):
+     * the held one is cancelled, so its protected files can never replace the user's choice.
+     * content.js already forgot the hold.
+     */
+    release(input) {
+      const token = inputBatches.get(input);
+      if (token) release(input, token);
     },
     /** Dropped files, held back. */
     async fromDrop(target, files, strings, init) {
-      await (await run(files, (out) => deliverDrop(target, out, strings, init, ours))).done;
+      await (await run(files, (out) => toDrop(target, out, strings, init, ours))).done;
     },
     /** Pasted files, held back. */
     async fromPaste(target, files, strings) {
-      await (await run(files, (out) => deliverPaste(target, out, strings, ours))).done;
+      await (await run(files, (out) => toPaste(target, out, strings, ours))).done;
     },
   };
 }
@@ -106,12 +132,24 @@ export async function readOwnBytes(blob) {
   return bytes;
 }
 
-async function isPhoto(file) {
+/**
+ * A queue entry for a file: a photo LowKey protects (`protectable`), an image it cannot protect
+ * (`unsupported`: its format's name; the user chooses), or anything else (passes as it is).
+ * @param {File} file
+ * @returns {Promise<{file: File, protectable: boolean, unsupported?: string}>}
+ */
+export async function classify(file) {
+  let head;
   try {
-    return sniffImage(await readOwnBytes(file.slice(0, SNIFF_BYTES))) !== null;
+    head = await readOwnBytes(file.slice(0, SNIFF_BYTES));
   } catch {
-    return false; // unreadable: the page gets it as it is, as it would have
+    // Unreadable: an image is the user's choice; anything else goes as it would have.
+    const format = unprotectableFormat(new Uint8Array(), file);
+    return format ? { file, protectable: false, unsupported: format } : { file, protectable: false };
   }
+  if (sniffImage(head) !== null) return { file, protectable: true };
+  const format = unprotectableFormat(head, file);
+  return format ? { file, protectable: false, unsupported: format } : { file, protectable: false };
 }
 
 async function protectFile(link, item, { signal, onProgress }, outputs) {
@@ -123,8 +161,9 @@ async function protectFile(link, item, { signal, onProgress }, outputs) {
   const mime = sniffImage(bytes.subarray(0, SNIFF_BYTES)) ?? file.type;
   const reply = await link.protect({ name: file.name || 'photo', mime, data: encodeBase64(bytes) }, { signal, onProgress });
   if (reply.skip) throw new LowKeyError('skipped'); // paused meanwhile: the original, as when paused
+  // The page sees the same name, type (exactly as the browser gave it, even empty) and date.
   const output = new File([decodeBase64(reply.data)], file.name, {
-    type: file.type || reply.mime, lastModified: file.lastModified,
+    type: file.type, lastModified: file.lastModified,
   });
   outputs.add(output);
   return output;

@@ -1,7 +1,8 @@
 /**
  * The in-page progress indicator: a small panel in the bottom-right corner, in a shadow root
  * (the page's styles cannot reach it; it is open, so test drivers can find its buttons, but
- * its buttons act on trusted clicks only: a page's script cannot press them), one row per photo
+ * its buttons act on trusted clicks only: a page's script cannot press them; "Upload original"
+ * wants more, see {@link originalClickAllowed}), one row per photo
  * with its name, phase and percent, and buttons: cancel while it waits or runs; retry, upload
  * the original (this once) or cancel when it failed. Short notices say what happened
  * (no face found; not protected on purpose).
@@ -32,6 +33,24 @@ button.primary { background: #1a73e8; color: #fff; border-color: #1a73e8; }
 .notice { padding: 6px 0; color: #3c4043; border-top: 1px solid #f1f3f4; }
 `;
 
+/** How long a failed row must have been visible before "Upload original" acts, in ms. */
+export const ORIGINAL_DELAY_MS = 500;
+
+/**
+ * Whether a click may upload an original: a real pointer click (trusted, `detail > 0`: not the
+ * Enter or Space key a page could steer the user into pressing on a focused button), on a row
+ * visible now and for at least {@link ORIGINAL_DELAY_MS} (not a panel the page hid, or showed
+ * under the pointer the moment before the user clicked something else).
+ * @param {{isTrusted: boolean, detail: number}} event the click
+ * @param {number|null} visibleSince when the row was last seen visible (ms), null when not now
+ * @param {number} now
+ * @returns {boolean}
+ */
+export function originalClickAllowed(event, visibleSince, now) {
+  return Boolean(event?.isTrusted) && Number(event?.detail) > 0
+    && typeof visibleSince === 'number' && now - visibleSince >= ORIGINAL_DELAY_MS;
+}
+
 /** How long settled rows and notices stay, in ms. */
 const LINGER_MS = 4000;
 const NOTICE_MS = 7000;
@@ -50,7 +69,11 @@ export class Indicator {
   }
 
   _mount() {
-    if (this.root) return;
+    if (this.root) {
+      // The page removed the panel (or replaced the document's element): put it back.
+      if (!this.host.isConnected) (this.doc.documentElement ?? this.doc).append(this.host);
+      return;
+    }
     const host = this.doc.createElement('lowkey-indicator');
     const shadow = host.attachShadow({ mode: 'open' });
     const style = this.doc.createElement('style');
@@ -95,7 +118,7 @@ export class Indicator {
     row.el.dataset.state = state;
     row.fill.style.width = `${Math.round(state === 'protected' ? 100 : item.percent || 0)}%`;
     row.what.textContent = describe(item);
-    row.buttons.replaceChildren(...this._buttons(item));
+    row.buttons.replaceChildren(...this._buttons(item, row));
     if (['protected', 'no-face', 'original', 'cancelled'].includes(state)) {
       row.timer = setTimeout(() => this._remove(item.id), state === 'no-face' ? NOTICE_MS : LINGER_MS);
     }
@@ -138,10 +161,10 @@ export class Indicator {
     const what = this.doc.createElement('div');
     what.className = 'what';
     el.append(name, line, what);
-    return { el, fill, what, buttons, timer: null };
+    return { el, fill, what, buttons, timer: null, watch: null, visibleSince: null };
   }
 
-  _button(label, handler, primary = false) {
+  _button(label, handler, { primary = false, allowed = (event) => event.isTrusted } = {}) {
     const button = this.doc.createElement('button');
     button.type = 'button';
     button.dataset.action = label.toLowerCase().replace(/ /g, '-');
@@ -149,27 +172,63 @@ export class Indicator {
     if (primary) button.className = 'primary';
     button.addEventListener('click', (event) => {
       event.stopPropagation();
-      if (event.isTrusted) handler(); // the user's click, never the page's script
+      if (allowed(event)) handler(); // the user's click, never the page's script
     });
     return button;
   }
 
-  _buttons(item) {
+  /** Whether a row is visible now (its panel in the document, shown, not hidden by styles). */
+  _visible(row) {
+    if (!this.host?.isConnected || this.panel.hidden || !row.el.isConnected) return false;
+    const view = this.doc.defaultView;
+    for (const el of [this.host, row.el]) {
+      if (typeof el.checkVisibility === 'function'
+        && !el.checkVisibility({ opacityProperty: true, visibilityProperty: true })) return false;
+      const style = view?.getComputedStyle?.(el);
+      if (style && (style.display === 'none' || style.visibility !== 'visible' || Number(style.opacity) < 0.5)) return false;
+    }
+    const box = row.el.getBoundingClientRect();
+    return box.width > 0 && box.height > 0 && box.bottom > 0 && box.right > 0
+      && box.top < (view?.innerHeight ?? Infinity) && box.left < (view?.innerWidth ?? Infinity);
+  }
+
+  /** Follow whether a failed row stays visible, so "Upload original" can ask how long it was. */
+  _watchVisible(row) {
+    const now = Date.now();
+    row.visibleSince = this._visible(row) ? now : null;
+    clearInterval(row.watch);
+    row.watch = setInterval(() => { // until the row is redrawn (another state) or removed
+      if (!this._visible(row)) row.visibleSince = null;
+      else row.visibleSince ??= Date.now();
+    }, 100);
+  }
+
+  _buttons(item, row) {
     const { id } = item;
+    clearInterval(row?.watch);
     if (item.state === 'queued' || item.state === 'protecting') {
       return [this._button('Cancel', () => this.actions.onCancel(id))];
     }
     if (item.state === 'failed') {
-      return [
-        this._button('Retry', () => this.actions.onRetry(id), true),
-        this._button('Upload original', () => this.actions.onOriginal(id)),
-        this._button('Cancel', () => this.actions.onCancel(id)),
-      ];
+      // Retry and Cancel never send anything: trusted clicks, the keyboard's included. The
+      // original only from a real pointer click on a row visible for a while.
+      if (row) this._watchVisible(row);
+      const original = this._button('Upload original', () => this.actions.onOriginal(id), {
+        allowed: (event) => {
+          if (row && !this._visible(row)) row.visibleSince = null;
+          return originalClickAllowed(event, row ? row.visibleSince : null, Date.now());
+        },
+      });
+      original.title = 'Click to upload the photo as it is (unprotected), this once';
+      const buttons = [original, this._button('Cancel', () => this.actions.onCancel(id))];
+      if (item.protectable !== false) buttons.unshift(this._button('Retry', () => this.actions.onRetry(id), { primary: true }));
+      return buttons;
     }
     return [];
   }
 
   _remove(id) {
+    clearInterval(this.rows.get(id)?.watch);
     this.rows.get(id)?.el.remove();
     this.rows.delete(id);
     this._show();
@@ -191,6 +250,7 @@ export function describe(item) {
     case 'cancelled': return 'cancelled: not uploaded';
     case 'failed': {
       const code = item.error?.code;
+      if (code === 'unsupported-format') return `${item.error.message}. Nothing was uploaded.`;
       const why = item.error?.message || explainError(code);
       return `Not protected: ${why}. Nothing was uploaded.`;
     }

@@ -8,14 +8,41 @@ import { LowKeyError } from '../lib/messages.js';
 
 export const PROTECT_PORT = 'lowkey-protect';
 
+/**
+ * How long a photo may wait with no message at all from the background (no progress, no
+ * answer) before it fails (`timeout`: the user chooses). Longer than the native client's own
+ * protect timeout (330 s of silence), so this only catches a background that lost the request.
+ */
+export const SILENCE_MS = 6 * 60 * 1000;
+
 /** Sends photos to the background and waits for them. */
 export class BackgroundLink {
-  /** @param {object} api the browser's extension API */
-  constructor(api) {
+  /**
+   * @param {object} api the browser's extension API
+   * @param {{silenceMs?: number}} [options]
+   */
+  constructor(api, { silenceMs = SILENCE_MS } = {}) {
     this.api = api;
+    this.silenceMs = silenceMs;
     this.port = null;
     this.pending = new Map();
     this.next = 1;
+  }
+
+  /** (Re)start a photo's silence timer. */
+  _watch(key, entry) {
+    clearTimeout(entry.timer);
+    entry.timer = setTimeout(() => {
+      if (this.pending.get(key) !== entry) return;
+      this.pending.delete(key);
+      try {
+        this.port?.postMessage({ type: 'cancel', key });
+      } catch {
+        // the port is gone: so is the request
+      }
+      entry.reject(new LowKeyError('timeout',
+        `LowKey's background did not answer for ${Math.round(this.silenceMs / 60000)} minutes`));
+    }, this.silenceMs);
   }
 
   _ensurePort() {
@@ -26,8 +53,12 @@ export class BackgroundLink {
     port.onDisconnect.addListener(() => {
       if (this.port === port) this.port = null;
       const error = new LowKeyError('disconnected', 'the connection to LowKey\'s background was lost');
-      for (const entry of this.pending.values()) entry.reject(error);
+      const entries = [...this.pending.values()];
       this.pending.clear();
+      for (const entry of entries) {
+        clearTimeout(entry.timer);
+        entry.reject(error);
+      }
     });
     return port;
   }
@@ -36,9 +67,11 @@ export class BackgroundLink {
     const entry = this.pending.get(message?.key);
     if (!entry) return;
     if (message.type === 'progress') {
+      this._watch(message.key, entry);
       entry.onProgress?.({ phase: message.phase, percent: message.percent });
       return;
     }
+    clearTimeout(entry.timer);
     this.pending.delete(message.key);
     if (message.type === 'result') entry.resolve({ data: message.data, mime: message.mime });
     else if (message.type === 'skip') entry.resolve({ skip: true });
@@ -58,9 +91,13 @@ export class BackgroundLink {
         reject(new LowKeyError('cancelled'));
         return;
       }
-      this.pending.set(key, { resolve, reject, onProgress });
+      const entry = { resolve, reject, onProgress, timer: null };
+      this.pending.set(key, entry);
+      this._watch(key, entry);
       signal?.addEventListener('abort', () => {
-        if (!this.pending.delete(key)) return;
+        if (this.pending.get(key) !== entry) return;
+        this.pending.delete(key);
+        clearTimeout(entry.timer);
         try {
           this.port?.postMessage({ type: 'cancel', key });
         } catch {
@@ -72,8 +109,10 @@ export class BackgroundLink {
         this._ensurePort().postMessage({ type: 'protect', key, ...photo });
       } catch (err) {
         this.pending.delete(key);
+        clearTimeout(entry.timer);
         this.port = null;
-        reject(new LowKeyError('disconnected', String(err?.message ?? err)));
+        console.error('LowKey: the background could not be reached:', err);
+        reject(new LowKeyError('disconnected', 'the connection to LowKey\'s background was lost'));
       }
     });
   }

@@ -28,10 +28,14 @@ export const PHASES = Object.freeze([
  * Codes the extension itself gives a failed request (never sent by the host):
  * `disconnected` (the host's pipe closed), `host-missing` (the browser cannot start the host),
  * `integrity` (the chunks of a result failed their count, size or sha256 check), `skipped`
- * (protection was paused while the photo waited: it goes as it is).
- * `timeout` is shared with the host.
+ * (protection was paused while the photo waited: it goes as it is), `unsupported-format` (an
+ * image LowKey cannot protect, AVIF or GIF say: the user chooses), `extension` (a bug in the
+ * extension itself; what the user sees is this generic sentence, the details go to the console).
+ * `timeout` and `too-large` are shared with the host.
  */
-export const LOCAL_ERROR_CODES = Object.freeze(['disconnected', 'host-missing', 'integrity', 'skipped']);
+export const LOCAL_ERROR_CODES = Object.freeze([
+  'disconnected', 'host-missing', 'integrity', 'skipped', 'unsupported-format', 'extension',
+]);
 
 /** Words for a person, per error code. */
 const EXPLANATIONS = {
@@ -50,7 +54,11 @@ const EXPLANATIONS = {
   'host-missing': 'the LowKey native host is not installed for this browser',
   integrity: 'the protected photo arrived damaged',
   skipped: 'LowKey is paused: the photo goes as it is',
+  'unsupported-format': 'LowKey cannot protect this format: upload it as it is, or cancel',
+  extension: 'LowKey hit an internal error (the browser console has the details)',
 };
+
+const KNOWN_CODES = new Set([...HOST_ERROR_CODES, ...LOCAL_ERROR_CODES]);
 
 /**
  * A sentence for a person about an error code.
@@ -90,4 +98,19 @@ export class LowKeyError extends Error {
     this.name = 'LowKeyError';
     this.code = code;
   }
+}
+
+/**
+ * What a person may be shown of any error: a {@link LowKeyError} (or a plain object with a known
+ * `code`) keeps its code and message; anything else (a JavaScript exception, whose text means
+ * nothing to a person and may say too much) becomes the generic internal error.
+ * @param {unknown} err
+ * @returns {LowKeyError}
+ */
+export function toLowKeyError(err) {
+  if (err instanceof LowKeyError) return err;
+  if (typeof err?.code === 'string' && KNOWN_CODES.has(err.code)) {
+    return new LowKeyError(err.code, typeof err.message === 'string' ? err.message : '');
+  }
+  return new LowKeyError('extension');
 }

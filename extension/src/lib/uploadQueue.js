@@ -7,11 +7,14 @@
  * - `queued` → `protecting` → `protected` (the page gets the protected file);
  * - `no-face` (the page gets the original, and the user is told), `passthrough` (not a photo,
  *   or protection was paused meanwhile: the original, untouched);
- * - `failed` (protection failed, timed out, the daemon is away): the batch waits for the user:
+ * - `failed` (protection failed, timed out, the daemon is away, or an image LowKey cannot
+ *   protect, which is failed from the start and cannot be retried): the batch waits for the user:
  *   {@link UploadQueue#retry}, {@link UploadQueue#useOriginal} (this once) or
  *   {@link UploadQueue#cancel};
  * - `original` (the user chose to upload the original), `cancelled` (the page never gets it).
  */
+
+import { toLowKeyError } from './messages.js';
 
 /** States after which an item never changes. */
 export const SETTLED = Object.freeze(['protected', 'no-face', 'passthrough', 'original', 'cancelled']);
@@ -52,17 +55,25 @@ export class UploadQueue {
 
   /**
    * Queue one batch.
-   * @param {{file: File|object, protectable: boolean}[]} entries in the page's order
+   * @param {{file: File|object, protectable: boolean, unsupported?: string}[]} entries in the
+   *   page's order; `unsupported`: the name of an image format LowKey cannot protect (the item
+   *   starts `failed`: never passed silently, the user chooses)
    * @returns {{id: number, items: QueueItem[], done: Promise<{files: Array<File|object>, items: QueueItem[]}>}}
    *   `done` resolves when every item is settled, with the files the page gets, in order
    */
   addBatch(entries) {
     const id = this._nextBatch++;
-    const items = entries.map(({ file, protectable }) => ({
-      id: this._nextItem++, batch: id, file, protectable: Boolean(protectable),
-      state: protectable ? 'queued' : 'passthrough', percent: 0, phase: null, error: null,
-      output: protectable ? null : file,
-    }));
+    const items = entries.map(({ file, protectable, unsupported }) => {
+      const item = {
+        id: this._nextItem++, batch: id, file, protectable: Boolean(protectable),
+        state: protectable ? 'queued' : 'passthrough', percent: 0, phase: null, error: null,
+        output: protectable ? null : file,
+      };
+      if (!protectable && unsupported) {
+        Object.assign(item, { state: 'failed', output: null, error: unsupportedError(unsupported) });
+      }
+      return item;
+    });
     let resolve;
     const done = new Promise((r) => { resolve = r; });
     this._batches.set(id, { id, items, resolve });
@@ -124,7 +135,7 @@ export class UploadQueue {
    */
   retry(id) {
     const item = this._items.get(id);
-    if (!item || item.state !== 'failed') return false;
+    if (!item || item.state !== 'failed' || !item.protectable) return false;
     this._set(item, { state: 'queued', error: null, percent: 0, phase: null });
     this._pump();
     return true;
@@ -188,8 +199,9 @@ export class UploadQueue {
       },
       (err) => {
         if (controller.signal.aborted || item.state !== 'protecting') return;
-        const code = err?.code ?? 'internal';
-        const message = String(err?.message ?? err);
+        // What the user sees: a LowKey error's words, never a raw exception's text.
+        const { code, message } = toLowKeyError(err);
+        if (code === 'extension') console.error('LowKey:', err);
         if (code === 'no-face') {
           this._set(item, { state: 'no-face', output: item.file, error: { code, message } });
         } else if (code === 'skipped') {
@@ -205,4 +217,16 @@ export class UploadQueue {
       this._pump();
     });
   }
+}
+
+/**
+ * The failure of an image LowKey cannot protect.
+ * @param {string} format e.g. 'AVIF'
+ * @returns {{code: string, message: string}}
+ */
+export function unsupportedError(format) {
+  return {
+    code: 'unsupported-format',
+    message: `LowKey cannot protect this format (${format}): upload it as it is, or cancel`,
+  };
 }

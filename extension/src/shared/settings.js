@@ -1,7 +1,8 @@
 /**
  * Where the extension keeps what must outlive a service worker (MV3 workers die when idle):
- * `storage.local` for the user's choices and the last results, `storage.session` for the
- * toolbar's model (gone when the browser closes). Used by the background, the popup, the
+ * `storage.local` for the user's choices and the last results (summaries, no image),
+ * `storage.session` for the toolbar's model and the last photo's before/after thumbnails (in
+ * memory: gone when the browser closes, never written to disk). Used by the background, the popup, the
  * options page and the content scripts (which may read `storage.local` only).
  */
 import { EXTRA_SITES } from '../config.js';
@@ -12,11 +13,16 @@ export const LOCAL = Object.freeze({
   paused: 'paused', // boolean: protection paused by the user
   sites: 'sites', // string[]: enabled sites (absent: the default list)
   results: 'results', // summaries of the last results, newest first
-  preview: 'preview', // {name, time, before, after}: thumbnails (data URLs) of the last photo
+  // Where older versions kept the preview (removed at install: thumbnails of the user's photos
+  // must not stay on disk).
+  preview: 'preview',
 });
 
-/** storage.session keys. */
-export const SESSION = Object.freeze({ toolbar: 'toolbar' });
+/** storage.session keys (in memory, never on disk; the extension's own pages only). */
+export const SESSION = Object.freeze({
+  toolbar: 'toolbar',
+  preview: 'preview', // {name, time, before, after}: thumbnails (data URLs) of the last photo
+});
 
 /** How many results the popup lists. */
 export const MAX_RESULTS = 10;
