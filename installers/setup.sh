@@ -25,7 +25,7 @@ pip install --no-deps "facenet-pytorch==2.6.0"
 echo "[4/5] default face-recognition models (verified, converted once, cached)"
 .venv/bin/lowkey models fetch
 echo "[5/5] the browser extension: npm ci and npm run build in extension/ (needs Node 20+)"
-if command -v npm >/dev/null && node -e 'process.exit(+process.versions.node.split(".")[0] < 20)'; then
+if command -v npm >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)'; then
     if npm ci --prefix extension --no-audit --no-fund --loglevel=error; then
         npm run --prefix extension --silent build
     else
