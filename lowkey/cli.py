@@ -240,6 +240,9 @@ def _print_report(report: PhotoReport) -> None:
     if report.status == "failed":
         print(f"{report.source}: FAILED: {report.error}")
         return
+    if report.status == "skipped":
+        print(f"{report.source}: skipped: {report.error}")
+        return
     w, h = report.size
     head = f"{report.source}: {w}x{h} {report.format}, {report.seconds:.1f} s on {report.device}"
     if report.status == "no-face":
@@ -312,13 +315,15 @@ def cmd_protect(args: argparse.Namespace) -> int:
         reports.append(report)
         if not args.json:
             _print_report(report)
-    counts = {s: sum(r.status == s for r in reports) for s in ("protected", "no-face", "failed")}
+    counts = {s: sum(r.status == s for r in reports)
+              for s in ("protected", "no-face", "failed", "skipped")}
     if args.json:
         print(json.dumps({"settings": info, "photos": [r.to_json() for r in reports],
                           "summary": counts}, indent=2))
     else:
         print(f"\n{counts['protected']} protected, {counts['no-face']} without a face (left "
-              f"unchanged), {counts['failed']} failed")
+              f"unchanged), {counts['failed']} failed"
+              + (f", {counts['skipped']} skipped (protected before)" if counts["skipped"] else ""))
     return 1 if counts["failed"] else 0
 
 

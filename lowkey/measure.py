@@ -72,7 +72,8 @@ class FaceReport:
 
 @dataclass
 class PhotoReport:
-    """What happened to one photo. ``status``: "protected", "no-face" or "failed".
+    """What happened to one photo. ``status``: "protected", "no-face", "failed" or "skipped"
+    (its output existed already: nothing was done, ``output`` names it, ``error`` says why).
 
     ``face_ssim``, ``face_psnr``, ``face_flip`` and ``face_jod`` are the photo's *worst* face
     region (lowest SSIM, PSNR and JOD, highest FLIP); ``ssim``, ``psnr`` and ``lpips`` are about

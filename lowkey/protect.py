@@ -207,13 +207,20 @@ class Protector:
 
         Never raises for a bad photo: the report says ``failed`` (or ``cancelled`` when
         ``on_step`` stopped it) and why. The source is never written to; a no-face photo gets
-        no output.
+        no output. When the output exists already the photo is ``skipped`` before any work (a
+        re-run does only what is left; delete an output to protect its photo again).
         """
         from lowkey.attack import AttackCancelled
 
         start = time.perf_counter()
         try:
             dest = output_path_for(source, out_dir)
+            if dest.exists():
+                logger.info("%s: %s exists already: skipped", source, dest)
+                return PhotoReport(source=str(source), status="skipped", output=str(dest),
+                                   error=f"{dest} exists already (delete it to protect the "
+                                         "photo again)",
+                                   seconds=time.perf_counter() - start)
             photo = load_photo(source)
             encoded, report = self.protect_photo(photo, on_step, keep_location)
             if encoded is not None:

@@ -238,7 +238,9 @@ def test_outputs_never_overwrite_inputs(quick, tmp_path, astronaut_rgb):
     assert first.status == "protected" and first.output == str(tmp_path / "me_lowkey.png")
     written = (tmp_path / "me_lowkey.png").read_bytes()
     second = quick.protect_file(source)
-    assert second.status == "failed" and "exists" in second.error
+    # A re-run finds the output before any work: skipped, nothing touched, in no time.
+    assert second.status == "skipped" and "exists already" in second.error
+    assert second.output == first.output and second.seconds < 0.5 * first.seconds
     assert source.read_bytes() == original
     assert (tmp_path / "me_lowkey.png").read_bytes() == written
 
@@ -254,10 +256,17 @@ def test_cli_batch_reports_failures_and_goes_on(tmp_path, astronaut_rgb, capsys)
     assert code == 1  # not everything succeeded
     status = {r["source"].rsplit("/", 1)[-1]: r["status"] for r in out["photos"]}
     assert status == {"broken.jpg": "failed", "good.png": "protected"}
-    assert out["summary"] == {"protected": 1, "no-face": 0, "failed": 1}
+    assert out["summary"] == {"protected": 1, "no-face": 0, "failed": 1, "skipped": 0}
     assert (tmp_path / "out" / "good_lowkey.png").exists()
     assert not (tmp_path / "out" / "broken_lowkey.jpg").exists()
     assert out["settings"]["penalty"] == "1-ssim"
+    # The same command again: the protected photo is skipped (not an error), the broken one
+    # still fails.
+    code = main(["protect", str(folder), "-o", str(tmp_path / "out"), "--preset", "fast",
+                 "--strength", "2", "--json"])
+    again = json.loads(capsys.readouterr().out)
+    assert code == 1 and again["summary"] == {"protected": 0, "no-face": 0, "failed": 1,
+                                              "skipped": 1}
 
 
 @pytest.mark.slow
