@@ -78,7 +78,6 @@ class Host:
         self.client = client
         self.launcher = launcher or Launcher()
         self.protecting: dict[str, asyncio.Task] = {}
-        self.jobs: dict[str, str] = {}  # request id -> daemon job id
         self.closing = False
         self._tasks: set[asyncio.Task] = set()
 
@@ -231,7 +230,7 @@ class Host:
         name, mime, data = _protect_fields(message)
         await self.ensure_ready(rid)
         job = await self._submit(data, mime, message.get("preset"), message.get("strength"))
-        job_id = self.jobs[rid] = str(job["id"])
+        job_id = str(job["id"])
         logger.info("protect %s: %s (%d bytes) is daemon job %s", rid, mime, len(data), job_id)
         try:
             final = await self._follow(rid, job_id)
@@ -244,7 +243,6 @@ class Host:
         finally:
             # Whatever happened (done, failed, cancelled, the stream broke): cancel the job if it
             # still runs, delete its result if it finished. Nothing stays in the daemon.
-            self.jobs.pop(rid, None)
             await asyncio.shield(self.client.cancel(job_id))
         self._send_file(rid, name, result.media_type, result.data, result.report,
                         result.measured)

@@ -21,7 +21,6 @@ export const HOST_ERROR_CODES = Object.freeze([
 /** Progress phases (schema `$defs.message_progress.properties.phase.enum`). */
 export const PHASES = Object.freeze([
   'starting', 'queued', 'decode', 'detect', 'attack', 'floor', 'encode', 'measure', 'done',
-  'sending',
 ]);
 
 /**
@@ -73,7 +72,7 @@ export function explainError(code) {
 const PHASE_LABELS = {
   starting: 'starting LowKey', queued: 'waiting', decode: 'reading', detect: 'finding faces',
   attack: 'protecting', floor: 'checking quality', encode: 'saving', measure: 'measuring',
-  done: 'done', sending: 'sending',
+  done: 'done',
 };
 
 /**
