@@ -142,29 +142,17 @@ def _install(installed: InstalledHome) -> None:
 
 def _run_driver(script: str, *, node: Path, browser: Path, extension: Path, profile: Path,
                 port: int, env: dict[str, str]) -> tuple[dict, float]:
-    """Run a Node driver in its own process group; kill the group whatever happens."""
-    cmd = [str(node), str(BROWSER_DIR / script), "--browser", str(browser),
-           "--extension", str(extension),
-           "--profile", str(profile), "--port", str(port),
-           "--timeout", str(DRIVER_TIMEOUT_S * 1000)]
+    """Run a hello driver (:func:`run_node_driver`); its last JSON line and the seconds taken."""
+    args = ["--browser", str(browser), "--extension", str(extension), "--profile", str(profile),
+            "--port", str(port), "--timeout", str(DRIVER_TIMEOUT_S * 1000)]
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, cwd=BROWSER_DIR, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=DRIVER_TIMEOUT_S + 30)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
-        out, err = proc.communicate(timeout=10)
-        pytest.fail(f"{script} hung past its own deadline\nstdout:\n{out}\nstderr:\n{err}")
-    finally:
-        _kill_group(proc.pid)  # a browser left behind by the driver
-        _kill_marked(env["LOWKEY_BROWSER_TEST"])  # and whatever left the group (hosts, a daemon)
+    code, lines, output = run_node_driver(script, args, node=node, env=env,
+                                          timeout=DRIVER_TIMEOUT_S + 30,
+                                          log=profile.parent / f"{Path(script).stem}.log")
     elapsed = time.monotonic() - started
-    assert proc.returncode == 0, (
-        f"{script} exited {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}")
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    assert lines, f"{script} printed no result\nstdout:\n{out}\nstderr:\n{err}"
-    return json.loads(lines[-1]), elapsed
+    assert code == 0, f"{script} exited {code}\n{output}"
+    assert lines, f"{script} printed no result\n{output}"
+    return lines[-1], elapsed
 
 
 def _kill_group(pgid: int) -> None:
