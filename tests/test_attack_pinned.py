@@ -1,0 +1,73 @@
+"""The attack's result for a fixed seed is pinned: a speed change must not change what it makes.
+
+For two presets (``default``: luma-only change, visibility budget, momentum, jitter; ``strong``:
+the paper's colour sign steps) the attack runs 8 steps on the astronaut (256 px) with seed 0,
+and its change and final terms are compared with the ones recorded in ``tests/golden/attack/``
+before the hot path was made faster (commit 679bd6e).
+
+Tolerance: the change's correlation with the recorded one at least 0.97, its mean magnitude
+within 5%, and each model's feature term within 0.02. Measured noise, for scale: the same code
+with 1 or 2 torch threads gives correlation 0.9987 and feature terms 2e-4 apart (sign steps
+amplify rounding differences); a real change to the algorithm (another step rule, a missing
+term, a different alignment) moves them far more.
+
+Regenerate (only when the attack is *meant* to change, saying so in the commit):
+``LOWKEY_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_attack_pinned.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.weights
+
+GOLDEN = Path(__file__).parent / "golden" / "attack"
+#: the change is stored as int16 in units of 1/QUANT of the [0, 1] range
+QUANT = 32768
+STEPS = 8
+
+
+def _run(preset: str, astronaut_rgb: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    from lowkey.attack import LowKeyAttack
+    from lowkey.protect import Protector
+
+    protector = Protector(preset, judge=False, device="cpu")
+    pixels = torch.from_numpy(np.ascontiguousarray(astronaut_rgb[::2, ::2])).permute(2, 0, 1)
+    pixels = pixels.float() / 255
+    faces = protector.detector.detect(pixels)
+    assert faces, "the astronaut's face must be found"
+    attack = LowKeyAttack(protector.objective, replace(protector.settings, steps=STEPS, seed=0))
+    result = attack.run(pixels, faces[:1])
+    change = (result.pixels - pixels).numpy()
+    return change, result.history[-1]
+
+
+@pytest.mark.parametrize("preset", ["default", "strong"])
+def test_attack_result_for_a_fixed_seed_is_pinned(preset, astronaut_rgb):
+    change, terms = _run(preset, astronaut_rgb)
+    array_path = GOLDEN / f"{preset}.npz"
+    terms_path = GOLDEN / f"{preset}.json"
+    if os.environ.get("LOWKEY_UPDATE_GOLDEN") == "1":
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(array_path, change=np.round(change * QUANT).astype(np.int16))
+        terms_path.write_text(json.dumps(terms, indent=1, sort_keys=True) + "\n")
+        pytest.skip("golden files written")
+    golden = np.load(array_path)["change"].astype(np.float64) / QUANT
+    golden_terms = json.loads(terms_path.read_text())
+
+    assert change.shape == golden.shape
+    correlation = np.corrcoef(change.ravel(), golden.ravel())[0, 1]
+    assert correlation >= 0.97, f"the change differs from the pinned one (corr {correlation:.4f})"
+    magnitude, pinned = np.abs(change).mean(), np.abs(golden).mean()
+    assert abs(magnitude - pinned) <= 0.05 * pinned, (magnitude, pinned)
+    features = {k: v for k, v in golden_terms.items() if k.startswith("feature/")}
+    assert set(features) == {k for k in terms if k.startswith("feature/")}
+    for name, value in features.items():
+        assert terms[name] == pytest.approx(value, abs=0.02), name
