@@ -39,6 +39,17 @@ def parse_args():
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N)")
     p.add_argument("--synthetic-24mp", action="store_true",
                    help="also time one photo upscaled to 6000x4000 in memory")
+    p.add_argument("--megapixels", default=None,
+                   help="LO,HI: only photos of LO to HI megapixels (e.g. 0.7,1.5)")
+    p.add_argument("--baseline", default=None,
+                   help="a git commit: also run its code, preset by preset, back to back with "
+                        "this tree's, and print the ratios")
+    p.add_argument("--profile-steps", type=int, default=0,
+                   help="CUDA: profile this many attack steps of the first photo and print the "
+                        "share of a step's wall time spent in GPU kernels")
+    p.add_argument("--batch", type=int, default=0,
+                   help="also time the attack of the first N photos with a face one by one and "
+                        "as one batch (LowKeyAttack.run_many), and print both per photo")
     p.add_argument("--out", type=Path, default=None, help="write every figure to this JSON file")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run this one preset
     p.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
@@ -47,6 +58,15 @@ def parse_args():
 
 def photo_paths(args) -> list[Path]:
     paths = sorted(args.data.glob("person*/*.jpg"))
+    if args.megapixels:
+        from PIL import Image
+
+        low, high = (float(v) for v in args.megapixels.split(","))
+        sizes = {}
+        for path in paths:
+            with Image.open(path) as image:
+                sizes[path] = image.width * image.height / 1e6
+        paths = [p for p in paths if low <= sizes[p] <= high]
     return paths[: args.photos] if args.photos else paths
 
 
@@ -70,6 +90,10 @@ def run_worker(args) -> dict:
     import torch
     import torch.nn.functional as F
 
+    try:
+        from lowkey.device import default_device
+    except ImportError:  # a --baseline commit from before lowkey.device
+        from lowkey.pool import default_device
     from lowkey.errors import WeightsError
     from lowkey.image_io import load_photo
     from lowkey.protect import Protector
@@ -77,7 +101,7 @@ def run_worker(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = default_device(args.device)
     cuda = dev.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(dev)
@@ -187,6 +211,12 @@ def run_worker(args) -> dict:
     result["peak_gpu_mb"] = max((r.get("peak_gpu_mb") or 0 for r in result["photos"]),
                                 default=0) if cuda else None
 
+    if args.batch > 1:
+        result["batch"] = time_batch(protector, args, [r for r in result["photos"]
+                                                       if r.get("faces")], sync)
+    if args.profile_steps and cuda:
+        result["profile"] = profile_attack(protector, args, [r for r in result["photos"]
+                                                             if r.get("faces")])
     if args.synthetic_24mp:  # last, so that the RSS peak above is the real photos' alone
         with_face = [r for r in result["photos"] if r.get("faces")]
         base = args.data / with_face[0]["name"] if with_face else photo_paths(args)[0]
@@ -199,6 +229,80 @@ def run_worker(args) -> dict:
 
         result["synthetic_24mp"] = bench_one(f"24MP from {base.name}", upscaled)
     return result
+
+
+def time_batch(protector, args, rows: list[dict], sync) -> dict | None:
+    """Attack seconds per photo for the first ``--batch`` photos with a face: one by one, then
+    all in one ``run_many`` (each after a warm-up run of the same work)."""
+    from lowkey.image_io import load_photo
+
+    try:
+        from lowkey.attack import PhotoTask
+    except ImportError:  # a --baseline commit from before batching
+        print(f"[{args.worker}] batch: this code cannot batch photos", flush=True)
+        return None
+    if len(rows) < args.batch:
+        print(f"[{args.worker}] batch: only {len(rows)} photos with a face", flush=True)
+        return None
+    tasks = []
+    for row in rows[: args.batch]:
+        photo = load_photo(args.data / row["name"])
+        tasks.append(PhotoTask(photo.pixels.to(protector.device), protector.find_faces(photo),
+                               photo.grayscale))
+    attack = protector.attack
+
+    def timed(fn) -> float:
+        fn()  # warm-up: kernels, caches, allocator
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - start
+
+    alone = timed(lambda: [attack.run_many([t]) for t in tasks])
+    together = timed(lambda: attack.run_many(tasks))
+    out = {"photos": args.batch, "steps": protector.settings.steps,
+           "alone_s_per_photo": round(alone / args.batch, 3),
+           "batched_s_per_photo": round(together / args.batch, 3),
+           "ratio": round(together / alone, 3)}
+    print(f"[{args.worker}] batch of {args.batch}: attack {out['alone_s_per_photo']} s a photo "
+          f"one by one, {out['batched_s_per_photo']} s a photo batched (ratio "
+          f"{out['ratio']})", flush=True)
+    return out
+
+
+def profile_attack(protector, args, rows: list[dict]) -> dict | None:
+    """GPU kernel time against wall time over ``--profile-steps`` attack steps of the first
+    photo with a face (after one unprofiled run of the same steps, to warm up)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from lowkey.attack import LowKeyAttack
+    from lowkey.image_io import load_photo
+
+    if not rows:
+        return None
+    photo = load_photo(args.data / rows[0]["name"])
+    faces = protector.find_faces(photo)
+    attack = LowKeyAttack(protector.objective,
+                          dataclasses.replace(protector.settings, steps=args.profile_steps))
+    pixels = photo.pixels.to(protector.device)
+    attack.run(pixels, faces)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        attack.run(pixels, faces)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernel_s = sum(e.device_time_total for e in kernels) / 1e6
+    out = {"photo": rows[0]["name"], "steps": args.profile_steps, "wall_s": round(wall, 4),
+           "kernel_s": round(kernel_s, 4), "kernel_share": round(kernel_s / wall, 3),
+           "kernels": len(kernels), "kernels_per_step": round(len(kernels) / args.profile_steps)}
+    print(f"[{args.worker}] profile: {out['steps']} attack steps of {out['photo']}: wall "
+          f"{wall:.3f} s, GPU kernels {kernel_s:.3f} s ({100 * out['kernel_share']:.0f}% of the "
+          f"wall time), {out['kernels_per_step']} kernels a step", flush=True)
+    return out
 
 
 def summarise(res: dict) -> dict:
@@ -286,6 +390,48 @@ def print_tables(results: list[dict], strength: int | None) -> None:
                   f"(over 0.6: {s['dlib_over_0.6']})")
 
 
+def run_preset(args, preset: str, code: Path | None) -> dict:
+    """One preset's worker subprocess, on this tree's code or (``code``) a baseline's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", preset,
+               "--result-file", str(out), "--data", str(args.data.resolve())]
+        for flag, value in (("--strength", args.strength), ("--photos", args.photos),
+                            ("--device", args.device), ("--threads", args.threads),
+                            ("--megapixels", args.megapixels),
+                            ("--profile-steps", args.profile_steps), ("--batch", args.batch)):
+            cmd += [flag, str(value)] if value else []
+        cmd += ["--synthetic-24mp"] if args.synthetic_24mp else []
+        env = dict(os.environ)
+        if code is not None:  # the baseline's lowkey package comes first on the path
+            env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
+        rc = subprocess.run(cmd, env=env).returncode
+        res = (json.loads(out.read_text()) if rc == 0 and out.exists()
+               else {"preset": preset, "error": f"the worker exited with status {rc}"})
+    if "photos" in res:
+        res["summary"] = summarise(res)
+    else:
+        print(f"[{preset}] skipped: {res.get('skipped') or res['error']}", flush=True)
+    return res
+
+
+def print_ratios(pairs: list[tuple[dict, dict]], baseline: str) -> None:
+    """This tree against the baseline, preset by preset: time ratios and both looks."""
+    print(f"\nthis tree against {baseline}, same photos back to back (ratio < 1: faster now)")
+    for old, new in pairs:
+        if "photos" not in old or "photos" not in new:
+            continue
+        o, n = old["summary"], new["summary"]
+        parts = [f"{key} {n['median'][key] / o['median'][key]:.2f}"
+                 for key in ("total_s", "attack_s", "encode_measure_s")
+                 if o["median"].get(key) and n["median"].get(key) is not None]
+        jod = (o["face_region"]["face_jod"]["mean"], n["face_region"]["face_jod"]["mean"])
+        print(f"  {new['preset']:8} median {o['median']['total_s']:.2f} s -> "
+              f"{n['median']['total_s']:.2f} s; ratios " + ", ".join(parts)
+              + f"; face JOD {jod[0]} -> {jod[1]}; dlib {o['mean_dlib_distance']} -> "
+              f"{n['mean_dlib_distance']}")
+
+
 def main() -> int:
     args = parse_args()
     if args.worker:
@@ -294,26 +440,26 @@ def main() -> int:
     if not photo_paths(args):
         print(f"no photos under {args.data} (expected personNN/*.jpg)", file=sys.stderr)
         return 2
-    results = []
-    for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "result.json"
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", preset,
-                   "--result-file", str(out), "--data", str(args.data.resolve())]
-            for flag, value in (("--strength", args.strength), ("--photos", args.photos),
-                                ("--device", args.device),
-                                ("--threads", args.threads)):
-                cmd += [flag, str(value)] if value else []
-            cmd += ["--synthetic-24mp"] if args.synthetic_24mp else []
-            rc = subprocess.run(cmd).returncode
-            res = (json.loads(out.read_text()) if rc == 0 and out.exists()
-                   else {"preset": preset, "error": f"the worker exited with status {rc}"})
-        if "photos" in res:
-            res["summary"] = summarise(res)
-        else:
-            print(f"[{preset}] skipped: {res.get('skipped') or res['error']}", flush=True)
-        results.append(res)
+    results, pairs = [], []
+    with tempfile.TemporaryDirectory() as baseline_dir:
+        if args.baseline:  # the baseline's lowkey package, as committed
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "lowkey"],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", baseline_dir], input=archive, check=True)
+        for preset in [p.strip() for p in args.presets.split(",") if p.strip()]:
+            if args.baseline:
+                old = run_preset(args, preset, Path(baseline_dir))
+                old["code"] = f"baseline {args.baseline}"
+                old["preset"] = f"{preset}@base"
+                results.append(old)
+            new = run_preset(args, preset, None)
+            new["code"] = "this tree"
+            results.append(new)
+            if args.baseline:
+                pairs.append((old, new))
     print_tables(results, args.strength)
+    if pairs:
+        print_ratios(pairs, args.baseline)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from skimage.transform import SimilarityTransform
 
 from lowkey.models.registry import InputContract
+from lowkey.windows import source_region
 
 
 def similarity_matrix(landmarks: np.ndarray, template: np.ndarray) -> np.ndarray:
@@ -89,6 +91,16 @@ def _normaliser(width: int, height: int) -> torch.Tensor:
     )
 
 
+def _theta(dst_from_src: torch.Tensor, in_hw: tuple[int, int],
+           out_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, 2, 3) ``affine_grid`` matrices for ``dst_from_src`` (B, 3, 3) from an ``in_hw`` image
+    to an ``out_hw`` crop, in grid_sample's normalised coordinates (float64)."""
+    src_norm = _normaliser(in_hw[1], in_hw[0])
+    dst_norm_inv = torch.linalg.inv(_normaliser(out_hw[1], out_hw[0]))
+    src_from_dst = torch.linalg.inv(dst_from_src.to(torch.float64))
+    return (src_norm @ src_from_dst @ dst_norm_inv)[:, :2]
+
+
 def warp_affine(image: torch.Tensor, dst_from_src: torch.Tensor,
                 out_size: tuple[int, int]) -> torch.Tensor:
     """Warp ``image`` (B, C, H, W) by ``dst_from_src`` (B, 3, 3) into (B, C, out_h, out_w).
@@ -101,60 +113,95 @@ def warp_affine(image: torch.Tensor, dst_from_src: torch.Tensor,
         raise ValueError(f"dst_from_src must be ({image.shape[0]}, 3, 3), "
                          f"got {tuple(dst_from_src.shape)}")
     out_h, out_w = out_size
-    height, width = image.shape[-2:]
-    src_norm = _normaliser(width, height)
-    dst_norm_inv = torch.linalg.inv(_normaliser(out_w, out_h))
-    src_from_dst = torch.linalg.inv(dst_from_src.to(torch.float64))
-    theta = src_norm @ src_from_dst @ dst_norm_inv
-    grid = F.affine_grid(theta[:, :2].to(image.dtype), [image.shape[0], image.shape[1], out_h,
-                                                        out_w], align_corners=False)
+    theta = _theta(dst_from_src, tuple(image.shape[-2:]), out_size)
+    grid = F.affine_grid(theta.to(image.dtype), [image.shape[0], image.shape[1], out_h, out_w],
+                         align_corners=False)
     return F.grid_sample(image, grid.to(image.device), mode="bilinear", padding_mode="zeros",
                          align_corners=False)
 
 
-def source_region(dst_from_src: np.ndarray, size: int) -> tuple[float, float, float, float]:
-    """Bounding box (x0, y0, x1, y1) in source pixels of what a ``size`` x ``size`` crop sees."""
-    src_from_dst = np.linalg.inv(np.asarray(dst_from_src, np.float64))
-    corners = np.array([[-0.5, -0.5, 1], [size - 0.5, -0.5, 1], [-0.5, size - 0.5, 1],
-                        [size - 0.5, size - 0.5, 1]]).T
-    xs, ys = (src_from_dst @ corners)[:2]
-    return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+@dataclass(frozen=True)
+class AlignPlan:
+    """How one crop is read from one image size, computed once and reused every attack step
+    (the matrices never change during an attack): average-pool ``rows`` x ``cols`` of the image
+    by ``factor`` (1: no pooling), then ``grid_sample`` at ``grid`` (1, S, S, 2), which already
+    lives on the image's device in its dtype."""
+
+    rows: slice
+    cols: slice
+    factor: int
+    grid: torch.Tensor
 
 
-def translated(dst_from_src: np.ndarray, x0: float, y0: float) -> np.ndarray:
-    """The same map for a sub-image whose top-left pixel is photo pixel (x0, y0)."""
-    return np.asarray(dst_from_src, np.float64) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
+def _region_and_theta(dst_from_src: np.ndarray, size: int, image_hw: tuple[int, int]
+                      ) -> tuple[slice, slice, int, torch.Tensor]:
+    """Where a crop reads (rows, columns, pooling factor) and its (2, 3) float64 theta."""
+    matrix = np.asarray(dst_from_src, np.float64)
+    height, width = image_hw
+    scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))  # output pixels per source pixel
+    factor = int(math.floor(1.0 / scale)) if scale > 0 else 1
+    x0, y0, x1, y1 = 0, 0, width, height
+    if factor >= 2:
+        # Source region seen by the crop, padded by one pooled pixel.
+        left, top, right, bottom = source_region(matrix, size)
+        x0 = max(int(math.floor(left)) - factor, 0)
+        y0 = max(int(math.floor(top)) - factor, 0)
+        x1 = min(int(math.ceil(right)) + factor + 1, width)
+        y1 = min(int(math.ceil(bottom)) + factor + 1, height)
+        if x1 - x0 < factor or y1 - y0 < factor:  # the crop lies outside the image
+            factor, x0, y0, x1, y1 = 1, 0, 0, width, height
+        else:
+            # Whole pooling cells only: trim the region to a multiple of the factor.
+            x1 = x0 + (x1 - x0) // factor * factor
+            y1 = y0 + (y1 - y0) // factor * factor
+            # Pooled pixel (x', y') has its centre at source (x0 + k x' + (k-1)/2, y0 + ...).
+            matrix = matrix @ np.array([[factor, 0, x0 + (factor - 1) / 2],
+                                        [0, factor, y0 + (factor - 1) / 2], [0, 0, 1.0]])
+    else:
+        factor = 1
+    in_hw = ((y1 - y0) // factor, (x1 - x0) // factor)
+    theta = _theta(torch.from_numpy(matrix)[None], in_hw, (size, size))[0]
+    return slice(y0, y1), slice(x0, x1), factor, theta
+
+
+def plan_alignments(crops: Sequence[tuple[np.ndarray, int, tuple[int, int]]],
+                    device: torch.device | str = "cpu",
+                    dtype: torch.dtype = torch.float32) -> list[AlignPlan]:
+    """The :class:`AlignPlan` of each ``(dst_from_src (3, 3), size, image_hw (H, W))``: a
+    ``size`` x ``size`` crop of an image of ``image_hw``, anti-aliased when downscaling.
+
+    The region of the image that a crop sees is cut out, average-pooled by the integer factor
+    ``k = floor(source pixels per output pixel)`` when ``k >= 2``, then warped; gradients reach
+    every pixel of that region. The geometry is computed on the CPU and sent to ``device`` in
+    one transfer (one wait for the device, however many crops)."""
+    if not crops:
+        return []
+    geometry = [_region_and_theta(matrix, size, hw) for matrix, size, hw in crops]
+    thetas = torch.stack([g[3] for g in geometry]).to(device=device, dtype=dtype)
+    return [AlignPlan(rows, cols, factor,
+                      F.affine_grid(thetas[i:i + 1], [1, 1, size, size], align_corners=False))
+            for i, ((rows, cols, factor, _), (_, size, _)) in enumerate(zip(geometry, crops,
+                                                                           strict=True))]
+
+
+def plan_alignment(dst_from_src: np.ndarray, size: int, image_hw: tuple[int, int],
+                   device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> AlignPlan:
+    """:func:`plan_alignments` of one crop."""
+    return plan_alignments([(dst_from_src, size, image_hw)], device, dtype)[0]
+
+
+def aligned(image: torch.Tensor, plan: AlignPlan) -> torch.Tensor:
+    """The crop (C, S, S) of ``image`` (C, H, W) that ``plan`` describes; differentiable."""
+    region = image[None, :, plan.rows, plan.cols]
+    if plan.factor > 1:
+        region = F.avg_pool2d(region, plan.factor)
+    return F.grid_sample(region, plan.grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)[0]
 
 
 def align(image: torch.Tensor, dst_from_src: np.ndarray, size: int) -> torch.Tensor:
-    """One aligned crop (C, size, size) of ``image`` (C, H, W), anti-aliased when downscaling.
-
-    The region of the photo that the crop sees is cut out, average-pooled by the integer factor
-    ``k = floor(source pixels per output pixel)`` when ``k >= 2``, then warped. Gradients reach
-    every pixel of that region.
-    """
-    matrix = np.asarray(dst_from_src, np.float64)
-    channels, height, width = image.shape
-    scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))  # output pixels per source pixel
-    factor = int(math.floor(1.0 / scale)) if scale > 0 else 1
-    if factor < 2:
-        out = warp_affine(image[None], torch.from_numpy(matrix)[None], (size, size))
-        return out[0]
-    # Source region seen by the crop, padded by one pooled pixel.
-    left, top, right, bottom = source_region(matrix, size)
-    x0 = max(int(math.floor(left)) - factor, 0)
-    y0 = max(int(math.floor(top)) - factor, 0)
-    x1 = min(int(math.ceil(right)) + factor + 1, width)
-    y1 = min(int(math.ceil(bottom)) + factor + 1, height)
-    if x1 - x0 < factor or y1 - y0 < factor:  # the crop lies outside the photo
-        out = warp_affine(image[None], torch.from_numpy(matrix)[None], (size, size))
-        return out[0]
-    # Whole pooling cells only: trim the region to a multiple of the factor.
-    x1 = x0 + (x1 - x0) // factor * factor
-    y1 = y0 + (y1 - y0) // factor * factor
-    pooled = F.avg_pool2d(image[None, :, y0:y1, x0:x1], factor)
-    # Pooled pixel (x', y') has its centre at source (x0 + k x' + (k-1)/2, y0 + ...).
-    src_from_pooled = np.array([[factor, 0, x0 + (factor - 1) / 2],
-                                [0, factor, y0 + (factor - 1) / 2], [0, 0, 1.0]])
-    out = warp_affine(pooled, torch.from_numpy(matrix @ src_from_pooled)[None], (size, size))
-    return out[0]
+    """One aligned crop (C, size, size) of ``image`` (C, H, W), anti-aliased when downscaling
+    (see :func:`plan_alignment`); gradients reach every pixel the crop reads."""
+    return aligned(image, plan_alignment(dst_from_src, size, tuple(image.shape[-2:]),
+                                         image.device, image.dtype))

@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from lowkey.align import alignment_matrix, source_region, translated
+from lowkey.align import alignment_matrix
 from lowkey.errors import LowKeyError
 from lowkey.faces import Face
-from lowkey.models.recognizer import FaceRecognizer
-from lowkey.objective import FaceInWindow, LowKeyObjective, gaussian_smoothing
+from lowkey.objective import Layout, LowKeyObjective, gaussian_smoothing
 from lowkey.visibility import change_budget
+from lowkey.windows import FaceInWindow, Window, place_faces
 
 logger = logging.getLogger(__name__)
 
-#: ``on_step(step, total_steps, terms) -> keep going?``; ``terms`` as in LowKeyObjective.
-StepCallback = Callable[[int, int, dict[str, float]], bool]
+#: ``on_step(step, total_steps, terms) -> keep going?``; ``terms``: a :class:`StepTerms`.
+StepCallback = Callable[[int, int, Mapping[str, float]], bool]
 
 
 class AttackCancelled(LowKeyError):
@@ -46,6 +47,13 @@ class AttackSettings:
     init_noise: float = 0.005
     seed: int = 0
     penalty_max_side: int = 1536
+    #: A window whose long side is over this many pixels (a face of some 1100 px and more: a
+    #: 24-megapixel close-up) is attacked at a working resolution: average-pooled by the smallest
+    #: integer factor k that brings it under, with the change found there and upsampled
+    #: (bilinear) onto the full-resolution window. The models see such a face through a pooling
+    #: of more than k anyway, so little is lost, and time and memory stay bounded whatever the
+    #: photo's size.
+    work_max_side: int = 1536
     #: Where change may go. "uniform" (the paper): every pixel up to :attr:`linf_bound`;
     #: "visibility": each pixel up to its :func:`lowkey.visibility.change_budget`, from
     #: ``budget_low x linf_bound`` on flat areas to ``linf_bound`` on textured ones, feathered
@@ -77,6 +85,8 @@ class AttackSettings:
             raise ValueError("alpha and init_noise must not be negative")
         if self.blur_window < 1 or self.blur_window % 2 == 0 or self.blur_sigma <= 0:
             raise ValueError("blur_window must be odd and positive, blur_sigma positive")
+        if self.work_max_side < 64 or self.penalty_max_side < 64:
+            raise ValueError("work_max_side and penalty_max_side must be at least 64")
         if self.budget not in ("uniform", "visibility"):
             raise ValueError(f"unknown budget {self.budget!r}")
         if not 0 <= self.budget_low <= 1 or not 0 <= self.feather < 0.5:
@@ -93,24 +103,6 @@ class AttackSettings:
         return reach if self.epsilon is None else min(reach, self.epsilon)
 
 
-@dataclass(frozen=True)
-class Window:
-    """A rectangle of the photo that the attack may change: columns x0..x1-1, rows y0..y1-1."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-
-    def union(self, other: Window) -> Window:
-        return Window(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1),
-                      max(self.y1, other.y1))
-
-    def overlaps(self, other: Window) -> bool:
-        return (self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1
-                and other.y0 < self.y1)
-
-
 @dataclass
 class AttackResult:
     """``pixels``: the protected photo (3, H, W) RGB [0, 1]; ``original_embeddings``: each model's
@@ -122,46 +114,43 @@ class AttackResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def face_windows(faces: list[Face], models: list[FaceRecognizer], image_size: tuple[int, int],
-                 margin: float = 0.15) -> tuple[list[Window], list[int]]:
-    """Disjoint windows covering what every model's alignment reads of every face.
+@dataclass(frozen=True)
+class PhotoTask:
+    """One photo for :meth:`LowKeyAttack.run_many`: ``pixels`` (3, H, W) RGB [0, 1] on the
+    models' device, the ``faces`` to protect, and whether the change must stay gray."""
 
-    Each face's region (the union over models of the source area its crop sees) is widened by
-    ``margin`` of its size on every side (context for the blur and the perceptual metric),
-    clipped to the photo; overlapping regions are merged. Returns the windows and, per face,
-    the index of its window.
-    """
-    width, height = image_size
-    regions = []
-    for face in faces:
-        boxes = [source_region(alignment_matrix(m.record.contract, face.landmarks_array(),
-                                                face.box, image_size), m.input_size)
-                 for m in models]
-        left = min(b[0] for b in boxes)
-        top = min(b[1] for b in boxes)
-        right = max(b[2] for b in boxes)
-        bottom = max(b[3] for b in boxes)
-        pad = margin * max(right - left, bottom - top) + 8
-        regions.append(Window(max(0, math.floor(left - pad)), max(0, math.floor(top - pad)),
-                              min(width, math.ceil(right + pad)),
-                              min(height, math.ceil(bottom + pad))))
-    windows: list[Window] = []
-    for region in regions:
-        merged = region
-        while True:
-            overlapping = [w for w in windows if w.overlaps(merged)]
-            if not overlapping:
-                break
-            for w in overlapping:
-                windows.remove(w)
-                merged = merged.union(w)
-        windows.append(merged)
-    owner = [next(i for i, w in enumerate(windows) if w.overlaps(r) or w == r) for r in regions]
-    return windows, owner
+    pixels: torch.Tensor
+    faces: list[Face]
+    grayscale: bool = False
+
+
+def _pooled_to_source(factor: int) -> np.ndarray:
+    """(3, 3) map from a pixel of a window average-pooled by ``factor`` to the window's own
+    pixels (pooled pixel x' has its centre at ``factor x' + (factor - 1) / 2``)."""
+    offset = (factor - 1) / 2
+    return np.array([[factor, 0.0, offset], [0.0, factor, offset], [0.0, 0.0, 1.0]])
+
+
+class StepTerms(Mapping[str, float]):
+    """The terms of one step (see :class:`~lowkey.objective.LowKeyObjective`), averaged over the
+    photos of a batch, read from the device only when a value is asked for."""
+
+    def __init__(self, terms: dict[str, torch.Tensor]) -> None:
+        self._terms = terms
+
+    def __getitem__(self, key: str) -> float:
+        return float(self._terms[key].mean())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._terms)
+
+    def __len__(self) -> int:
+        return len(self._terms)
 
 
 class LowKeyAttack:
-    """Configured once with an ensemble and a penalty; ``run`` protects one photo's faces."""
+    """Configured once with an ensemble and a penalty; ``run`` protects one photo's faces,
+    ``run_many`` several photos' faces with one model call per step."""
 
     def __init__(self, objective: LowKeyObjective, settings: AttackSettings) -> None:
         self.objective = objective
@@ -174,43 +163,79 @@ class LowKeyAttack:
         ``grayscale``: keep the perturbation gray (one channel repeated), so a grayscale photo
         stays grayscale. Raises :class:`AttackCancelled` if ``on_step`` returns False.
         """
-        if not faces:
+        return self.run_many([PhotoTask(pixels, faces, grayscale)], on_step)[0]
+
+    def run_many(self, photos: Sequence[PhotoTask],
+                 on_step: StepCallback | None = None) -> list[AttackResult]:
+        """Protect several photos at once: every step runs each model once on all their faces.
+
+        The objective is the sum of the photos' own objectives and every random draw comes from
+        the photo's own generator (seeded with ``settings.seed``), so each photo gets the result
+        it would get alone (up to floating-point summation order). ``on_step`` sees the terms
+        averaged over the photos; returning False raises :class:`AttackCancelled`.
+        """
+        if not photos or any(not p.faces for p in photos):
             raise ValueError("no faces to protect")
         s = self.settings
         models = self.objective.models
-        height, width = pixels.shape[-2:]
-        windows, owner = face_windows(faces, models, (width, height))
-        targets = [
-            FaceInWindow(owner[i], {
-                m.name: translated(alignment_matrix(m.record.contract, f.landmarks_array(),
-                                                    f.box, (width, height)),
-                                   windows[owner[i]].x0, windows[owner[i]].y0)
-                for m in models})
-            for i, f in enumerate(faces)
-        ]
-        originals = [pixels[:, w.y0:w.y1, w.x0:w.x1].detach() for w in windows]
+        sizes = {m.name: m.input_size for m in models}
+        windows: list[Window] = []
+        targets: list[FaceInWindow] = []
+        window_photo: list[int] = []
+        originals: list[torch.Tensor] = []  # at working resolution
+        scales: list[int] = []  # working pixel = scales[i] x scales[i] photo pixels
+        channels: list[int] = []
+        generators: list[torch.Generator] = []
+        for index, photo in enumerate(photos):
+            height, width = photo.pixels.shape[-2:]
+            matrices = [{m.name: alignment_matrix(m.record.contract, f.landmarks_array(), f.box,
+                                                  (width, height)) for m in models}
+                        for f in photo.faces]
+            own, faces = place_faces(matrices, sizes, (width, height))
+            for w in own:
+                factor = math.ceil(max(w.x1 - w.x0, w.y1 - w.y0) / s.work_max_side)
+                # whole pooling cells only (the window's margin allows losing k - 1 pixels)
+                w = Window(w.x0, w.y0, w.x0 + (w.x1 - w.x0) // factor * factor,
+                           w.y0 + (w.y1 - w.y0) // factor * factor)
+                full = photo.pixels[:, w.y0:w.y1, w.x0:w.x1].detach()
+                originals.append(full if factor == 1 else F.avg_pool2d(full[None], factor)[0])
+                windows.append(w)
+                scales.append(factor)
+            targets += [replace(f, window=f.window + len(window_photo),
+                                matrices={n: m @ _pooled_to_source(scales[f.window
+                                                                          + len(window_photo)])
+                                          for n, m in f.matrices.items()})
+                        for f in faces]
+            window_photo += [index] * len(own)
+            channels += [1 if photo.grayscale or s.luminance_only else 3] * len(own)
+            generators.append(torch.Generator(device="cpu").manual_seed(s.seed))
+        layout = Layout(tuple(window_photo),
+                        tuple(p.pixels.shape[-2] * p.pixels.shape[-1] for p in photos),
+                        tuple(scales))
+        plans = self.objective.plan(originals, targets)
         with torch.no_grad():
-            original_embeddings = self.objective.embeddings(originals, targets)
+            original_embeddings = self.objective.embeddings(originals, targets, plans)
         budgets = [self._budget(o) for o in originals]
         blur_sigmas = [self._gradient_blur_sigma(targets, i) for i in range(len(windows))]
 
-        generator = torch.Generator(device="cpu").manual_seed(s.seed)
-        channels = 1 if grayscale or s.luminance_only else 3
         deltas = []
-        for original, budget in zip(originals, budgets, strict=True):
-            noise = (torch.rand((channels, *original.shape[-2:]), generator=generator) * 2 - 1)
-            delta = (noise * s.init_noise).to(original)
-            deltas.append(self._project(original, delta, budget))
+        for i, (original, budget) in enumerate(zip(originals, budgets, strict=True)):
+            noise = torch.rand((channels[i], *original.shape[-2:]),
+                               generator=generators[window_photo[i]]) * 2 - 1
+            deltas.append(self._project(original, (noise * s.init_noise).to(original), budget))
         velocity = [torch.zeros_like(d) for d in deltas]
 
-        history: list[dict[str, float]] = []
+        history: list[dict[str, torch.Tensor]] = []
         for step in range(s.steps):
             for delta in deltas:
                 delta.requires_grad_(True)
             current = [o + d.expand_as(o) for o, d in zip(originals, deltas, strict=True)]
-            seen = self._jittered(targets, generator) if s.jitter else targets
-            value, terms = self.objective(original_embeddings, originals, current, seen,
-                                          height * width)
+            step_plans = plans
+            if s.jitter:
+                step_plans = self.objective.plan(originals, self._jittered(
+                    targets, [generators[window_photo[f.window]] for f in targets]))
+            value, terms = self.objective(original_embeddings, originals, current, targets,
+                                          layout, step_plans)
             grads = torch.autograd.grad(value, deltas)
             with torch.no_grad():
                 updated = []
@@ -223,20 +248,40 @@ class LowKeyAttack:
                             1e-12)
                         g = velocity[i]
                     d = d.detach() + s.step_size * g.sign()
-                    if s.highpass:
-                        d = d - gaussian_smoothing(d[None], s.highpass,
-                                                   2 * math.ceil(3 * s.highpass) + 1)[0]
+                    if s.highpass:  # sigma in photo pixels
+                        sigma = s.highpass / scales[i]
+                        d = d - gaussian_smoothing(d[None], sigma, 2 * math.ceil(3 * sigma) + 1)[0]
                     updated.append(self._project(o, d, budgets[i]))
                 deltas = updated
             history.append(terms)
-            logger.debug("step %d/%d %s", step + 1, s.steps, terms)
-            if on_step is not None and on_step(step + 1, s.steps, terms) is False:
+            if on_step is not None and on_step(step + 1, s.steps, StepTerms(terms)) is False:
                 raise AttackCancelled(f"cancelled after step {step + 1} of {s.steps}")
 
-        protected = pixels.detach().clone()
-        for w, o, d in zip(windows, originals, deltas, strict=True):
-            protected[:, w.y0:w.y1, w.x0:w.x1] = o + d.expand_as(o)
-        return AttackResult(protected, windows, original_embeddings, history)
+        # one transfer of every step's terms at the end (not one wait per step)
+        names = list(history[0])
+        table = torch.stack([torch.stack([h[k] for k in names]) for h in history]).tolist()
+        results = []
+        for index, photo in enumerate(photos):
+            protected = photo.pixels.detach().clone()
+            mine = [i for i, p in enumerate(window_photo) if p == index]
+            for i in mine:
+                w = windows[i]
+                delta = deltas[i]
+                if scales[i] > 1:
+                    delta = F.interpolate(delta[None], size=(w.y1 - w.y0, w.x1 - w.x0),
+                                          mode="bilinear", align_corners=False)[0]
+                full = photo.pixels[:, w.y0:w.y1, w.x0:w.x1]
+                protected[:, w.y0:w.y1, w.x0:w.x1] = (full + delta.expand_as(full)).clamp(0, 1)
+            faces = [i for i, f in enumerate(targets) if window_photo[f.window] == index]
+            results.append(AttackResult(
+                protected, [windows[i] for i in mine],
+                {k: v[faces] for k, v in original_embeddings.items()},
+                [dict(zip(names, (row[index] for row in step_terms), strict=True))
+                 for step_terms in table]))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("attack of %d photo(s), %d steps: last terms %s", len(photos), s.steps,
+                         results[0].history[-1])
+        return results
 
     def _budget(self, original: torch.Tensor) -> torch.Tensor | None:
         """Per-pixel change budget (1, h, w) of a window (3, h, w); None: uniform."""
@@ -256,13 +301,14 @@ class LowKeyAttack:
         return self.settings.gradient_blur * float(np.mean(scales))
 
     def _jittered(self, targets: list[FaceInWindow],
-                  generator: torch.Generator) -> list[FaceInWindow]:
+                  generators: list[torch.Generator]) -> list[FaceInWindow]:
         """Each model's alignment moved by a random similarity about the crop's centre: scale
-        and angle within ``jitter`` (radians), shift within ``jitter`` x the crop size."""
+        and angle within ``jitter`` (radians), shift within ``jitter`` x the crop size; face
+        ``i``'s draws come from ``generators[i]``."""
         amount = self.settings.jitter
         sizes = {m.name: m.input_size for m in self.objective.models}
         out = []
-        for face in targets:
+        for face, generator in zip(targets, generators, strict=True):
             matrices = {}
             for name, matrix in face.matrices.items():
                 r = (torch.rand(4, generator=generator) * 2 - 1).numpy() * amount

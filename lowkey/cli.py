@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,6 +146,7 @@ def cmd_faces(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from lowkey.device import default_device
     from lowkey.embedding import embed_faces
     from lowkey.faces import FaceDetector, select_faces
     from lowkey.image_io import load_photo
@@ -157,7 +158,7 @@ def cmd_faces(args: argparse.Namespace) -> int:
     if not inputs:
         print("give at least one photo, or --sample", file=sys.stderr)
         return 2
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(default_device())
     records = _records(args.models.split(",") if args.models else [])
     recognizers = [store.load_recognizer(r, device, progress=not args.json) for r in records]
     detector = FaceDetector(device=device)
@@ -215,18 +216,16 @@ def cmd_faces(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
-
-
 def _expand_inputs(paths: Sequence[str]) -> list[Path]:
-    """Files as given, and the image files (by extension) directly inside given folders."""
+    """Files as given, and the photos directly inside given folders: by extension, neither
+    hidden nor LowKey outputs (:func:`lowkey.image_io.is_photo_file`)."""
+    from lowkey.image_io import is_photo_file
+
     out: list[Path] = []
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            out.extend(sorted(p for p in path.iterdir()
-                              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                              and "_lowkey" not in p.stem))
+            out.extend(sorted(p for p in path.iterdir() if is_photo_file(p)))
         else:
             out.append(path)
     return out
@@ -275,10 +274,29 @@ def _print_report(report: PhotoReport) -> None:
             print("    dlib (never attacked, black-box): no face found in the protected photo")
 
 
+def _protect_on_ray(args: argparse.Namespace, files: list[Path]) -> int:
+    """``lowkey protect --ray [ADDRESS]``: the same protection on a Ray cluster
+    (:mod:`lowkey.ray_protect`), reported as a single-machine run is."""
+    from lowkey.ray_protect import protect_on_ray
+
+    def on_start(pool: dict) -> None:
+        print(f"Ray ({pool['address']}): {pool['photos']} photo(s) to protect on "
+              f"{pool['concurrency']} {pool['device'].upper()} actor(s)"
+              + (f", {pool['done_before']} done before" if pool["done_before"] else ""))
+
+    run = protect_on_ray(files, Path(args.out) if args.out else None, address=args.ray,
+                         preset=args.preset, strength=args.strength, seed=args.seed,
+                         faces="largest" if args.largest else "all", device=args.device,
+                         keep_location=args.keep_location, progress=not args.json,
+                         on_start=None if args.json else on_start,
+                         on_report=None if args.json else _print_report)
+    return _protect_summary(args, run.settings, run.reports)
+
+
 def cmd_protect(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from lowkey.protect import Protector
+    from lowkey.protect import BATCH_ON_GPU, Protector
 
     files = _expand_inputs(args.photos)
     if args.sample:
@@ -292,6 +310,8 @@ def cmd_protect(args: argparse.Namespace) -> int:
     if not files:
         print("lowkey: error: no photos given (or none in the folders given)", file=sys.stderr)
         return 2
+    if args.ray is not None:
+        return _protect_on_ray(args, files)
     protector = Protector(preset=args.preset, strength=args.strength, seed=args.seed,
                           faces="largest" if args.largest else "all", device=args.device,
                           progress=not args.json)
@@ -300,21 +320,38 @@ def cmd_protect(args: argparse.Namespace) -> int:
         print(f"preset {info['preset']}: {', '.join(info['models'])} on {info['device']}; "
               f"perceptual penalty {info['penalty']}; {info['settings']['steps']} steps of "
               f"{info['settings']['step_size']}, change at most {info['linf_bound'] * 255:.0f}/255")
+    # photos attacked together (one model call a step for all): on a GPU a step is bound by
+    # kernel launches, so a batch costs about what one photo does; on a CPU it does not pay
+    batch = args.batch or (BATCH_ON_GPU if protector.device.type == "cuda" else 1)
+    if batch < 1:
+        print("lowkey: error: --batch must be at least 1", file=sys.stderr)
+        return 2
     reports = []
-    photos_bar = tqdm(files, desc="photos", unit="photo", disable=len(files) < 2 or args.json)
-    for path in photos_bar:
-        with tqdm(total=protector.settings.steps, desc=path.name[:30], unit="step", leave=False,
-                  disable=args.json) as steps_bar:
-            def on_step(step: int, total: int, terms: dict, bar: tqdm = steps_bar) -> bool:
-                bar.update(1)
-                bar.set_postfix(objective=f"{terms['objective']:.3f}")
-                return True
+    with tqdm(total=len(files), desc="photos", unit="photo",
+              disable=len(files) < 2 or args.json) as photos_bar:
+        for first in range(0, len(files), batch):
+            chunk = files[first:first + batch]
+            name = chunk[0].name[:30] + (f" +{len(chunk) - 1}" if len(chunk) > 1 else "")
+            with tqdm(total=protector.settings.steps, desc=name, unit="step", leave=False,
+                      disable=args.json) as steps_bar:
+                def on_step(step: int, total: int, terms: Mapping[str, float],
+                            bar: tqdm = steps_bar) -> bool:
+                    bar.update(1)
+                    bar.set_postfix(objective=f"{terms['objective']:.3f}")
+                    return True
 
-            report = protector.protect_file(path, Path(args.out) if args.out else None,
-                                            on_step=on_step, keep_location=args.keep_location)
-        reports.append(report)
-        if not args.json:
-            _print_report(report)
+                done = protector.protect_files(chunk, Path(args.out) if args.out else None,
+                                               on_step=on_step, keep_location=args.keep_location)
+            photos_bar.update(len(chunk))
+            reports += done
+            for report in done if not args.json else []:
+                _print_report(report)
+    return _protect_summary(args, info, reports)
+
+
+def _protect_summary(args: argparse.Namespace, info: dict | None,
+                     reports: list[PhotoReport]) -> int:
+    """The end of ``lowkey protect``: the JSON or the counts, and the exit code."""
     counts = {s: sum(r.status == s for r in reports)
               for s in ("protected", "no-face", "failed", "skipped")}
     if args.json:
@@ -426,6 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-location", action="store_true",
                    help="keep GPS/location metadata (removed by default)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="photos attacked together, one model call a step for all (default: "
+                        "lowkey.protect.BATCH_ON_GPU on a GPU, 1 on a CPU)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on a Ray cluster (pip install 'lowkey[ray]'): a new local one "
+                        "without ADDRESS, else auto, HOST:6379 or ray://HOST:10001; SRC and DST "
+                        "on storage every node sees; a JSON report beside each output, and a "
+                        "re-run skips what is done (README: Ray)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_protect)
 

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lowkey.faces import detection_copy
+from lowkey.image_io import to_uint8_hwc
+
 logger = logging.getLogger(__name__)
 
 #: dlib's usual decision threshold on descriptor distance.
@@ -39,13 +42,6 @@ class DlibFace:
     points: tuple[tuple[int, int], ...] = ()
 
 
-def dlib_image(pixels: torch.Tensor) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, contiguous, of ``pixels`` (3, H, W) RGB in [0, 1]: what dlib reads."""
-    return np.ascontiguousarray(
-        (pixels.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu()
-        .numpy())
-
-
 class DlibJudge:
     """Detect faces and compute descriptors with dlib (CPU)."""
 
@@ -63,21 +59,22 @@ class DlibJudge:
     def faces(self, pixels: torch.Tensor) -> list[DlibFace]:
         """Faces in ``pixels`` (3, H, W) RGB [0, 1].
 
-        Detection runs on a copy whose long side is at most ``max_side`` (upsampled once when it
-        is small, as dlib advises for small faces); landmarks and descriptors on the full photo.
+        Detection runs on a copy whose long side is at most ``max_side`` (:func:`detection_copy`;
+        upsampled once by dlib when the copy's long side is at most 640 px, as dlib advises for
+        small faces); landmarks and descriptors on the full photo.
         """
         import dlib
         from PIL import Image
 
-        image = dlib_image(pixels)
+        image = to_uint8_hwc(pixels)  # (H, W, 3) uint8 RGB: what dlib reads
         height, width = image.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
-        small = image if scale == 1.0 else np.asarray(Image.fromarray(image).resize(
-            (round(width * scale), round(height * scale)), Image.Resampling.BILINEAR))
+        small, sx, sy = detection_copy(Image.fromarray(image), scale)
+        upsample = 1 if max(small.size) <= 640 else 0
         out = []
-        for found in self._detector(small, 1 if max(small.shape) <= 640 else 0):
-            rect = dlib.rectangle(round(found.left() / scale), round(found.top() / scale),
-                                  round(found.right() / scale), round(found.bottom() / scale))
+        for found in self._detector(np.asarray(small), upsample):
+            rect = dlib.rectangle(round(found.left() * sx), round(found.top() * sy),
+                                  round(found.right() * sx), round(found.bottom() * sy))
             shape = self._shape(image, rect)
             descriptor = np.asarray(self._encoder.compute_face_descriptor(image, shape), np.float64)
             out.append(DlibFace((rect.left(), rect.top(), rect.right(), rect.bottom()),
@@ -92,7 +89,7 @@ class DlibJudge:
 
         shape = dlib.full_object_detection(dlib.rectangle(*(int(v) for v in box)),
                                            [dlib.point(int(x), int(y)) for x, y in points])
-        return np.asarray(self._encoder.compute_face_descriptor(dlib_image(pixels), shape),
+        return np.asarray(self._encoder.compute_face_descriptor(to_uint8_hwc(pixels), shape),
                           np.float64)
 
 

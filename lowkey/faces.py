@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lowkey.image_io import to_uint8_hwc
+
 logger = logging.getLogger(__name__)
 
 FaceSelection = Literal["all", "largest"]
@@ -55,6 +57,24 @@ class Face:
             "landmarks": [[round(x, 2), round(y, 2)] for x, y in self.landmarks],
             "score": round(self.score, 4),
         }
+
+
+def detection_copy(image: Image.Image, scale: float) -> tuple[Image.Image, float, float]:
+    """``image`` resized by ``scale`` for a face detector to search, and the factors ``(sx, sy)``
+    that map the copy's coordinates back to ``image``'s pixels (``x * sx``, ``y * sy``).
+
+    Each side of the copy is ``max(1, round(side * scale))``; the resize is bilinear after an
+    integer box reduction (Pillow's ``reducing_gap=2``), so a big photo shrinks fast and without
+    aliasing. The factors are the real size ratios (``image.width / copy.width``, ...), which
+    differ a little from ``1 / scale`` since the copy's sides are rounded. When ``scale >= 1``
+    this is ``image`` itself and ``(1.0, 1.0)``. Works for any mode (RGB, L).
+    """
+    if scale >= 1.0:
+        return image, 1.0, 1.0
+    width, height = image.size
+    small = (max(1, round(width * scale)), max(1, round(height * scale)))
+    copy = image.resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return copy, width / small[0], height / small[1]
 
 
 def _load_mtcnn(device: torch.device, min_face_size: int) -> torch.nn.Module:
@@ -102,16 +122,9 @@ class FaceDetector:
         """Faces in ``pixels`` (3, H, W) RGB in [0, 1], largest first; [] when there is none."""
         if pixels.ndim != 3 or pixels.shape[0] != 3:
             raise ValueError(f"pixels must be (3, H, W), got {tuple(pixels.shape)}")
-        array = (pixels.detach().clamp(0, 1) * 255).round().to(torch.uint8)
-        image = Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
         height, width = pixels.shape[-2:]
-        scale = self.scale_for((width, height))
-        if scale < 1.0:
-            small = (max(1, round(width * scale)), max(1, round(height * scale)))
-            image = image.resize(small, Image.Resampling.BILINEAR, reducing_gap=2.0)
-            sx, sy = width / small[0], height / small[1]
-        else:
-            sx = sy = 1.0
+        image, sx, sy = detection_copy(Image.fromarray(to_uint8_hwc(pixels)),
+                                       self.scale_for((width, height)))
         with torch.no_grad():
             boxes, probs, points = self._mtcnn.detect(image, landmarks=True)
         if boxes is None:

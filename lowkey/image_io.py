@@ -81,13 +81,17 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_QUALITY",
     "FORMATS",
+    "IMAGE_SUFFIXES",
     "MAX_SIDE",
+    "OUTPUT_SUFFIX",
     "Photo",
     "encode_photo",
+    "is_photo_file",
     "load_photo",
     "output_path_for",
     "probe_image",
     "save_photo",
+    "to_uint8_hwc",
 ]
 
 #: Formats LowKey reads and writes (Pillow's names).
@@ -108,6 +112,11 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "WEBP": (".webp",),
     "HEIF": (".heic", ".heif", ".hif"),
 }
+#: Every extension of :data:`EXTENSIONS`, lower case: the files a folder scan takes for photos
+#: (:func:`is_photo_file`). Only the scan goes by name; the format is always read from content.
+IMAGE_SUFFIXES: frozenset[str] = frozenset(ext for exts in EXTENSIONS.values() for ext in exts)
+#: What :func:`output_path_for` appends to a photo's stem by default (``a.jpg`` -> ``a_lowkey.jpg``).
+OUTPUT_SUFFIX = "_lowkey"
 
 _FORMAT_ALIASES = {"JPG": "JPEG", "HEIC": "HEIF", "WEBP": "WEBP", "JPEG": "JPEG", "PNG": "PNG"}
 
@@ -780,10 +789,17 @@ def write_encoded(photo: Photo, data: bytes, dest: Path, *, overwrite: bool = Fa
     return dest
 
 
+def report_path_for(output: Path) -> Path:
+    """The JSON report beside an output: ``photo_lowkey.jpg`` -> ``photo_lowkey.jpg.json``
+    (named after the whole output name, so that ``photo.jpg`` and ``photo.png`` in one folder
+    keep apart; a no-face photo's report names the output it would have had)."""
+    return output.with_name(output.name + ".json")
+
+
 def output_path_for(
     source: Path,
     out_dir: Path | None = None,
-    suffix: str = "_lowkey",
+    suffix: str = OUTPUT_SUFFIX,
     *,
     format: str | None = None,
 ) -> Path:
@@ -817,6 +833,41 @@ def output_path_for(
     return dest
 
 
+def is_photo_file(path: Path) -> bool:
+    """Whether a folder scan takes ``path`` as a photo to work on: an existing file (or a link to
+    one) whose extension, in any case, is one of :data:`IMAGE_SUFFIXES`, that is not hidden (a
+    name starting with ``.``, e.g. macOS's ``._IMG_0001.JPG``) and is not a LowKey output (a stem
+    ending in :data:`OUTPUT_SUFFIX`, as :func:`output_path_for` names them). Reads no content."""
+    path = Path(path)
+    return (path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+            and not path.stem.endswith(OUTPUT_SUFFIX) and path.is_file())
+
+
+def to_uint8_hwc(pixels: torch.Tensor) -> np.ndarray:
+    """8-bit samples of ``pixels``, as Pillow, dlib and OpenCV-style code read them.
+
+    ``pixels``: ``(3, H, W)`` float RGB in [0, 1], on any device, with or without gradient.
+    Returns ``(H, W, 3)`` uint8 RGB (same channel order), C-contiguous, on the CPU: each value
+    clamped to [0, 1], times 255, rounded half to even; the same levels :func:`encode_photo`
+    writes into an 8-bit file. The rounding runs on ``pixels``' device, so only bytes travel.
+    """
+    if pixels.ndim != 3 or pixels.shape[0] != 3:
+        raise ValueError(f"pixels must be (3, H, W), got {tuple(pixels.shape)}")
+    if not pixels.is_floating_point():
+        raise ValueError(f"pixels must be floats in [0, 1], not {pixels.dtype}")
+    levels = _round_to_levels(pixels.detach(), 8)
+    return np.ascontiguousarray(levels.permute(1, 2, 0).cpu().numpy())
+
+
+def _round_to_levels(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """``(C, H, W)`` floats -> integer levels of the same shape and device: clamped to [0, 1]
+    (+-inf to 1 and 0, NaN stays NaN), times 255 or 65535, rounded half to even; uint8 for 8
+    bits, int32 for 16 (torch has few uint16 operations). ``x`` is not modified."""
+    top = 65535 if bits == 16 else 255
+    levels = x.clamp(0.0, 1.0).mul_(top).round_()  # clamp made a copy: in place from here
+    return levels.to(torch.int32 if bits == 16 else torch.uint8)
+
+
 def _normalise_format(format: str) -> str:
     fmt = _FORMAT_ALIASES.get(str(format).strip().upper().lstrip("."))
     if fmt is None:
@@ -838,12 +889,10 @@ def _quantise(pixels: torch.Tensor, photo: Photo, bits: int, gray: bool) -> np.n
     x = pixels.detach().to(device="cpu", dtype=torch.float32)
     if gray:
         x = x.mean(dim=0, keepdim=True)
-    x = x.clamp(0.0, 1.0)  # also maps +-inf to 1 and 0; NaN stays NaN
-    if torch.isnan(x.sum()):
+    # The sum is NaN for any NaN, and for +inf and -inf together (which clamp to 1 and 0).
+    if torch.isnan(x.sum()) and torch.isnan(x).any():
         raise ValueError("pixels contain NaN")
-    top = 65535 if bits == 16 else 255
-    q = x.mul_(top).round_()  # round half to even
-    q = q.to(torch.int32 if bits == 16 else torch.uint8).numpy()
+    q = _round_to_levels(x, bits).numpy()
     return np.ascontiguousarray(q.transpose(1, 2, 0)).astype(np.uint16 if bits == 16 else np.uint8)
 
 

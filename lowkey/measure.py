@@ -7,7 +7,8 @@ encoding), with faces found afresh in it.
 What a person sees is judged on the **face region**: the original's MTCNN box widened by
 :data:`FACE_REGION_WIDEN` of its size on each side, clipped to the photo. Whole-photo figures
 hide a disfigured face (a painted-over face in a big photo still scores SSIM 0.98), so they come
-second. Per face region:
+second. Regions over :data:`QUALITY_MAX_SIDE` pixels are judged area-downscaled to it. Per face
+region:
 
 - SSIM (Gaussian window 11, sigma 1.5) and PSNR (dB) of the sRGB values in [0, 1];
 - NVIDIA FLIP (``flip-evaluator``, LDR, 67 pixels per degree): mean error, 0 = identical;
@@ -34,7 +35,7 @@ from lowkey.embedding import embed_faces
 from lowkey.faces import Face, FaceDetector
 from lowkey.image_io import Photo
 from lowkey.models.recognizer import FaceRecognizer
-from lowkey.perceptual import LPIPSPenalty, whole_photo_distance
+from lowkey.perceptual import LPIPSPenalty, pooled_under, whole_photo_distance
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ FACE_REGION_WIDEN = 0.2
 CVVDP_DISPLAY = "standard_4k"
 #: FLIP's viewing condition: pixels per degree of visual angle (its default, a desktop monitor).
 FLIP_PPD = 67.0
+#: A face region whose long side is over this many pixels (a face of some 700 px and more) is
+#: judged after an area downscale by the smallest integer factor that brings it under: on the
+#: 4K display of :data:`CVVDP_DISPLAY` such a face already fills half the screen's height, which
+#: is larger than a photo is looked at without zooming in, and ColorVideoVDP's memory grows with
+#: the region (about 0.7 GB at 1024 px, 2.2 GB at 2048 px), which a 24-megapixel close-up
+#: would otherwise blow past any budget.
+QUALITY_MAX_SIDE = 1024
 
 
 @dataclass
@@ -198,13 +206,22 @@ class RegionQuality:
     jod: float
 
 
+def region_pair(original: torch.Tensor, protected: torch.Tensor,
+                region: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``region`` (x0, y0, x1, y1) of two (3, H, W) RGB images in [0, 1], as float32 (3, h, w)
+    crops, area-downscaled by the smallest integer factor that brings their long side to at
+    most :data:`QUALITY_MAX_SIDE` (unchanged when it already is): what the figures judge."""
+    x0, y0, x1, y1 = region
+    a, b = pooled_under(original[None, :, y0:y1, x0:x1].float(),
+                        protected[None, :, y0:y1, x0:x1].float(), QUALITY_MAX_SIDE)
+    return a[0], b[0]
+
+
 def region_quality(original: torch.Tensor, protected: torch.Tensor,
                    region: tuple[int, int, int, int]) -> RegionQuality:
     """SSIM, PSNR, FLIP and ColorVideoVDP of ``region`` (x0, y0, x1, y1) of two (3, H, W) RGB
-    images in [0, 1]."""
-    x0, y0, x1, y1 = region
-    a = original[:, y0:y1, x0:x1].float()
-    b = protected[:, y0:y1, x0:x1].float()
+    images in [0, 1] (see :func:`region_pair` for regions over :data:`QUALITY_MAX_SIDE`)."""
+    a, b = region_pair(original, protected, region)
     ssim, psnr = ssim_psnr(a, b)
     return RegionQuality(ssim, psnr, flip_error(a, b), cvvdp_jod(a, b))
 
@@ -312,6 +329,6 @@ def dlib_distance(box: tuple[float, ...], before: list[DlibFace],
     return round(float(np.linalg.norm(a.descriptor - b.descriptor)), 4), True
 
 
-__all__ = ["FACE_REGION_WIDEN", "FaceReport", "PhotoMeasurer", "PhotoReport", "RegionQuality",
-           "cvvdp_jod", "dlib_distance", "face_region", "flip_error", "region_quality",
-           "ssim_psnr"]
+__all__ = ["FACE_REGION_WIDEN", "QUALITY_MAX_SIDE", "FaceReport", "PhotoMeasurer", "PhotoReport",
+           "RegionQuality", "cvvdp_jod", "dlib_distance", "face_region", "flip_error",
+           "region_pair", "region_quality", "ssim_psnr"]

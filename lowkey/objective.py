@@ -17,23 +17,44 @@ the margin gives it context), and nothing scales with the photo's full size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
-from lowkey.align import align
+from lowkey.align import AlignPlan, aligned, plan_alignments
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.perceptual import PerceptualPenalty, pooled_under
+from lowkey.windows import FaceInWindow
+
+#: model name -> one :class:`AlignPlan` per face (see :meth:`LowKeyObjective.plan`)
+Plans = dict[str, list[AlignPlan]]
 
 
 @dataclass(frozen=True)
-class FaceInWindow:
-    """One face to protect: the window holding it and each model's window-relative alignment."""
+class Layout:
+    """Which photo each window belongs to, each photo's area in pixels, and each window's
+    scale (one working pixel is ``scale`` x ``scale`` photo pixels; see
+    :attr:`lowkey.attack.AttackSettings.work_max_side`). The objective of a batch of photos is
+    the sum of each photo's own objective (1), so a photo's gradient is the one it would get
+    alone."""
 
-    window: int
-    matrices: dict[str, np.ndarray]  # model name -> dst_from_src (3, 3) in window pixels
+    window_photo: tuple[int, ...]
+    photo_areas: tuple[int, ...]
+    window_scale: tuple[int, ...] = ()
+
+    @classmethod
+    def single(cls, windows: int, photo_area: int) -> Layout:
+        """``windows`` windows of one photo of ``photo_area`` pixels, at full resolution."""
+        return cls((0,) * windows, (photo_area,))
+
+    def scale(self, window: int) -> int:
+        return self.window_scale[window] if self.window_scale else 1
+
+    @property
+    def photos(self) -> int:
+        return len(self.photo_areas)
 
 
 def normalised_distance(original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
@@ -47,7 +68,7 @@ def gaussian_smoothing(image: torch.Tensor, sigma: float, window: int) -> torch.
 
 
 class LowKeyObjective:
-    """Computes objective (1) on windows of a photo; larger is better for the attacker.
+    """Computes objective (1) on windows of one or more photos; larger is better for the attacker.
 
     ``models``: the ensemble; ``penalty``: P; ``alpha``: its weight; ``blur_sigma`` and
     ``blur_window``: G's parameters; ``penalty_max_side``: windows larger than this are
@@ -65,29 +86,47 @@ class LowKeyObjective:
         self.blur_sigma = blur_sigma
         self.blur_window = blur_window
         self.penalty_max_side = penalty_max_side
+        #: small index and weight tensors of the current attack's layout (see _weights)
+        self._constants: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def embeddings(self, windows: list[torch.Tensor],
-                   faces: list[FaceInWindow]) -> dict[str, torch.Tensor]:
-        """Each model's raw embeddings (N, D) of every face, from windows (3, h, w) RGB [0, 1]."""
-        out = {}
-        for model in self.models:
-            size = model.input_size
-            crops = torch.stack([align(windows[f.window], f.matrices[model.name], size)
-                                 for f in faces])
-            out[model.name] = model(crops)
-        return out
+    def plan(self, windows: Sequence[torch.Tensor], faces: Sequence[FaceInWindow]) -> Plans:
+        """Each model's :class:`AlignPlan` of every face in ``windows`` (3, h, w), on their device.
+
+        The plans depend on the windows' shapes only, so those of an attack's originals serve
+        every step (and the blurred view, which has the same shapes)."""
+        crops = [(f.matrices[m.name], m.input_size, tuple(windows[f.window].shape[-2:]))
+                 for m in self.models for f in faces]
+        plans = plan_alignments(crops, windows[0].device, windows[0].dtype)
+        n = len(faces)
+        return {m.name: plans[i * n:(i + 1) * n] for i, m in enumerate(self.models)}
+
+    def embeddings(self, windows: Sequence[torch.Tensor], faces: Sequence[FaceInWindow],
+                   plans: Plans | None = None) -> dict[str, torch.Tensor]:
+        """Each model's raw embeddings (N, D) of every face, from windows (3, h, w) RGB [0, 1]:
+        all of a model's faces in one call."""
+        plans = self.plan(windows, faces) if plans is None else plans
+        return {m.name: m(torch.stack([aligned(windows[f.window], p)
+                                       for f, p in zip(faces, plans[m.name], strict=True)]))
+                for m in self.models}
 
     def feature_terms(self, original: dict[str, torch.Tensor], windows: list[torch.Tensor],
-                      faces: list[FaceInWindow]) -> dict[str, torch.Tensor]:
-        """Per model, (N,) mean of the plain and the smoothed normalised distance per face."""
-        blurred = [gaussian_smoothing(w[None], self.blur_sigma, self.blur_window)[0]
-                   for w in windows]
+                      faces: Sequence[FaceInWindow], plans: Plans | None = None,
+                      layout: Layout | None = None) -> dict[str, torch.Tensor]:
+        """Per model, (N,) mean of the plain and the smoothed normalised distance per face.
+
+        G's sigma is in photo pixels: on a window at a working scale k it is sigma / k."""
+        plans = self.plan(windows, faces) if plans is None else plans
+        scale = layout.scale if layout is not None else (lambda i: 1)
+        blurred = [gaussian_smoothing(w[None], self.blur_sigma / scale(i), self.blur_window)[0]
+                   for i, w in enumerate(windows)]
         # One model call per step for both views (faces of x' then of G(x')): half the kernel
         # launches, which is what bounds a step on a GPU (the models are in eval mode, so the
         # batch does not change any embedding).
         n = len(faces)
-        both = self.embeddings(windows + blurred,
-                               faces + [replace(f, window=f.window + len(windows)) for f in faces])
+        both = self.embeddings(
+            windows + blurred,
+            list(faces) + [replace(f, window=f.window + len(windows)) for f in faces],
+            {name: p + p for name, p in plans.items()})
         return {
             name: 0.5 * (normalised_distance(original[name], both[name][:n])
                          + normalised_distance(original[name], both[name][n:]))
@@ -95,25 +134,68 @@ class LowKeyObjective:
         }
 
     def perceptual(self, originals: list[torch.Tensor], windows: list[torch.Tensor],
-                   photo_area: int) -> torch.Tensor:
-        """P(x, x') on the whole photo: the windows' penalties weighted by their area share."""
-        total = windows[0].new_zeros(())
+                   layout: Layout) -> torch.Tensor:
+        """(P,) P(x, x') of each whole photo: its windows' penalties weighted by area share."""
+        per_window = []
         for before, after in zip(originals, windows, strict=True):
-            height, width = before.shape[-2:]
             a, b = pooled_under(before[None], after[None], self.penalty_max_side)
-            total = total + self.penalty(a, b).sum() * (height * width / photo_area)
-        return total
+            per_window.append(self.penalty(a, b).sum())
+        shares, window_photo = self._weights(layout, originals)
+        weighted = torch.stack(per_window) * shares
+        return weighted.new_zeros(layout.photos).index_add(0, window_photo, weighted)
+
+    def _weights(self, layout: Layout, originals: list[torch.Tensor]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each window's area share of its photo and its photo's index, as tensors on the
+        windows' device: made once per layout, not every step (each new small tensor on a GPU
+        is a transfer the host waits for)."""
+        key = ("windows", layout, tuple(tuple(o.shape) for o in originals), originals[0].device)
+        if key not in self._constants:
+            shares = [o.shape[-2] * o.shape[-1] * layout.scale(i) ** 2
+                      / layout.photo_areas[layout.window_photo[i]]
+                      for i, o in enumerate(originals)]
+            self._remember(key, (torch.tensor(shares, dtype=originals[0].dtype,
+                                              device=originals[0].device),
+                                 torch.tensor(layout.window_photo, device=originals[0].device)))
+        return self._constants[key]
+
+    def _face_photos(self, layout: Layout, faces: Sequence[FaceInWindow],
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each face's photo index and each photo's face count, on ``device`` (made once)."""
+        key = ("faces", layout, tuple(f.window for f in faces), device)
+        if key not in self._constants:
+            index = torch.tensor([layout.window_photo[f.window] for f in faces], device=device)
+            counts = torch.zeros(layout.photos, device=device).index_add(
+                0, index, torch.ones(len(faces), device=device))
+            self._remember(key, (index, counts))
+        return self._constants[key]
+
+    def _remember(self, key: tuple, value: tuple[torch.Tensor, torch.Tensor]) -> None:
+        if len(self._constants) > 16:  # another attack's: forget them
+            self._constants.clear()
+        self._constants[key] = value
 
     def __call__(self, original_embeddings: dict[str, torch.Tensor],
                  originals: list[torch.Tensor], windows: list[torch.Tensor],
-                 faces: list[FaceInWindow], photo_area: int
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The objective (a scalar) and its terms as floats (for progress and reports)."""
-        per_model = self.feature_terms(original_embeddings, windows, faces)
-        feature = torch.stack([v.mean() for v in per_model.values()]).mean()
-        perceptual = self.perceptual(originals, windows, photo_area)
+                 faces: Sequence[FaceInWindow], layout: Layout, plans: Plans | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective summed over the photos (a scalar) and each photo's terms, (P,) tensors
+        detached from the graph: ``objective``, ``feature``, ``perceptual`` and
+        ``feature/<model>``. Nothing here waits for the device (no ``.item()``)."""
+        per_model = self.feature_terms(original_embeddings, windows, faces, plans, layout)
+        face_photo, counts = self._face_photos(layout, faces, windows[0].device)
+
+        def per_photo(values: torch.Tensor) -> torch.Tensor:  # mean over each photo's faces
+            return values.new_zeros(layout.photos).index_add(0, face_photo, values) / counts
+
+        model_terms = {name: per_photo(v) for name, v in per_model.items()}
+        feature = torch.stack(list(model_terms.values())).mean(0)
+        perceptual = self.perceptual(originals, windows, layout)
         value = feature - self.alpha * perceptual
-        terms = {"objective": value.item(), "feature": feature.item(),
-                 "perceptual": perceptual.item()}
-        terms.update({f"feature/{k}": v.mean().item() for k, v in per_model.items()})
-        return value, terms
+        terms = {"objective": value, "feature": feature, "perceptual": perceptual}
+        terms.update({f"feature/{k}": v for k, v in model_terms.items()})
+        return value.sum(), {k: v.detach() for k, v in terms.items()}
+
+
+__all__ = ["Layout", "LowKeyObjective", "Plans", "gaussian_smoothing",
+           "normalised_distance"]

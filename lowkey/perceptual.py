@@ -65,14 +65,40 @@ class LPIPSPenalty(PerceptualPenalty):
 
 
 class SSIMPenalty(PerceptualPenalty):
-    """``1 - SSIM`` (pytorch-msssim, window 11, sigma 1.5, data range 1): the weight-free fallback."""
+    """``1 - SSIM`` (window 11, sigma 1.5, data range 1, valid convolution; pytorch-msssim's
+    definition and Gaussian filter): the weight-free penalty.
+
+    The same value as ``1 - pytorch_msssim.ssim(..., size_average=False)`` (a test holds them
+    together), computed with the five filtered maps (x, y, x², y², xy) in one grouped
+    convolution instead of five: on a 2-core CPU a 700x650 window's forward and backward take
+    about a third of the time (the penalty was a third of an attack step).
+    """
 
     name = "1-ssim"
+    #: SSIM's stabilising constants for data range 1: (0.01)² and (0.03)²
+    C1, C2 = 0.01**2, 0.03**2
+
+    def __init__(self) -> None:
+        super().__init__()
+        from pytorch_msssim.ssim import _fspecial_gauss_1d
+
+        self.register_buffer("window", _fspecial_gauss_1d(11, 1.5), persistent=False)
 
     def forward(self, original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
-        from pytorch_msssim import ssim
+        from pytorch_msssim.ssim import gaussian_filter
 
-        return 1.0 - ssim(original, perturbed, data_range=1.0, size_average=False)
+        if original.shape != perturbed.shape or original.ndim != 4:
+            raise ValueError(f"both images must be (B, 3, H, W) of one shape, got "
+                             f"{tuple(original.shape)} and {tuple(perturbed.shape)}")
+        x, y = original, perturbed
+        channels = x.shape[1]
+        window = self.window.to(x.device, x.dtype).repeat(5 * channels, 1, 1, 1)
+        filtered = gaussian_filter(torch.cat([x, y, x * x, y * y, x * y], 1), window)
+        mu_x, mu_y, xx, yy, xy = filtered.split(channels, 1)
+        mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+        contrast = (2 * (xy - mu_xy) + self.C2) / ((xx - mu_xx) + (yy - mu_yy) + self.C2)
+        similarity = (2 * mu_xy + self.C1) / (mu_xx + mu_yy + self.C1) * contrast
+        return 1.0 - similarity.flatten(2).mean(-1).mean(1)
 
 
 def pooled_under(original: torch.Tensor, perturbed: torch.Tensor,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
+from lowkey.device import default_device
 from lowkey.errors import WeightsError
 from lowkey.faces import FaceDetector
 from lowkey.models.recognizer import FaceRecognizer
@@ -31,13 +32,6 @@ class ModelsMissing(WeightsError):
         self.summary = (f"models missing: {', '.join(self.names)}; run `lowkey models fetch "
                         f"{' '.join(self.names)}`")
         super().__init__(self.summary + (f" ({detail})" if detail else ""))
-
-
-def default_device(requested: str | torch.device | None = None) -> torch.device:
-    """``requested``, else CUDA when there is one, else the CPU."""
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def missing_models(names: Iterable[str], penalty: str | None = None) -> list[str]:

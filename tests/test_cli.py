@@ -75,3 +75,16 @@ def test_faces_reports_bad_files_and_goes_on(tmp_path, capsys):
     assert main(["faces", "--sample", str(bad), "--models", "sface"]) == 1
     out = capsys.readouterr().out
     assert "bad.jpg: ERROR" in out and "sample:astronaut: 512x512" in out
+
+
+def test_a_folder_gives_its_photos_but_not_outputs_or_hidden_files(tmp_path):
+    from lowkey.cli import _expand_inputs
+
+    for name in ["b.JPG", "a.png", "c.jfif", "d.hif", "trip_lowkey_edit.webp",  # taken
+                 "a_lowkey.png", "._b.JPG", "notes.txt"]:  # an output, hidden, not a photo
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.jpg").mkdir()
+    given = tmp_path / "given_lowkey.txt"  # files named on the command line are taken as given
+    names = [p.name for p in _expand_inputs([str(tmp_path), str(given)])]
+    assert names == ["a.png", "b.JPG", "c.jfif", "d.hif", "trip_lowkey_edit.webp",
+                     "given_lowkey.txt"]

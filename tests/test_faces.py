@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lowkey.faces import FaceDetector, select_faces
+from lowkey.faces import FaceDetector, detection_copy, select_faces
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,36 @@ def test_a_small_face_in_a_big_photo_is_found_and_the_limit_is_stated(astronaut_
     x1, y1, x2, y2 = face.box
     assert 3100 + 60 < x1 < x2 < 3100 + 160 and 1700 < y1 < y2 < 1700 + 120
     assert 35 < x2 - x1 < 70
+
+
+def test_detection_copy_sizes_and_the_factors_that_map_back():
+    image = Image.new("RGB", (1001, 333), (10, 20, 30))
+    copy, sx, sy = detection_copy(image, 0.25)
+    assert copy.size == (250, 83) and copy.mode == "RGB"
+    # The real ratios (1001 / 250, 333 / 83), not 1 / 0.25: the copy's far corner maps back
+    # onto the photo's far corner.
+    assert (sx, sy) == (1001 / 250, 333 / 83)
+    assert (copy.width * sx, copy.height * sy) == pytest.approx((1001, 333), abs=1e-9)
+    assert detection_copy(image, 1.0) == (image, 1.0, 1.0)  # no copy at all
+    assert detection_copy(image, 1.5)[0] is image
+    sliver, _, sy = detection_copy(Image.new("L", (4000, 2)), 0.1)  # a side never reaches 0
+    assert sliver.size == (400, 1) and sy == 2.0
+
+
+def test_dlib_detects_a_large_photo_on_a_small_copy_and_maps_back(astronaut_rgb):
+    from lowkey.dlib_judge import DlibJudge, dlib_available
+
+    if not dlib_available():
+        pytest.skip("dlib is not installed")
+    judge = DlibJudge(max_side=512)
+    base = sorted(judge.faces(_tensor(astronaut_rgb)), key=lambda f: f.box)  # searched as it is
+    big = np.asarray(Image.fromarray(astronaut_rgb).resize((1536, 1536), Image.BICUBIC))
+    found = sorted(judge.faces(_tensor(big)), key=lambda f: f.box)  # searched at 512 px
+    assert len(found) == len(base) >= 1
+    for face, small in zip(found, base, strict=True):  # boxes in 1536 px pixels
+        assert np.allclose(face.box, 3 * np.asarray(small.box), atol=6)
+    # The astronaut's own face (the top one): its 5-point shape, found in the full photo at the
+    # mapped-back box, lands where the small photo's does.
+    face, small = (min(faces, key=lambda f: f.box[1]) for faces in (found, base))
+    assert 150 < small.box[0] < small.box[2] < 300 and small.box[1] < 200
+    assert np.abs(np.asarray(face.points) - 3 * np.asarray(small.points)).max() < 8

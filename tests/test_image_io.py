@@ -834,3 +834,67 @@ def test_probe_reads_format_and_size_from_the_header_and_names_each_refusal():
     assert not isinstance(corrupt.value, (TooManyPixels, UnsupportedImage))
     with pytest.raises(TooManyPixels):  # the full decode refuses with the same class
         load_photo(png_bytes, max_pixels=1000)
+
+
+# --------------------------------------------------------------------------------------------
+# The shared 8-bit conversion and the folder-scan rule
+
+
+def test_to_uint8_hwc_rounds_clamps_and_matches_what_encode_writes():
+    levels = torch.arange(60, dtype=torch.float32).reshape(3, 4, 5)
+    pixels = ((levels + 0.51) / 255).requires_grad_(True)  # rounds up; truncation would not
+    out = image_io.to_uint8_hwc(pixels)
+    assert out.dtype == np.uint8 and out.shape == (4, 5, 3) and out.flags.c_contiguous
+    assert np.array_equal(out, (levels + 1).permute(1, 2, 0).numpy().astype(np.uint8))
+    assert out[0, 0].tolist() == [1, 21, 41]  # channel order kept: R, G, B
+    assert torch.equal(pixels.detach(), (levels + 0.51) / 255)  # the input is left alone
+    wild = torch.tensor([-0.5, 1.7, float("inf"), float("-inf")]).reshape(1, 2, 2).expand(3, 2, 2)
+    assert image_io.to_uint8_hwc(wild)[..., 0].tolist() == [[0, 255], [255, 0]]
+    photo = load_photo(encode(Image.fromarray(np.zeros((48, 64, 3), np.uint8)), "PNG"))
+    noisy = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(3))
+    assert np.array_equal(image_io.to_uint8_hwc(noisy), np.asarray(decode(encode_photo(photo, noisy))))
+
+
+def test_to_uint8_hwc_refuses_other_shapes_and_integers():
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        image_io.to_uint8_hwc(torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="floats"):
+        image_io.to_uint8_hwc(torch.zeros(3, 4, 4, dtype=torch.uint8))
+
+
+def test_encode_refuses_nan_but_clamps_infinities():
+    photo = load_photo(encode(Image.fromarray(np.zeros((2, 2, 3), np.uint8)), "PNG"))
+    pixels = torch.zeros(3, 2, 2)
+    pixels[0, 0, 0], pixels[1, 1, 1] = float("inf"), float("-inf")  # their sum is NaN
+    out = np.asarray(decode(encode_photo(photo, pixels)))
+    assert out[0, 0, 0] == 255 and out[1, 1, 1] == 0
+    pixels[2, 0, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        encode_photo(photo, pixels)
+
+
+def test_image_suffixes_are_every_extension_of_every_format():
+    assert image_io.IMAGE_SUFFIXES == {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".heic",
+                                       ".heif", ".hif"}
+    assert all(ext in image_io.IMAGE_SUFFIXES for exts in image_io.EXTENSIONS.values()
+               for ext in exts)
+
+
+def test_is_photo_file_takes_photos_by_name_and_skips_hidden_files_and_outputs(tmp_path):
+    names = ["a.jpg", "B.JPEG", "c.jfif", "d.hif", "e.png", "f.webp", "g.HEIC",  # photos
+             "holiday_lowkey_party.jpg",  # "_lowkey" inside the stem: a user's own name
+             "a_lowkey.jpg", "B_lowkey.JPEG", "x_lowkey_lowkey.png",  # LowKey outputs
+             "._a.jpg", ".hidden.png",  # hidden (macOS AppleDouble files, dot files)
+             "notes.txt", "h.gif", "i.tiff", "jpg"]  # not a photo extension
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "folder.jpg").mkdir()  # not a file
+    taken = sorted(p.name for p in tmp_path.iterdir() if image_io.is_photo_file(p))
+    assert taken == sorted(names[:8])
+    assert not image_io.is_photo_file(tmp_path / "missing.jpg")
+    # what output_path_for names is an output for the rule
+    source = tmp_path / "e.png"
+    source.write_bytes(encode(Image.fromarray(smooth_rgb()), "PNG"))
+    output = output_path_for(source)
+    output.write_bytes(b"")
+    assert output.name == "e_lowkey.png" and not image_io.is_photo_file(output)

@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from lowkey.align import box_crop_matrix
-from lowkey.attack import AttackCancelled, AttackSettings, LowKeyAttack, face_windows
+from lowkey.align import alignment_matrix, box_crop_matrix
+from lowkey.attack import AttackCancelled, AttackSettings, LowKeyAttack
 from lowkey.faces import Face
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.models.registry import InputContract, get_record
-from lowkey.objective import FaceInWindow, LowKeyObjective, normalised_distance
+from lowkey.objective import Layout, LowKeyObjective, normalised_distance
 from lowkey.perceptual import SSIMPenalty
+from lowkey.windows import FaceInWindow, face_windows
 
 SIZE = 8
 BOX = (16.0, 16.0, 24.0, 24.0)  # an 8x8 box: the crop copies it pixel for pixel
@@ -64,7 +65,8 @@ def test_objective_matches_equation_1_term_by_term():
     faces = [FaceInWindow(0, {"a": matrix, "b": matrix})]
     with torch.no_grad():
         emb = objective.embeddings([original], faces)
-        value, terms = objective(emb, [original], [perturbed], faces, photo_area=40 * 40)
+        value, tensors = objective(emb, [original], [perturbed], faces, Layout.single(1, 40 * 40))
+    terms = {k: v.item() for k, v in tensors.items()}
 
     # Normalised crop values z = (x - 0.5) / 0.5 = 2s + 2d c, c = +-1 checkerboard.
     a_plain = math.sqrt(3) * 2 * s / math.sqrt(14)  # mean moves by 2s; ||(1,2,3)|| = sqrt(14)
@@ -90,8 +92,8 @@ def test_perceptual_penalty_is_area_weighted_over_the_photo():
     penalty = SSIMPenalty()
     objective = LowKeyObjective(models, penalty)
     original, perturbed = checker_photo(0.0, 0.05)
-    whole = objective.perceptual([original], [perturbed], photo_area=40 * 40).item()
-    quarter = objective.perceptual([original], [perturbed], photo_area=4 * 40 * 40).item()
+    whole = objective.perceptual([original], [perturbed], Layout.single(1, 40 * 40)).item()
+    quarter = objective.perceptual([original], [perturbed], Layout.single(1, 4 * 40 * 40)).item()
     assert quarter == pytest.approx(whole / 4)
 
 
@@ -158,7 +160,9 @@ def test_windows_cover_each_face_and_merge_when_faces_overlap():
     models = [toy_model("a", MeanPlusBias())]
     near = Face((20.0, 16.0, 28.0, 24.0), _face().landmarks, 0.9)
     far = Face((80.0, 80.0, 88.0, 88.0), _face().landmarks, 0.9)
-    windows, owner = face_windows([_face(), near, far], models, (100, 100))
+    matrices = [{m.name: alignment_matrix(m.record.contract, f.landmarks_array(), f.box,
+                                          (100, 100)) for m in models} for f in (_face(), near, far)]
+    windows, owner = face_windows(matrices, {m.name: m.input_size for m in models}, (100, 100))
     assert len(windows) == 2 and owner[0] == owner[1] != owner[2]
     for face, i in zip([_face(), near, far], owner, strict=True):
         w = windows[i]
@@ -173,3 +177,58 @@ def test_settings_are_validated():
         AttackSettings(blur_window=6)
     assert AttackSettings().linf_bound == pytest.approx(0.005 + 50 * 0.0025)
     assert np.isclose(AttackSettings(steps=10).linf_bound, 0.03)
+
+
+def test_a_batch_of_photos_gets_what_each_photo_gets_alone():
+    """run_many sums the photos' objectives and draws each photo's noise from its own seeded
+    generator, so each photo's result is the one run() gives it alone."""
+    from lowkey.attack import PhotoTask
+
+    models = [toy_model("b", MeanSquarePlusOne()), toy_model("a", MeanPlusBias())]
+    objective = LowKeyObjective(models, SSIMPenalty())
+    settings = AttackSettings(steps=4, step_size=0.01, seed=5, momentum=0.9, jitter=0.05)
+    g = torch.Generator().manual_seed(1)
+    first = torch.rand(3, 40, 48, generator=g) * 0.5 + 0.25
+    second = torch.rand(3, 60, 44, generator=g) * 0.5 + 0.25
+    shifted = Face((20.0, 30.0, 28.0, 38.0), tuple((x + 2, y + 14) for x, y in _face().landmarks),
+                   0.9)
+    attack = LowKeyAttack(objective, settings)
+    alone = [attack.run(first, [_face()]), attack.run(second, [_face(), shifted])]
+    batch = attack.run_many([PhotoTask(first, [_face()]), PhotoTask(second, [_face(), shifted])])
+    for one, together in zip(alone, batch, strict=True):
+        assert torch.allclose(one.pixels, together.pixels, atol=1e-6)
+        assert one.windows == together.windows
+        for name in one.original_embeddings:
+            assert torch.allclose(one.original_embeddings[name],
+                                  together.original_embeddings[name], atol=1e-6)
+        for a, b in zip(one.history, together.history, strict=True):
+            assert a == pytest.approx(b, rel=1e-5, abs=1e-7)
+    assert alone[0].history[-1]["feature"] != pytest.approx(alone[1].history[-1]["feature"])
+
+
+def test_a_large_window_is_attacked_at_a_working_resolution():
+    """A window over work_max_side is attacked pooled by an integer factor and the change is
+    upsampled: it stays within the bound and the window, raises the objective, and is smooth
+    at the photo's resolution."""
+    models = [toy_model("b", MeanSquarePlusOne())]
+    objective = LowKeyObjective(models, SSIMPenalty())
+    g = torch.Generator().manual_seed(2)
+    photo = torch.rand(3, 200, 220, generator=g) * 0.5 + 0.25
+    big = Face((60.0, 60.0, 140.0, 140.0), ((80.0, 90.0), (120.0, 90.0), (100.0, 105.0),
+                                             (85.0, 120.0), (115.0, 120.0)), 0.99)
+    settings = AttackSettings(steps=5, step_size=0.01, seed=1)
+    full = LowKeyAttack(objective, settings).run(photo, [big])
+    pooled = LowKeyAttack(objective, replace(settings, work_max_side=64)).run(photo, [big])
+    (w,) = pooled.windows
+    assert max(w.x1 - w.x0, w.y1 - w.y0) > 64  # the window itself is the photo's
+    change = pooled.pixels - photo
+    assert change.abs().max() <= settings.linf_bound + 1e-6
+    outside = torch.ones_like(photo, dtype=torch.bool)
+    outside[:, w.y0:w.y1, w.x0:w.x1] = False
+    assert change[outside].abs().max() == 0
+    assert pooled.history[-1]["feature"] > pooled.history[0]["feature"] > 0
+
+    def roughness(c):  # mean difference between horizontal neighbours
+        return (c[:, :, 1:] - c[:, :, :-1]).abs().mean().item()
+
+    assert roughness(change) < 0.75 * roughness(full.pixels - photo)  # measured: 0.52

@@ -120,3 +120,21 @@ def test_whole_photo_distance_pools_large_photos_like_the_objective():
     assert whole_photo_distance(penalty, a, b, max_side=4000) == pytest.approx(full, abs=1e-6)
     assert pooled < full  # pooling averages the noise away: the factor really was applied
     assert whole_photo_distance(penalty, a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ssim_penalty_is_pytorch_msssims_value_and_gradient():
+    """The penalty's one-convolution SSIM is pytorch-msssim's SSIM: same values per image of a
+    batch and the same gradient (it only regroups the filtering, for speed)."""
+    from pytorch_msssim import ssim
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.rand(2, 3, 90, 70, generator=g)
+    b = (a + 0.08 * torch.randn(2, 3, 90, 70, generator=g)).clamp(0, 1)
+    ours_in, theirs_in = b.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    ours = SSIMPenalty()(a, ours_in)
+    theirs = 1 - ssim(a, theirs_in, data_range=1.0, size_average=False)
+    assert ours.shape == (2,) and torch.allclose(ours, theirs, atol=1e-6)
+    assert abs(ours[0].item() - ours[1].item()) > 1e-4  # per image, not averaged
+    ours.sum().backward()
+    theirs.sum().backward()
+    assert torch.allclose(ours_in.grad, theirs_in.grad, atol=1e-7, rtol=1e-4)

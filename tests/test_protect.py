@@ -269,6 +269,38 @@ def test_cli_batch_reports_failures_and_goes_on(tmp_path, astronaut_rgb, capsys)
                                               "skipped": 1}
 
 
+def test_cli_batch_attacks_photos_together_with_the_results_of_one_by_one(
+        tmp_path, astronaut_rgb, capsys):
+    """--batch 4: the two faces' photos share one attack, the broken and the faceless photo get
+    their own statuses, and every output is what --batch 1 writes (up to float summation)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    (folder / "b_face.png").write_bytes(_png(astronaut_rgb))
+    (folder / "c_noface.png").write_bytes(_png(np.full((64, 80, 3), 120, np.uint8)))
+    (folder / "d_face.png").write_bytes(_png(np.ascontiguousarray(astronaut_rgb[:400, 60:460])))
+    outputs = {}
+    for batch in ("1", "4"):
+        code = main(["protect", str(folder), "-o", str(tmp_path / batch), "--preset", "strong",
+                     "--strength", "3", "--batch", batch, "--json"])
+        out = json.loads(capsys.readouterr().out)
+        assert code == 1
+        status = {r["source"].rsplit("/", 1)[-1]: r["status"] for r in out["photos"]}
+        assert status == {"a_broken.jpg": "failed", "b_face.png": "protected",
+                          "c_noface.png": "no-face", "d_face.png": "protected"}
+        outputs[batch] = {n: np.asarray(Image.open(tmp_path / batch / f"{n}_lowkey.png"),
+                                        np.int16) for n in ("b_face", "d_face")}
+    for name, one_by_one in outputs["1"].items():
+        together = outputs["4"][name]
+        assert np.abs(together - _original_of(name, astronaut_rgb)).max() > 0  # changed
+        assert np.abs(together - one_by_one).max() <= 1, name  # 8-bit rounding at most
+
+
+def _original_of(name: str, astronaut_rgb: np.ndarray) -> np.ndarray:
+    rgb = astronaut_rgb if name == "b_face" else astronaut_rgb[:400, 60:460]
+    return rgb.astype(np.int16)
+
+
 @pytest.mark.slow
 def test_strong_preset_on_the_astronaut(astronaut_rgb):
     """``strong`` at its own 50 steps (measured: cosines -0.21 / -0.42 / -0.30, SSIM 0.981,

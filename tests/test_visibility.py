@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lowkey.attack import AttackSettings, LowKeyAttack, Window
+from lowkey.attack import AttackSettings, LowKeyAttack
 from lowkey.faces import Face
 from lowkey.image_io import load_photo
 from lowkey.measure import face_region, region_quality
@@ -15,6 +15,7 @@ from lowkey.objective import LowKeyObjective
 from lowkey.perceptual import SSIMPenalty
 from lowkey.quality_floor import QualityFloor, apply_floor
 from lowkey.visibility import change_budget, feather, local_contrast, luminance
+from lowkey.windows import Window
 from tests.test_objective import MeanSquarePlusOne, _face, toy_model
 
 
@@ -190,3 +191,24 @@ def test_highpass_keeps_the_change_out_of_low_frequencies():
     assert sharp < 0.5 * plain
     with pytest.raises(ValueError):
         AttackSettings(highpass=-1)
+
+
+def test_floor_holds_gives_the_answer_of_every_figure(astronaut_rgb):
+    """``holds`` stops at the first failing figure; its answer must be ``met`` of all of them,
+    whichever figure fails (here each of the three in turn, then none)."""
+    from lowkey.measure import region_quality
+    from lowkey.quality_floor import QualityFloor
+
+    original = torch.from_numpy(astronaut_rgb[:200, 150:330].copy()).permute(2, 0, 1) / 255
+    g = torch.Generator().manual_seed(0)
+    region = (20, 20, 160, 180)
+    for amount in (0.0, 0.01, 0.04):
+        written = (original + amount * torch.randn(original.shape, generator=g)).clamp(0, 1)
+        quality = region_quality(original, written, region)
+        floors = [QualityFloor(), QualityFloor(jod=quality.jod + 0.01, flip=1, ssim=0),
+                  QualityFloor(jod=0, flip=quality.flip - 1e-4, ssim=0),
+                  QualityFloor(jod=0, flip=1, ssim=quality.ssim + 1e-4),
+                  QualityFloor(jod=0, flip=1, ssim=0)]
+        answers = [floor.holds(original, written, region) for floor in floors]
+        assert answers == [floor.met(quality) for floor in floors]
+        assert answers[1:] == [False, False, False, True]

@@ -24,10 +24,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lowkey.image_io import to_uint8_hwc
+
 
 def _to_uint8_image(pixels: torch.Tensor) -> Image.Image:
-    array = (pixels.detach().clamp(0, 1) * 255).round().to(torch.uint8)
-    return Image.fromarray(array.permute(1, 2, 0).cpu().numpy(), "RGB")
+    """``pixels`` (3, H, W) RGB in [0, 1] as an 8-bit RGB Pillow image (:func:`to_uint8_hwc`)."""
+    return Image.fromarray(to_uint8_hwc(pixels), "RGB")
 
 
 def _from_image(image: Image.Image) -> torch.Tensor:

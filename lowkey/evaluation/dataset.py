@@ -1,8 +1,8 @@
 """The evaluation data set: one folder per identity, optional distractors, and a seeded split.
 
-Layout: ``root/<identity>/<photo>``; photos are found by extension (:data:`IMAGE_SUFFIXES`),
-hidden files and LowKey outputs (``*_lowkey.*``) are ignored. Distractors are every photo under
-their own folder (any depth) and belong to no identity.
+Layout: ``root/<identity>/<photo>``; photos are found by extension, and hidden files and LowKey
+outputs (``*_lowkey.*``) are ignored (:func:`lowkey.image_io.is_photo_file`). Distractors are
+every photo under their own folder (any depth) and belong to no identity.
 
 The split follows the paper (section 4): per identity, a tenth of the photos (at least one) are
 probes and the rest gallery; the gallery photos of the selected *users* are protected. As in the
@@ -22,10 +22,9 @@ from typing import Literal
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from lowkey.image_io import is_photo_file
 
-#: Extensions of the photos a data set folder may hold (the format is still read from content).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"})
+logger = logging.getLogger(__name__)
 
 #: Share of the eligible identities protected by default (the paper: 100 of 530 FaceScrub
 #: identities, about a fifth).
@@ -33,11 +32,6 @@ DEFAULT_USER_FRACTION = 0.2
 
 #: How many users to protect: a number, "all", or None for the default share.
 Users = int | Literal["all"] | None
-
-
-def _is_photo(path: Path) -> bool:
-    return (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-            and not path.name.startswith(".") and not path.stem.endswith("_lowkey"))
 
 
 @dataclass(frozen=True)
@@ -66,7 +60,7 @@ def scan_dataset(root: Path, distractors: Path | None = None) -> Dataset:
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if distractors is not None and folder.resolve() == Path(distractors).resolve():
             continue
-        photos = tuple(sorted(p for p in folder.iterdir() if _is_photo(p)))
+        photos = tuple(sorted(p for p in folder.iterdir() if is_photo_file(p)))
         if photos:
             identities[folder.name] = photos
     if not identities:
@@ -75,7 +69,7 @@ def scan_dataset(root: Path, distractors: Path | None = None) -> Dataset:
     if distractors is not None:
         if not Path(distractors).is_dir():
             raise ValueError(f"distractors: {distractors} is not a folder")
-        extra = tuple(sorted(p for p in Path(distractors).rglob("*") if _is_photo(p)))
+        extra = tuple(sorted(p for p in Path(distractors).rglob("*") if is_photo_file(p)))
     logger.info("data set %s: %d identities, %d photos, %d distractors", root,
                 len(identities), sum(len(p) for p in identities.values()), len(extra))
     return Dataset(root, identities, extra)

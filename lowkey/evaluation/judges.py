@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
+from lowkey.device import default_device
 from lowkey.faces import Face
 
 logger = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class JudgePanel:
             raise ValueError(f"judges named twice: {names}")
         if any(name.endswith(FIXED) for name in names):
             raise ValueError(f"a panel loads base judges only, not {names}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = default_device(device)
         self.infos = [judge_info(name) for name in names]
         self.models = {name: load_recognizer(name, self.device, progress=progress)
                        for name in names if name != DLIB}

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from lowkey.errors import LowKeyError
 from lowkey.files import write_atomic
-from lowkey.image_io import output_path_for
+from lowkey.image_io import output_path_for, report_path_for
 
 if TYPE_CHECKING:
     from lowkey.measure import PhotoMeasurer
@@ -93,12 +93,6 @@ class ProtectedPhoto:
     used: Path
     status: str
     report: dict = field(default_factory=dict)
-
-
-def sidecar_for(output: Path) -> Path:
-    """``.../img_lowkey.jpg`` -> ``.../img_lowkey.jpg.json`` (the full name: ``img.jpg`` and
-    ``img.png`` of one identity get different reports)."""
-    return output.with_name(output.name + ".json")
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -170,7 +164,7 @@ class GalleryProtector:
         except (LowKeyError, ValueError) as exc:
             logger.warning("cannot protect %s (%s): the judges see it as it is", source, exc)
             return ProtectedPhoto(source, identity, source, "failed", {"error": str(exc)})
-        sidecar = sidecar_for(output)
+        sidecar = report_path_for(output)
         report = None
         if sidecar.exists():
             try:

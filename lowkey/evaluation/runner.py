@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lowkey.device import default_device
 from lowkey.evaluation.countermeasures import get_countermeasures
 from lowkey.evaluation.dataset import Split, Users, scan_dataset, split_dataset
 from lowkey.evaluation.embed import EmbeddingTable
@@ -317,7 +318,7 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
                   "unreadable": sorted(str(p) for p in table.unreadable)},
         "cost": {"protect_seconds": protect_seconds, "embed_seconds": table.seconds,
                  "photos_embedded": table.photos_embedded, "runtime_seconds": runtime,
-                 "device": config.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                 "device": str(default_device(config.device)),
                  "cpu": platform.processor() or platform.machine(),
                  "torch_threads": torch.get_num_threads()},
     }
