@@ -7,8 +7,8 @@ encoding), with faces found afresh in it.
 What a person sees is judged on the **face region**: the original's MTCNN box widened by
 :data:`FACE_REGION_WIDEN` of its size on each side, clipped to the photo. Whole-photo figures
 hide a disfigured face (a painted-over face in a big photo still scores SSIM 0.98), so they come
-second. Regions over :data:`QUALITY_MAX_SIDE` pixels are judged area-downscaled to it. Per face
-region:
+second. FLIP and ColorVideoVDP judge regions over :data:`QUALITY_MAX_SIDE` pixels area-downscaled
+to it; SSIM and PSNR always judge the full resolution. Per face region:
 
 - SSIM (Gaussian window 11, sigma 1.5) and PSNR (dB) of the sRGB values in [0, 1];
 - NVIDIA FLIP (``flip-evaluator``, LDR, 67 pixels per degree): mean error, 0 = identical;
@@ -45,12 +45,13 @@ FACE_REGION_WIDEN = 0.2
 CVVDP_DISPLAY = "standard_4k"
 #: FLIP's viewing condition: pixels per degree of visual angle (its default, a desktop monitor).
 FLIP_PPD = 67.0
-#: A face region whose long side is over this many pixels (a face of some 700 px and more) is
-#: judged after an area downscale by the smallest integer factor that brings it under: on the
-#: 4K display of :data:`CVVDP_DISPLAY` such a face already fills half the screen's height, which
-#: is larger than a photo is looked at without zooming in, and ColorVideoVDP's memory grows with
-#: the region (about 0.7 GB at 1024 px, 2.2 GB at 2048 px), which a 24-megapixel close-up
-#: would otherwise blow past any budget.
+#: FLIP and ColorVideoVDP judge a face region whose long side is over this many pixels (a face
+#: of some 700 px and more) after an area downscale by the smallest integer factor that brings
+#: it under: on the 4K display of :data:`CVVDP_DISPLAY` such a face already fills half the
+#: screen's height, and ColorVideoVDP's memory grows with the region (about 0.7 GB at 1024 px,
+#: 2.2 GB at 2048 px), which a 24-megapixel close-up would otherwise blow past any budget.
+#: SSIM and PSNR always judge the full resolution (strip by strip, in bounded memory), so a
+#: change that shows only when zoomed in still counts.
 QUALITY_MAX_SIDE = 1024
 
 
@@ -209,20 +210,27 @@ class RegionQuality:
 def region_pair(original: torch.Tensor, protected: torch.Tensor,
                 region: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """``region`` (x0, y0, x1, y1) of two (3, H, W) RGB images in [0, 1], as float32 (3, h, w)
-    crops, area-downscaled by the smallest integer factor that brings their long side to at
-    most :data:`QUALITY_MAX_SIDE` (unchanged when it already is): what the figures judge."""
+    crops at full resolution (what SSIM and PSNR judge)."""
     x0, y0, x1, y1 = region
-    a, b = pooled_under(original[None, :, y0:y1, x0:x1].float(),
-                        protected[None, :, y0:y1, x0:x1].float(), QUALITY_MAX_SIDE)
+    return original[:, y0:y1, x0:x1].float(), protected[:, y0:y1, x0:x1].float()
+
+
+def as_viewed(original: torch.Tensor, protected: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two (3, h, w) region crops as FLIP and ColorVideoVDP judge them: area-downscaled by the
+    smallest integer factor that brings their long side to at most :data:`QUALITY_MAX_SIDE`
+    (unchanged when it already is)."""
+    a, b = pooled_under(original[None], protected[None], QUALITY_MAX_SIDE)
     return a[0], b[0]
 
 
 def region_quality(original: torch.Tensor, protected: torch.Tensor,
                    region: tuple[int, int, int, int]) -> RegionQuality:
-    """SSIM, PSNR, FLIP and ColorVideoVDP of ``region`` (x0, y0, x1, y1) of two (3, H, W) RGB
-    images in [0, 1] (see :func:`region_pair` for regions over :data:`QUALITY_MAX_SIDE`)."""
+    """SSIM, PSNR (full resolution), FLIP and ColorVideoVDP (:func:`as_viewed`) of ``region``
+    (x0, y0, x1, y1) of two (3, H, W) RGB images in [0, 1]."""
     a, b = region_pair(original, protected, region)
     ssim, psnr = ssim_psnr(a, b)
+    a, b = as_viewed(a, b)
     return RegionQuality(ssim, psnr, flip_error(a, b), cvvdp_jod(a, b))
 
 
@@ -265,7 +273,8 @@ class PhotoMeasurer:
         if faces is None:
             faces = self.detector.detect(a)
         report.ssim, report.psnr = ssim_psnr(a, b)
-        report.linf = float((a - b).abs().max())
+        report.linf = max(float((a[:, top:top + 512] - b[:, top:top + 512]).abs().max())
+                          for top in range(0, a.shape[1], 512))  # strips: bounded memory
         if self.lpips is not None:
             report.lpips = round(whole_photo_distance(self.lpips, a, b, self.lpips_max_side), 5)
         if not faces:
@@ -330,5 +339,5 @@ def dlib_distance(box: tuple[float, ...], before: list[DlibFace],
 
 
 __all__ = ["FACE_REGION_WIDEN", "QUALITY_MAX_SIDE", "FaceReport", "PhotoMeasurer", "PhotoReport",
-           "RegionQuality", "cvvdp_jod", "dlib_distance", "face_region", "flip_error",
+           "RegionQuality", "as_viewed", "cvvdp_jod", "dlib_distance", "face_region", "flip_error",
            "region_pair", "region_quality", "ssim_psnr"]

@@ -20,6 +20,7 @@ from lowkey.faces import Face
 from lowkey.image_io import DEFAULT_QUALITY, Photo, encode_photo, load_photo
 from lowkey.measure import (
     RegionQuality,
+    as_viewed,
     cvvdp_jod,
     face_region,
     flip_error,
@@ -51,8 +52,10 @@ class QualityFloor:
         then FLIP, then ColorVideoVDP, which takes most of the time) and stopping at the first
         figure that fails: the same answer, without the slow figures of a trial that is lost."""
         a, b = region_pair(original, written, region)
-        return (ssim_psnr(a, b)[0] >= self.ssim and flip_error(a, b) <= self.flip
-                and cvvdp_jod(a, b) >= self.jod)
+        if ssim_psnr(a, b)[0] < self.ssim:
+            return False
+        a, b = as_viewed(a, b)
+        return flip_error(a, b) <= self.flip and cvvdp_jod(a, b) >= self.jod
 
 
 #: Trial crops start on multiples of this many pixels, so that a block codec (JPEG's 8 or 16 px
@@ -94,17 +97,18 @@ def apply_floor(photo: Photo, protected: torch.Tensor, windows: list[Window],
         y1 = max([w.y1] + [r[3] for r in regions])
         before = original[:, y0:y1, x0:x1]
         # this window's change alone; the rest of the crop as it stands (other windows)
-        change = torch.zeros_like(before)
         inside = (slice(None), slice(w.y0 - y0, w.y1 - y0), slice(w.x0 - x0, w.x1 - x0))
-        change[inside] = (protected[:, w.y0:w.y1, w.x0:w.x1]
-                          - original[:, w.y0:w.y1, w.x0:w.x1])
-        rest = out[:, y0:y1, x0:x1] - change
+        window_before = original[:, w.y0:w.y1, w.x0:w.x1]
+        change = protected[:, w.y0:w.y1, w.x0:w.x1] - window_before
         local = [(a - x0, b - y0, c - x0, d - y0) for a, b, c, d in regions]
 
-        def meets(scale: float, before: torch.Tensor = before, rest: torch.Tensor = rest,
+        def meets(scale: float, before: torch.Tensor = before, crop: tuple = (y0, y1, x0, x1),
+                  inside: tuple = inside, window_before: torch.Tensor = window_before,
                   change: torch.Tensor = change, local: list = local) -> bool:
-            trial = _as_written(photo, rest + scale * change, format, quality)
-            return all(floor.holds(before, trial, r) for r in local)
+            trial = out[:, crop[0]:crop[1], crop[2]:crop[3]].clone()
+            trial[inside] = window_before + scale * change
+            written = _as_written(photo, trial, format, quality)
+            return all(floor.holds(before, written, r) for r in local)
 
         if meets(1.0):
             scale = 1.0
@@ -114,8 +118,7 @@ def apply_floor(photo: Photo, protected: torch.Tensor, windows: list[Window],
                 middle = (low + high) / 2
                 low, high = (middle, high) if meets(middle) else (low, middle)
             scale = low
-        out[:, w.y0:w.y1, w.x0:w.x1] = (original[:, w.y0:w.y1, w.x0:w.x1]
-                                        + scale * change[inside])
+        out[:, w.y0:w.y1, w.x0:w.x1] = window_before + scale * change
         scales.append(scale)
     logger.debug("quality floor: window scales %s", scales)
     return out, scales
