@@ -124,6 +124,21 @@ class PhotoTask:
     grayscale: bool = False
 
 
+@dataclass
+class _Batch:
+    """What :meth:`LowKeyAttack.run_many` works on: every photo's windows (photo pixels), their
+    originals at working resolution (3, h, w), the faces in them, each window's change channels
+    (1: gray or luma-only), each photo's generator and the layout (photo and scale of each
+    window)."""
+
+    windows: list[Window] = field(default_factory=list)
+    originals: list[torch.Tensor] = field(default_factory=list)
+    targets: list[FaceInWindow] = field(default_factory=list)
+    channels: list[int] = field(default_factory=list)
+    generators: list[torch.Generator] = field(default_factory=list)
+    layout: Layout = field(default_factory=lambda: Layout((), ()))
+
+
 def _pooled_to_source(factor: int) -> np.ndarray:
     """(3, 3) map from a pixel of a window average-pooled by ``factor`` to the window's own
     pixels (pooled pixel x' has its centre at ``factor x' + (factor - 1) / 2``)."""
@@ -177,51 +192,18 @@ class LowKeyAttack:
         if not photos or any(not p.faces for p in photos):
             raise ValueError("no faces to protect")
         s = self.settings
-        models = self.objective.models
-        sizes = {m.name: m.input_size for m in models}
-        windows: list[Window] = []
-        targets: list[FaceInWindow] = []
-        window_photo: list[int] = []
-        originals: list[torch.Tensor] = []  # at working resolution
-        scales: list[int] = []  # working pixel = scales[i] x scales[i] photo pixels
-        channels: list[int] = []
-        generators: list[torch.Generator] = []
-        for index, photo in enumerate(photos):
-            height, width = photo.pixels.shape[-2:]
-            matrices = [{m.name: alignment_matrix(m.record.contract, f.landmarks_array(), f.box,
-                                                  (width, height)) for m in models}
-                        for f in photo.faces]
-            own, faces = place_faces(matrices, sizes, (width, height))
-            for w in own:
-                factor = math.ceil(max(w.x1 - w.x0, w.y1 - w.y0) / s.work_max_side)
-                # whole pooling cells only (the window's margin allows losing k - 1 pixels)
-                w = Window(w.x0, w.y0, w.x0 + (w.x1 - w.x0) // factor * factor,
-                           w.y0 + (w.y1 - w.y0) // factor * factor)
-                full = photo.pixels[:, w.y0:w.y1, w.x0:w.x1].detach()
-                originals.append(full if factor == 1 else F.avg_pool2d(full[None], factor)[0])
-                windows.append(w)
-                scales.append(factor)
-            targets += [replace(f, window=f.window + len(window_photo),
-                                matrices={n: m @ _pooled_to_source(scales[f.window
-                                                                          + len(window_photo)])
-                                          for n, m in f.matrices.items()})
-                        for f in faces]
-            window_photo += [index] * len(own)
-            channels += [1 if photo.grayscale or s.luminance_only else 3] * len(own)
-            generators.append(torch.Generator(device="cpu").manual_seed(s.seed))
-        layout = Layout(tuple(window_photo),
-                        tuple(p.pixels.shape[-2] * p.pixels.shape[-1] for p in photos),
-                        tuple(scales))
-        plans = self.objective.plan(originals, targets)
+        batch = self._place(photos)
+        plans = self.objective.plan(batch.originals, batch.targets)
         with torch.no_grad():
-            original_embeddings = self.objective.embeddings(originals, targets, plans)
-        budgets = [self._budget(o) for o in originals]
-        blur_sigmas = [self._gradient_blur_sigma(targets, i) for i in range(len(windows))]
+            original_embeddings = self.objective.embeddings(batch.originals, batch.targets, plans)
+        budgets = [self._budget(o) for o in batch.originals]
+        blur_sigmas = [self._gradient_blur_sigma(batch.targets, i)
+                       for i in range(len(batch.windows))]
 
         deltas = []
-        for i, (original, budget) in enumerate(zip(originals, budgets, strict=True)):
-            noise = torch.rand((channels[i], *original.shape[-2:]),
-                               generator=generators[window_photo[i]]) * 2 - 1
+        for i, (original, budget) in enumerate(zip(batch.originals, budgets, strict=True)):
+            noise = torch.rand((batch.channels[i], *original.shape[-2:]),
+                               generator=batch.generators[batch.layout.window_photo[i]]) * 2 - 1
             deltas.append(self._project(original, (noise * s.init_noise).to(original), budget))
         velocity = [torch.zeros_like(d) for d in deltas]
 
@@ -229,58 +211,111 @@ class LowKeyAttack:
         for step in range(s.steps):
             for delta in deltas:
                 delta.requires_grad_(True)
-            current = [o + d.expand_as(o) for o, d in zip(originals, deltas, strict=True)]
+            current = [o + d.expand_as(o) for o, d in zip(batch.originals, deltas, strict=True)]
             step_plans = plans
             if s.jitter:
-                step_plans = self.objective.plan(originals, self._jittered(
-                    targets, [generators[window_photo[f.window]] for f in targets]))
-            value, terms = self.objective(original_embeddings, originals, current, targets,
-                                          layout, step_plans)
+                step_plans = self.objective.plan(batch.originals, self._jittered(
+                    batch.targets, [batch.generators[batch.layout.window_photo[f.window]]
+                                    for f in batch.targets]))
+            value, terms = self.objective(original_embeddings, batch.originals, current,
+                                          batch.targets, batch.layout, step_plans)
             grads = torch.autograd.grad(value, deltas)
             with torch.no_grad():
-                updated = []
-                for i, (o, d, g) in enumerate(zip(originals, deltas, grads, strict=True)):
-                    if blur_sigmas[i] > 0:
-                        g = gaussian_smoothing(g[None], blur_sigmas[i],
-                                               2 * math.ceil(3 * blur_sigmas[i]) + 1)[0]
-                    if s.momentum:
-                        velocity[i] = s.momentum * velocity[i] + g / g.abs().mean().clamp_min(
-                            1e-12)
-                        g = velocity[i]
-                    d = d.detach() + s.step_size * g.sign()
-                    if s.highpass:  # sigma in photo pixels
-                        sigma = s.highpass / scales[i]
-                        d = d - gaussian_smoothing(d[None], sigma, 2 * math.ceil(3 * sigma) + 1)[0]
-                    updated.append(self._project(o, d, budgets[i]))
-                deltas = updated
+                deltas = [self._step(i, o, d, g, velocity, budgets[i], blur_sigmas[i],
+                                     batch.layout.scale(i))
+                          for i, (o, d, g) in enumerate(zip(batch.originals, deltas, grads,
+                                                            strict=True))]
             history.append(terms)
             if on_step is not None and on_step(step + 1, s.steps, StepTerms(terms)) is False:
                 raise AttackCancelled(f"cancelled after step {step + 1} of {s.steps}")
+        results = self._results(photos, batch, deltas, original_embeddings, history)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("attack of %d photo(s), %d steps: last terms %s", len(photos), s.steps,
+                         results[0].history[-1])
+        return results
 
-        # one transfer of every step's terms at the end (not one wait per step)
+    def _place(self, photos: Sequence[PhotoTask]) -> _Batch:
+        """Every photo's windows (at their working resolution), faces and generator."""
+        s = self.settings
+        models = self.objective.models
+        sizes = {m.name: m.input_size for m in models}
+        batch = _Batch()
+        window_photo: list[int] = []
+        scales: list[int] = []
+        for index, photo in enumerate(photos):
+            height, width = photo.pixels.shape[-2:]
+            matrices = [{m.name: alignment_matrix(m.record.contract, f.landmarks_array(), f.box,
+                                                  (width, height)) for m in models}
+                        for f in photo.faces]
+            own, faces = place_faces(matrices, sizes, (width, height))
+            first = len(batch.windows)
+            for w in own:
+                factor = math.ceil(max(w.x1 - w.x0, w.y1 - w.y0) / s.work_max_side)
+                # whole pooling cells only (the window's margin allows losing k - 1 pixels)
+                w = Window(w.x0, w.y0, w.x0 + (w.x1 - w.x0) // factor * factor,
+                           w.y0 + (w.y1 - w.y0) // factor * factor)
+                full = photo.pixels[:, w.y0:w.y1, w.x0:w.x1].detach()
+                batch.originals.append(full if factor == 1
+                                       else F.avg_pool2d(full[None], factor)[0])
+                batch.windows.append(w)
+                scales.append(factor)
+            batch.targets += [
+                replace(f, window=first + f.window,
+                        matrices={n: m @ _pooled_to_source(scales[first + f.window])
+                                  for n, m in f.matrices.items()})
+                for f in faces]
+            window_photo += [index] * len(own)
+            batch.channels += [1 if photo.grayscale or s.luminance_only else 3] * len(own)
+            batch.generators.append(torch.Generator(device="cpu").manual_seed(s.seed))
+        batch.layout = Layout(tuple(window_photo),
+                              tuple(p.pixels.shape[-2] * p.pixels.shape[-1] for p in photos),
+                              tuple(scales))
+        return batch
+
+    def _step(self, i: int, original: torch.Tensor, delta: torch.Tensor, grad: torch.Tensor,
+              velocity: list[torch.Tensor], budget: torch.Tensor | None, blur_sigma: float,
+              scale: int) -> torch.Tensor:
+        """Window ``i``'s next change: (TI) blur of the gradient, (MI) momentum, one signed
+        step, (high-pass), then back within the budget and the [0, 1] range."""
+        s = self.settings
+        if blur_sigma > 0:
+            grad = gaussian_smoothing(grad[None], blur_sigma, 2 * math.ceil(3 * blur_sigma) + 1)[0]
+        if s.momentum:
+            velocity[i] = s.momentum * velocity[i] + grad / grad.abs().mean().clamp_min(1e-12)
+            grad = velocity[i]
+        delta = delta.detach() + s.step_size * grad.sign()
+        if s.highpass:  # sigma in photo pixels
+            sigma = s.highpass / scale
+            delta = delta - gaussian_smoothing(delta[None], sigma, 2 * math.ceil(3 * sigma) + 1)[0]
+        return self._project(original, delta, budget)
+
+    @staticmethod
+    def _results(photos: Sequence[PhotoTask], batch: _Batch, deltas: list[torch.Tensor],
+                 embeddings: dict[str, torch.Tensor],
+                 history: list[dict[str, torch.Tensor]]) -> list[AttackResult]:
+        """Each photo with its windows' changes (upsampled from a working resolution), its
+        faces' original embeddings and its terms per step (read from the device once)."""
         names = list(history[0])
         table = torch.stack([torch.stack([h[k] for k in names]) for h in history]).tolist()
+        window_photo = batch.layout.window_photo
         results = []
         for index, photo in enumerate(photos):
             protected = photo.pixels.detach().clone()
             mine = [i for i, p in enumerate(window_photo) if p == index]
             for i in mine:
-                w = windows[i]
+                w = batch.windows[i]
                 delta = deltas[i]
-                if scales[i] > 1:
+                if batch.layout.scale(i) > 1:
                     delta = F.interpolate(delta[None], size=(w.y1 - w.y0, w.x1 - w.x0),
                                           mode="bilinear", align_corners=False)[0]
                 full = photo.pixels[:, w.y0:w.y1, w.x0:w.x1]
                 protected[:, w.y0:w.y1, w.x0:w.x1] = (full + delta.expand_as(full)).clamp(0, 1)
-            faces = [i for i, f in enumerate(targets) if window_photo[f.window] == index]
+            faces = [i for i, f in enumerate(batch.targets) if window_photo[f.window] == index]
             results.append(AttackResult(
-                protected, [windows[i] for i in mine],
-                {k: v[faces] for k, v in original_embeddings.items()},
+                protected, [batch.windows[i] for i in mine],
+                {k: v[faces] for k, v in embeddings.items()},
                 [dict(zip(names, (row[index] for row in step_terms), strict=True))
                  for step_terms in table]))
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("attack of %d photo(s), %d steps: last terms %s", len(photos), s.steps,
-                         results[0].history[-1])
         return results
 
     def _budget(self, original: torch.Tensor) -> torch.Tensor | None:
