@@ -263,9 +263,8 @@ class Protector:
                 reports[i] = self._failed(source, exc, start)
         if pending:
             try:
-                results = self.attack.run_many(
-                    [PhotoTask(p.pixels.to(self.device), faces, p.grayscale)
-                     for _, p, faces, _, _ in pending], on_step)
+                results = self._attack_batch([(p, faces) for _, p, faces, _, _ in pending],
+                                             on_step)
             except (LowKeyError, ValueError, OSError) as exc:
                 for i, *_ in pending:
                     reports[i] = self._failed(sources[i], exc, start)
@@ -281,6 +280,22 @@ class Protector:
                 except (LowKeyError, ValueError, OSError) as exc:
                     reports[i] = self._failed(sources[i], exc, start)
         return [r for r in reports if r is not None]
+
+    def _attack_batch(self, photos: list[tuple[Photo, list[Face]]],
+                      on_step: StepCallback | None) -> list[AttackResult]:
+        """One attack for every photo; when the GPU's memory does not hold the batch, the
+        photos one by one instead (a photo that does not fit alone raises)."""
+        try:
+            return self.attack.run_many([PhotoTask(p.pixels.to(self.device), faces, p.grayscale)
+                                         for p, faces in photos], on_step)
+        except torch.cuda.OutOfMemoryError:
+            if len(photos) == 1:
+                raise
+            torch.cuda.empty_cache()
+            logger.warning("a batch of %d photos does not fit in the GPU's memory: one by one",
+                           len(photos))
+            return [self.attack.run(p.pixels.to(self.device), faces, p.grayscale, on_step)
+                    for p, faces in photos]
 
     @staticmethod
     def _failed(source: Path, exc: Exception, start: float) -> PhotoReport:

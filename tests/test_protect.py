@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lowkey.cli import main
@@ -294,6 +295,30 @@ def test_cli_batch_attacks_photos_together_with_the_results_of_one_by_one(
         together = outputs["4"][name]
         assert np.abs(together - _original_of(name, astronaut_rgb)).max() > 0  # changed
         assert np.abs(together - one_by_one).max() <= 1, name  # 8-bit rounding at most
+
+
+def test_a_batch_the_gpu_cannot_hold_is_attacked_one_photo_at_a_time(quick, tmp_path,
+                                                                        astronaut_rgb,
+                                                                        monkeypatch):
+    """When run_many runs out of GPU memory on a batch, each photo is attacked alone and
+    every photo is still protected (simulated: the CPU has no GPU to fill)."""
+    paths = []
+    for name, rgb in (("a", astronaut_rgb), ("b", astronaut_rgb[:400, 60:460])):
+        paths.append(tmp_path / f"{name}.png")
+        paths[-1].write_bytes(_png(np.ascontiguousarray(rgb)))
+    run_many = quick.attack.run_many
+    sizes = []
+
+    def only_one_fits(photos, on_step=None):
+        sizes.append(len(photos))
+        if len(photos) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return run_many(photos, on_step)
+
+    monkeypatch.setattr(quick.attack, "run_many", only_one_fits)
+    reports = quick.protect_files(paths, tmp_path / "out")
+    assert [r.status for r in reports] == ["protected", "protected"]
+    assert sizes == [2, 1, 1]
 
 
 def _original_of(name: str, astronaut_rgb: np.ndarray) -> np.ndarray:
