@@ -12,7 +12,10 @@ whole photo. ``G`` is a Gaussian blur (sigma 3, window 7) of the photo before al
 The photo is handled as *windows*: disjoint rectangles around the faces (the region every model's
 alignment reads, plus a margin). Pixels outside them never change, so the whole-photo penalty is
 the area-weighted sum of the windows' penalties (exact up to the metric's border effects, since
-the margin gives it context), and nothing scales with the photo's full size.
+the margin gives it context), and nothing scales with the photo's full size. A window larger
+than the attack's working size is given here average-pooled (its :class:`Layout` scale), and G's
+sigma shrinks with it. Several photos can be attacked at once: the objective is then the sum of
+each photo's own (1) (:class:`Layout` says which window is whose).
 """
 
 from __future__ import annotations

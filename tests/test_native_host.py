@@ -188,7 +188,8 @@ def test_a_photo_over_1_mb_round_trips_in_chunks_with_its_checksum(host, astrona
     messages = host.until("r2", "result", timeout=600)
     assert messages[-1]["type"] == "result", messages[-1]
     phases = [m["phase"] for m in messages if m["type"] == "progress"]
-    assert "attack" in phases and phases[-1] in ("encode", "measure")
+    # the last event seen depends on timing: the encode, the measure, or the done phase
+    assert "attack" in phases and phases[-1] in ("encode", "measure", "done")
     data, result = reassemble(messages)
     assert result["chunks"] >= 2 and result["name"] == name and result["mime"] == "image/png"
     assert result["size"] == len(data) and result["sha256"] == hashlib.sha256(data).hexdigest()
