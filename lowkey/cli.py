@@ -310,6 +310,9 @@ def cmd_protect(args: argparse.Namespace) -> int:
     if not files:
         print("lowkey: error: no photos given (or none in the folders given)", file=sys.stderr)
         return 2
+    if args.batch is not None and args.batch < 1:
+        print("lowkey: error: --batch must be at least 1", file=sys.stderr)
+        return 2
     if args.ray is not None:
         return _protect_on_ray(args, files)
     protector = Protector(preset=args.preset, strength=args.strength, seed=args.seed,
@@ -321,11 +324,8 @@ def cmd_protect(args: argparse.Namespace) -> int:
               f"perceptual penalty {info['penalty']}; {info['settings']['steps']} steps of "
               f"{info['settings']['step_size']}, change at most {info['linf_bound'] * 255:.0f}/255")
     # photos attacked together (one model call a step for all): on a GPU a step is bound by
-    # kernel launches, so a batch costs about what one photo does; on a CPU it does not pay
+    # kernel launches, so a batch costs about what one photo does; on a CPU it pays little
     batch = args.batch or (BATCH_ON_GPU if protector.device.type == "cuda" else 1)
-    if batch < 1:
-        print("lowkey: error: --batch must be at least 1", file=sys.stderr)
-        return 2
     reports = []
     with tqdm(total=len(files), desc="photos", unit="photo",
               disable=len(files) < 2 or args.json) as photos_bar:
@@ -344,8 +344,9 @@ def cmd_protect(args: argparse.Namespace) -> int:
                                                on_step=on_step, keep_location=args.keep_location)
             photos_bar.update(len(chunk))
             reports += done
-            for report in done if not args.json else []:
-                _print_report(report)
+            if not args.json:
+                for report in done:
+                    _print_report(report)
     return _protect_summary(args, info, reports)
 
 

@@ -88,3 +88,11 @@ def test_a_folder_gives_its_photos_but_not_outputs_or_hidden_files(tmp_path):
     names = [p.name for p in _expand_inputs([str(tmp_path), str(given)])]
     assert names == ["a.png", "b.JPG", "c.jfif", "d.hif", "trip_lowkey_edit.webp",
                      "given_lowkey.txt"]
+
+
+def test_a_batch_under_one_is_refused_before_any_work(tmp_path, capsys):
+    photo = tmp_path / "a.png"
+    photo.write_bytes(b"not looked at")
+    assert main(["protect", str(photo), "-o", str(tmp_path / "out"), "--batch", "0"]) == 2
+    assert "--batch must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
