@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lowkey daemon", description="the local LowKey protection service",
         epilog="Options not given come from daemon.toml in LowKey's config folder "
-               "(preset, devices, models, port, queue_size, job_timeout, warm_up), else the "
-               "defaults shown.")
+               "(preset, devices, models, port, queue_size, job_timeout, warm_up, batch), "
+               "else the defaults shown.")
     _port_option(parser)
     parser.add_argument("--device", action="append",
                         help="a device to work on (one worker each; repeat for several; "
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="jobs queued or running before new ones get 503 (default 8)")
     parser.add_argument("--job-timeout", type=float,
                         help="longest a job may take from submission, seconds (default 900)")
+    parser.add_argument("--batch", type=int,
+                        help="most queued jobs with the same options protected with one attack "
+                             "(default: 8 on a GPU, 1 on a CPU)")
     parser.add_argument("--no-warm-up", dest="warm_up", action="store_const", const=False,
                         help="skip the dummy step at start")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -112,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         port=port_from_env(args.port), devices=tuple(devices) if devices else None,
         preset=pick("preset"), models=tuple(models) if models else None,
         queue_size=pick("queue_size"), job_timeout=pick("job_timeout"),
-        warm_up=pick("warm_up"))
+        warm_up=pick("warm_up"), batch=pick("batch"))
     log = _setup_logging(config.state_dir, args.verbose)
     tokens = TokenStore(config.config_dir)
     app = create_app(config, tokens=tokens)

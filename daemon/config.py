@@ -68,7 +68,9 @@ class DaemonConfig:
     ``job_timeout``: the longest deadline a job may have (seconds from submission);
     ``result_ttl`` and ``result_max_bytes``: how long and how much finished results are kept;
     ``rate`` and ``burst``: requests per second per client (token bucket); ``warm_up``: run one
-    dummy step at start.
+    dummy step at start; ``batch``: the most queued jobs (with the same attack options) a
+    worker protects with one attack (None: :data:`~lowkey.protect.BATCH_ON_GPU` on a GPU, 1 on
+    a CPU, where a batch would make the first photo wait for the others).
     """
 
     port: int = DEFAULT_PORT
@@ -85,6 +87,7 @@ class DaemonConfig:
     rate: float = 20.0
     burst: int = 60
     warm_up: bool = True
+    batch: int | None = None
     config_dir: Path = field(default_factory=daemon_config_dir)
     state_dir: Path = field(default_factory=daemon_state_dir)
 
@@ -97,5 +100,7 @@ class DaemonConfig:
             raise ValueError(f"the daemon binds to loopback only, not {self.host}")
         if self.queue_size < 1 or self.max_body_bytes < 1 or self.max_pixels < 1:
             raise ValueError("queue_size, max_body_bytes and max_pixels must be positive")
+        if self.batch is not None and self.batch < 1:
+            raise ValueError("batch must be at least 1")
         if self.job_timeout <= 0 or self.result_ttl <= 0 or self.rate <= 0 or self.burst < 1:
             raise ValueError("job_timeout, result_ttl, rate and burst must be positive")

@@ -1,5 +1,11 @@
 """Jobs behind a bounded queue, one worker per device, the heavy work in that device's thread.
 
+A worker takes the oldest queued job and, up to its batch size (``DaemonConfig.batch``; by
+default :data:`~lowkey.protect.BATCH_ON_GPU` on a GPU, 1 on a CPU), the next queued jobs with the
+same attack options (:attr:`~lowkey.jobs.ProtectOptions.batch_key`), and protects them with one
+attack (:func:`~lowkey.protect.protect_bytes_batch`): each job finishes as soon as its own photo
+is encoded and measured.
+
 A job is queued, then running, then one of ``done``, ``failed``, ``cancelled`` or ``timed out``.
 Cancellation and deadlines take effect on the job's status at once (its slot in the queue is free
 again); the worker thread stops at its next phase boundary or attack step and its result, if
@@ -22,13 +28,12 @@ from daemon.errors import ApiError
 from lowkey.jobs import (
     JobControl,
     JobError,
-    JobProgress,
     JobStopped,
     ProtectOptions,
     job_error,
 )
 from lowkey.pool import ModelPool, ModelsMissing
-from lowkey.protect import Protector, ProtectOutcome, protect_bytes
+from lowkey.protect import BATCH_ON_GPU, Protector, ProtectOutcome, protect_bytes_batch
 
 logger = logging.getLogger(__name__)
 
@@ -260,81 +265,111 @@ class JobQueue:
 
     # -- workers --------------------------------------------------------------------------
 
-    def _take(self) -> Job | None:
+    def batch_size(self, pool: ModelPool) -> int:
+        """The most jobs the worker of ``pool`` attacks at once."""
+        if self.config.batch is not None:
+            return self.config.batch
+        return BATCH_ON_GPU if pool.device.type == "cuda" else 1
+
+    def _take(self, limit: int) -> list[Job]:
+        """The oldest queued job and, up to ``limit`` in all, the next queued jobs that can
+        share its attack (the others keep their places)."""
         if self.state != "ready" or self.paused:
-            return None
+            return []
+        taken: list[Job] = []
+        kept: deque[Job] = deque()
         while self._pending:
             job = self._pending.popleft()
-            if job.status == "queued":
-                return job
-        return None
+            if job.status != "queued":
+                continue
+            if not taken or (len(taken) < limit
+                             and job.options.batch_key == taken[0].options.batch_key):
+                taken.append(job)
+            else:
+                kept.append(job)
+        self._pending = kept
+        return taken
 
     async def _worker(self, index: int) -> None:
         pool, executor = self.pools[index], self._executors[index]
         loop = asyncio.get_running_loop()
         while True:
-            job = self._take()
-            if job is None:
+            jobs = self._take(self.batch_size(pool))
+            if not jobs:
                 if self.state == "stopping":
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             try:
-                await self._run(job, pool, executor, loop)
+                await self._run(jobs, pool, executor, loop)
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let a job take the worker (or the daemon) down
-                logger.exception("worker %d: unexpected error around job %s", index, job.id[:8])
-                if job.finish("failed", JobError("internal", "internal error")):
-                    self.counts["failed"] += 1
+                logger.exception("worker %d: unexpected error around jobs %s", index,
+                                 ", ".join(job.id[:8] for job in jobs))
+                for job in jobs:
+                    if job.finish("failed", JobError("internal", "internal error")):
+                        self.counts["failed"] += 1
 
-    async def _run(self, job: Job, pool: ModelPool, executor: ThreadPoolExecutor,
+    async def _run(self, jobs: list[Job], pool: ModelPool, executor: ThreadPoolExecutor,
                    loop: asyncio.AbstractEventLoop) -> None:
-        job.status, job.device = "running", str(pool.device)
-        job.touch()
+        """Protect ``jobs`` (one attack) in the pool's thread; each finishes as its result
+        comes."""
+        work = []
+        for job in jobs:
+            job.status, job.device = "running", str(pool.device)
+            job.control.on_progress = lambda _, job=job: loop.call_soon_threadsafe(job.touch)
+            job.touch()
+            work.append((job.data, job.options, job.control))
+        config = self.config
+        if len(jobs) > 1:
+            logger.info("jobs %s: one attack on %s", ", ".join(j.id[:8] for j in jobs),
+                        pool.device)
 
-        def progressed(progress: JobProgress) -> None:
-            loop.call_soon_threadsafe(job.touch)
+        def run() -> None:
+            for i, result in protect_bytes_batch(work, pool, max_pixels=config.max_pixels,
+                                                 max_bytes=config.max_body_bytes):
+                loop.call_soon_threadsafe(self._complete, jobs[i], result)
 
-        job.control.on_progress = progressed
-        data, options, config = job.data, job.options, self.config
         start = time.perf_counter()
-
-        def work() -> ProtectOutcome:
-            return protect_bytes(data, options, pool, job.control,
-                                 max_pixels=config.max_pixels, max_bytes=config.max_body_bytes)
-
         try:
-            outcome = await loop.run_in_executor(executor, work)
-        except JobStopped as exc:
-            status, error = exc.status, job_error(exc)
-            if job.finish(status, error):
-                self.counts[status] += 1
+            await loop.run_in_executor(executor, run)
+        except Exception as exc:  # the batch as a whole failed: each job still running has it
+            for job in jobs:
+                self._complete(job, exc)
+        finally:
+            self._busy_seconds += time.perf_counter() - start
+        self._retain()
+
+    def _complete(self, job: Job, result: ProtectOutcome | Exception) -> None:
+        """Give ``job`` its outcome, or the error it raised (nothing if it has finished)."""
+        if not job.active:
             return
-        except Exception as exc:
-            error = job_error(exc)
+        if isinstance(result, JobStopped):
+            if job.finish(result.status, job_error(result)):
+                self.counts[result.status] += 1
+            return
+        if isinstance(result, Exception):
+            error = job_error(result)
             if error.code == "internal":
-                logger.error("job %s failed", job.id[:8], exc_info=exc)
+                logger.error("job %s failed", job.id[:8], exc_info=result)
             else:
                 logger.info("job %s: %s", job.id[:8], error.message)
             if job.finish("failed", error):
                 self.counts["failed"] += 1
             return
-        finally:
-            self._busy_seconds += time.perf_counter() - start
-        if outcome.output is None:
-            report = outcome.report
+        if result.output is None:
+            report = result.report
             error = JobError("no_face", f"no face found (looked for faces down to "
                                         f"{report.smallest_face_px} px): nothing was protected")
-            if job.finish("failed", error, outcome):
+            if job.finish("failed", error, result):
                 self.counts["failed"] += 1
             return
-        if job.finish("done", None, outcome):
+        if job.finish("done", None, result):
             self.counts["done"] += 1
-            logger.info("job %s done in %.2f s on %s", job.id[:8], outcome.report.seconds,
+            logger.info("job %s done in %.2f s on %s", job.id[:8], result.report.seconds,
                         job.device)
-        self._retain()
 
     # -- deadlines and retention ----------------------------------------------------------
 

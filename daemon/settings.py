@@ -12,6 +12,7 @@ the command line win over the file, the file over the built-in defaults. Example
     queue_size = 8
     job_timeout = 900
     warm_up = true
+    batch = 8                  # jobs attacked together; default: 8 on a GPU, 1 on a CPU
 
 Unknown keys and values of the wrong type are errors that name the file and the key: a typo must
 not be ignored silently.
@@ -26,7 +27,8 @@ SETTINGS_FILE = "daemon.toml"
 
 #: Each key the file may hold, and the type its value must have.
 SETTINGS_TYPES: dict[str, type] = {"port": int, "preset": str, "devices": list, "models": list,
-                                   "queue_size": int, "job_timeout": float, "warm_up": bool}
+                                   "queue_size": int, "job_timeout": float, "warm_up": bool,
+                                   "batch": int}
 
 
 def settings_path(config_dir: Path) -> Path:

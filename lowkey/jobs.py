@@ -91,6 +91,14 @@ class ProtectOptions:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @property
+    def batch_key(self) -> tuple:
+        """What must be equal for photos to be attacked together (one :class:`Protector` and
+        one attack; see :func:`lowkey.protect.protect_bytes_batch`): everything but the
+        output's format, quality, metadata and whether it is measured."""
+        return (self.preset, self.strength, self.seed, self.faces, self.models,
+                self.judge and self.measure)
+
 
 @dataclass(frozen=True)
 class JobProgress:
@@ -166,21 +174,34 @@ class JobControl:
     def timed_out(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
+    def stopped(self) -> JobStopped | None:
+        """The :class:`JobCancelled` or :class:`JobTimedOut` to raise when the job must stop,
+        else None."""
+        if self.cancelled:
+            return JobCancelled(f"cancelled during {self.progress.phase}")
+        if self.timed_out:
+            return JobTimedOut(f"ran past its deadline during {self.progress.phase}")
+        return None
+
     def check(self) -> None:
         """Raise :class:`JobCancelled` or :class:`JobTimedOut` when the job must stop."""
-        if self.cancelled:
-            raise JobCancelled(f"cancelled during {self.progress.phase}")
-        if self.timed_out:
-            raise JobTimedOut(f"ran past its deadline during {self.progress.phase}")
+        stop = self.stopped()
+        if stop is not None:
+            raise stop
 
-    def enter(self, progress: JobProgress) -> None:
-        """Record ``progress`` (and tell ``on_progress``), then :meth:`check`."""
+    def report(self, progress: JobProgress) -> None:
+        """Record ``progress`` and tell ``on_progress`` (without :meth:`check`: a photo in a
+        batch goes on until the batch's attack ends)."""
         self.progress = progress
         if self.on_progress is not None:
             try:
                 self.on_progress(progress)
             except Exception:  # a watcher's bug must not end the job
                 logger.exception("progress callback failed")
+
+    def enter(self, progress: JobProgress) -> None:
+        """:meth:`report` ``progress``, then :meth:`check`."""
+        self.report(progress)
         self.check()
 
 

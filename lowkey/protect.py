@@ -7,14 +7,16 @@ Every report is measured on the *encoded* output (after 8-bit rounding and JPEG/
 compression), with faces found afresh in it, because that is what a recognition system will see.
 
 :func:`protect_bytes` is the servable form: bytes in, bytes out, nothing written to disk, with
-phases, cancellation and a deadline through a :class:`~lowkey.jobs.JobControl`.
+phases, cancellation and a deadline through a :class:`~lowkey.jobs.JobControl`;
+:func:`protect_bytes_batch` the same for several photos with one attack (the daemon's queue on a
+GPU).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from lowkey.image_io import (
     output_path_for,
     write_encoded,
 )
-from lowkey.jobs import JobControl, JobProgress, ProtectOptions
+from lowkey.jobs import JobCancelled, JobControl, JobProgress, ProtectOptions
 from lowkey.measure import FaceReport, PhotoMeasurer, PhotoReport, face_region
 from lowkey.objective import LowKeyObjective
 from lowkey.perceptual import LPIPSPenalty, load_penalty
@@ -329,22 +331,106 @@ def protect_bytes(data: bytes, options: ProtectOptions, pool: ModelPool,
     (see :func:`lowkey.jobs.job_error`). A CUDA out-of-memory error releases the cache first.
     """
     control = control if control is not None else JobControl()
+    for _, result in protect_bytes_batch([(data, options, control)], pool,
+                                         max_pixels=max_pixels, max_bytes=max_bytes):
+        if isinstance(result, Exception):
+            raise result
+        return result
+    raise AssertionError("protect_bytes_batch gave no result")  # pragma: no cover
+
+
+BytesJob = tuple[bytes, ProtectOptions, JobControl]
+
+
+def protect_bytes_batch(jobs: Sequence[BytesJob], pool: ModelPool, *,
+                        max_pixels: int = DEFAULT_MAX_PIXELS,
+                        max_bytes: int = DEFAULT_MAX_BYTES,
+                        ) -> Iterator[tuple[int, ProtectOutcome | Exception]]:
+    """:func:`protect_bytes` of several photos, ``(data, options, control)`` each, with one
+    attack for all of them (each gets the result it would get alone; see
+    :meth:`LowKeyAttack.run_many`). Their options must have the same
+    :attr:`~lowkey.jobs.ProtectOptions.batch_key` (ValueError otherwise).
+
+    Yields ``(index in jobs, outcome or the exception that job raised)`` once per job, as each
+    is ready: a photo that fails to decode or has no face at once, the others one by one after
+    the attack (floor, encoding and measuring are each photo's own). A job whose control stops
+    during the attack goes on with the batch (its result is dropped; it gets its
+    ``JobCancelled``/``JobTimedOut``); the attack stops when every job of the batch has stopped.
+    """
+    if len({options.batch_key for _, options, _ in jobs}) > 1:
+        raise ValueError("the jobs of a batch must have the same preset, strength, seed, faces, "
+                         "models and judging")
+    protector: Protector | None = None
+    ready = []  # (index, photo, faces, report, control, options, start)
+    for index, (data, options, control) in enumerate(jobs):
+        try:
+            start = time.perf_counter()
+            control.enter(JobProgress.at("decode", measure=options.measure))
+            photo = load_photo(bytes(data), max_pixels=max_pixels, max_bytes=max_bytes)
+            protector = protector or Protector.for_options(options, pool)
+            report = protector._new_report(photo, options.format)
+            control.enter(JobProgress.at("detect", measure=options.measure))
+            faces = protector.find_faces(photo)
+            if faces:
+                ready.append((index, photo, faces, report, control, options, start))
+                continue
+            report.status = "no-face"
+            report.seconds = time.perf_counter() - start
+            control.enter(JobProgress.at("done"))
+            yield index, ProtectOutcome(None, None, report, options.measure)
+        except Exception as exc:
+            yield index, _released(exc)
+    for entry in list(ready):
+        index, *_, control, options, _ = entry
+        control.report(JobProgress.at("attack", 0, protector.settings.steps, options.measure))
+        if (stop := control.stopped()) is not None:
+            ready.remove(entry)
+            yield index, stop
+    if not ready:
+        return
+    assert protector is not None
+
+    def step(k: int, n: int, terms: Mapping[str, float]) -> bool:
+        """Each running job's progress; False (stop the attack) when every job has stopped."""
+        for *_, control, options, _ in ready:
+            if control.stopped() is None:
+                control.report(JobProgress.at("attack", k, n, options.measure))
+        return any(control.stopped() is None for *_, control, _, _ in ready)
+
     try:
-        control.enter(JobProgress.at("decode", measure=options.measure))
-        start = time.perf_counter()
-        photo = load_photo(bytes(data), max_pixels=max_pixels, max_bytes=max_bytes)
-        decode_seconds = time.perf_counter() - start
-        protector = Protector.for_options(options, pool)
-        encoded, report = protector.run(photo, control, keep_location=options.keep_location,
+        results = protector._attack_batch([(photo, faces) for _, photo, faces, *_ in ready],
+                                          step)
+    except AttackCancelled:
+        for index, *_, control, _, _ in ready:
+            yield index, control.stopped() or JobCancelled("cancelled during attack")
+        return
+    except Exception as exc:
+        exc = _released(exc)
+        for index, *_ in ready:
+            yield index, exc
+        return
+    for (index, photo, faces, report, control, options, start), result in zip(
+            ready, results, strict=True):
+        try:
+            control.check()
+            encoded = protector._finish(photo, faces, result, report, control,
+                                        keep_location=options.keep_location,
                                         format=options.format, quality=options.quality,
                                         measure=options.measure)
-        report.seconds += decode_seconds
-        control.enter(JobProgress.at("done"))
-    except torch.cuda.OutOfMemoryError:
+            report.seconds = time.perf_counter() - start
+            control.enter(JobProgress.at("done"))
+            yield index, ProtectOutcome(encoded, MEDIA_TYPES[options.format or photo.format],
+                                        report, options.measure)
+        except Exception as exc:
+            yield index, _released(exc)
+
+
+def _released(exc: Exception) -> Exception:
+    """``exc``, after releasing the CUDA cache when it is an out-of-memory error."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
         torch.cuda.empty_cache()
-        raise
-    media_type = MEDIA_TYPES[options.format or photo.format] if encoded is not None else None
-    return ProtectOutcome(encoded, media_type, report, options.measure)
+    return exc
 
 
-__all__ = ["BATCH_ON_GPU", "MEDIA_TYPES", "PRESETS", "Preset", "ProtectOutcome", "Protector", "protect_bytes"]
+__all__ = ["BATCH_ON_GPU", "MEDIA_TYPES", "PRESETS", "BytesJob", "Preset", "ProtectOutcome",
+           "Protector", "protect_bytes", "protect_bytes_batch"]

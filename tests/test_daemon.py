@@ -30,7 +30,9 @@ from test_daemon_helpers import (
 import daemon.queue
 from daemon.app import create_app
 from lowkey.image_io import load_photo
+from lowkey.jobs import ProtectOptions
 from lowkey.pool import ModelPool
+from lowkey.protect import protect_bytes
 
 pytestmark = pytest.mark.weights
 
@@ -112,7 +114,7 @@ async def test_status_and_openapi(make_client):
     body = json.loads(await checked(response, "/v1/status", "GET"))
     assert body["ensemble"] == ["sface"] and body["devices"] == ["cpu"]
     assert body["penalty"] == "1-ssim" and body["paused"] is False
-    assert body["queue"] == {"queued": 0, "running": 0, "capacity": 8}
+    assert body["queue"] == {"queued": 0, "running": 0, "capacity": 8, "batch": 1}  # CPU
     response = await client.get("/v1/openapi.json", headers=auth(token))
     document = json.loads(await checked(response, "/v1/openapi.json", "GET"))
     assert document["openapi"].startswith("3.") and "/v1/protect" in document["paths"]
@@ -368,23 +370,24 @@ async def test_queue_full_then_a_cancelled_job_frees_its_slot_at_once(make_clien
 def hold_at(monkeypatch, phase: str) -> threading.Event:
     """Make the next job wait in ``phase`` until it is cancelled; the event says it got there."""
     reached = threading.Event()
-    real = daemon.queue.protect_bytes
+    real = daemon.queue.protect_bytes_batch
 
-    def protect_bytes(data, options, pool, control, **kwargs):
-        watcher = control.on_progress
+    def protect_bytes_batch(jobs, pool, **kwargs):
+        for _, _, control in jobs:
+            watcher = control.on_progress
 
-        def hold(progress):
-            watcher(progress)
-            if progress.phase == phase and not reached.is_set():
-                reached.set()
-                end = time.monotonic() + 30
-                while not control.cancelled and time.monotonic() < end:
-                    time.sleep(0.01)
+            def hold(progress, control=control, watcher=watcher):
+                watcher(progress)
+                if progress.phase == phase and not reached.is_set():
+                    reached.set()
+                    end = time.monotonic() + 30
+                    while not control.cancelled and time.monotonic() < end:
+                        time.sleep(0.01)
 
-        control.on_progress = hold
-        return real(data, options, pool, control, **kwargs)
+            control.on_progress = hold
+        return real(jobs, pool, **kwargs)
 
-    monkeypatch.setattr(daemon.queue, "protect_bytes", protect_bytes)
+    monkeypatch.setattr(daemon.queue, "protect_bytes_batch", protect_bytes_batch)
     return reached
 
 
@@ -463,13 +466,85 @@ async def test_many_clients_at_once_none_lost_none_crossed(make_client, astronau
     assert status["jobs"]["done"] == len(photos) and status["queue"]["running"] == 0
 
 
+def spy_batches(monkeypatch) -> list[list[tuple[int, str | None]]]:
+    """Record each batch the workers run, as (seed, format) of its jobs (the real code runs)."""
+    batches: list[list[tuple[int, str | None]]] = []
+    real = daemon.queue.protect_bytes_batch
+
+    def recorded(jobs, pool, **kwargs):
+        batches.append([(options.seed, options.format) for _, options, _ in jobs])
+        return real(jobs, pool, **kwargs)
+
+    monkeypatch.setattr(daemon.queue, "protect_bytes_batch", recorded)
+    return batches
+
+
+async def test_queued_jobs_with_the_same_options_share_one_attack(make_client, face,
+                                                                 astronaut_rgb, monkeypatch):
+    client, token = await make_client(batch=3)
+    status = await (await client.get("/v1/status", headers=auth(token))).json()
+    assert status["queue"]["batch"] == 3
+    batches = spy_batches(monkeypatch)
+    blocker = await submit(client, token, face, dict(SLOW, seed="9"))  # holds the worker
+    await wait_job(client, token, blocker["id"], until=("running",))
+    other = encode(face_crop(astronaut_rgb, -20, 10, 240))
+    noise = encode(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    submitted = [(face, QUICK), (face, dict(QUICK, seed="1")), (other, QUICK),
+                 (noise, QUICK), (other, dict(QUICK, format="jpeg")), (face, QUICK)]
+    jobs = [await submit(client, token, data, params) for data, params in submitted]
+    await client.delete(f"/v1/jobs/{blocker['id']}", headers=auth(token))
+    finals = [await wait_job(client, token, job["id"]) for job in jobs]
+    # the oldest job and the next two with its options; then the next oldest, and so on
+    assert batches == [[(9, None)], [(0, None), (0, None), (0, None)], [(1, None)],
+                       [(0, "JPEG"), (0, None)]]
+    assert [f["status"] for f in finals] == ["done", "done", "done", "failed", "done", "done"]
+    assert finals[3]["error"]["code"] == "no_face"
+    for (data, params), job in zip(submitted, jobs, strict=True):
+        if params.get("format") or data is noise:
+            continue
+        response = await client.get(f"/v1/jobs/{job['id']}/result", headers=auth(token))
+        batched = load_photo(await response.read()).pixels
+        alone = await asyncio.get_running_loop().run_in_executor(
+            None, lambda d=data, p=params: load_photo(protect_bytes(
+                d, ProtectOptions(preset="tiny", strength=2, seed=int(p.get("seed", 0)),
+                                  measure=False), shared_pool()).output).pixels)
+        difference = (batched - alone).abs()
+        assert float(difference.max()) <= 3 / 255 + 1e-6  # a sign or two the other way at most
+        assert float((difference > 1.5 / 255).float().mean()) < 0.01
+    status = await (await client.get("/v1/status", headers=auth(token))).json()
+    assert status["jobs"]["done"] == 5 and status["queue"]["running"] == 0
+
+
+async def test_a_job_stopped_in_a_batch_frees_its_slot_and_the_others_go_on(make_client, face,
+                                                                           astronaut_rgb,
+                                                                           monkeypatch):
+    client, token = await make_client(batch=2)
+    batches = spy_batches(monkeypatch)
+    blocker = await submit(client, token, face, dict(SLOW, seed="9"))
+    await wait_job(client, token, blocker["id"], until=("running",))
+    other = encode(face_crop(astronaut_rgb, 15, -10, 224))
+    medium = dict(SLOW, strength="30")
+    first = await submit(client, token, face, medium)
+    second = await submit(client, token, other, dict(medium, timeout="600"))
+    await client.delete(f"/v1/jobs/{blocker['id']}", headers=auth(token))
+    await wait_job(client, token, first["id"], until=("running",))
+    response = await client.delete(f"/v1/jobs/{first['id']}", headers=auth(token))
+    assert (await response.json())["status"] == "cancelled"
+    status = await (await client.get("/v1/status", headers=auth(token))).json()
+    assert status["queue"]["running"] == 1  # the slot is free while the photo is attacked on
+    final = await wait_job(client, token, second["id"])
+    assert final["status"] == "done" and final["report"]["steps"] == 30
+    assert (await wait_job(client, token, first["id"]))["status"] == "cancelled"
+    assert batches == [[(9, None)], [(0, None), (0, None)]]
+
+
 @pytest.mark.parametrize("failure", [
     RuntimeError("boom at /home/someone/secret.py"),
     torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0)")])
 async def test_a_crash_or_out_of_memory_in_one_job_is_that_jobs_error(make_client, face,
                                                                       monkeypatch, failure):
     client, token = await make_client()
-    real = daemon.queue.protect_bytes
+    real = daemon.queue.protect_bytes_batch
     calls = []
 
     def crash_once(*args, **kwargs):
@@ -478,7 +553,7 @@ async def test_a_crash_or_out_of_memory_in_one_job_is_that_jobs_error(make_clien
             raise failure
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(daemon.queue, "protect_bytes", crash_once)
+    monkeypatch.setattr(daemon.queue, "protect_bytes_batch", crash_once)
     response, body = await post_image(client, token, face)
     expected = ("internal", 500) if isinstance(failure, RuntimeError) and not isinstance(
         failure, torch.cuda.OutOfMemoryError) else ("out_of_memory", 503)

@@ -28,7 +28,7 @@ from lowkey.jobs import (
     job_error,
 )
 from lowkey.pool import ModelPool, ModelsMissing, missing_models
-from lowkey.protect import Protector, protect_bytes
+from lowkey.protect import Protector, protect_bytes, protect_bytes_batch
 
 pytestmark = pytest.mark.weights
 
@@ -177,12 +177,86 @@ def test_out_of_memory_is_that_jobs_error(pool, face, monkeypatch):
     def boom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(LowKeyAttack, "run", boom)
+    monkeypatch.setattr(LowKeyAttack, "run_many", boom)
     with pytest.raises(torch.cuda.OutOfMemoryError) as info:
         protect_bytes(face, options(), pool)
     assert job_error(info.value).code == "out_of_memory"
     assert job_error(RuntimeError("something /home/me/secret broke")).code == "internal"
     assert "/home" not in job_error(RuntimeError("x /home/me")).message
+
+
+def test_a_batch_gives_each_photo_what_it_gets_alone_and_its_own_errors(pool, astronaut_rgb):
+    crops = [astronaut_rgb[20:276, 90:346], astronaut_rgb[10:250, 100:340][:, ::-1]]
+    faces = []
+    for crop in crops:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(crop)).save(buffer, format="PNG")
+        faces.append(buffer.getvalue())
+    cancelled = JobControl()
+    cancelled.cancel()
+    steps: list[JobProgress] = []
+    jobs = [(faces[0], options(), JobControl(on_progress=steps.append)),
+            (faces[0][: len(faces[0]) // 2], options(), JobControl()),  # truncated
+            (noise_png(), options(), JobControl()),
+            (faces[1], options(format="jpeg", quality=90), JobControl()),
+            (faces[1], options(), cancelled)]
+    results = dict(protect_bytes_batch(jobs, pool))
+    assert sorted(results) == [0, 1, 2, 3, 4]
+    assert isinstance(results[1], ImageError) and isinstance(results[4], JobCancelled)
+    assert results[2].output is None and results[2].report.status == "no-face"
+    assert results[3].media_type == "image/jpeg"
+    assert [p.step for p in steps if p.phase == "attack"] == [0, 1, 2]
+    for index in (0, 3):
+        data, chosen, _ = jobs[index]
+        alone = load_photo(protect_bytes(data, chosen, pool).output).pixels
+        batched = load_photo(results[index].output).pixels
+        # the same up to float summation order: a gradient near 0 may take the other sign
+        # (one step of 0.0025 the other way, 2 levels after rounding; JPEG may spread it)
+        difference = (batched - alone).abs()
+        assert float(difference.max()) <= 3 / 255 + 1e-6, index
+        assert float((difference > 1.5 / 255).float().mean()) < 0.01, index
+        assert float((batched - load_photo(data).pixels).abs().max()) > 0.003  # protected
+    with pytest.raises(ValueError, match="same preset"):
+        list(protect_bytes_batch([jobs[0], (faces[1], options(seed=1), JobControl())], pool))
+
+
+def test_a_batch_stops_when_every_job_in_it_has_stopped(pool, face, monkeypatch):
+    controls = [JobControl(), JobControl()]
+    steps: list[int] = []
+
+    def cancel_at_step_two(progress: JobProgress) -> None:
+        if progress.phase == "attack":
+            steps.append(progress.step)
+            if progress.step == 2:
+                controls[0].cancel()
+
+    controls[0].on_progress = cancel_at_step_two
+    jobs = [(face, options(strength=20), c) for c in controls]
+    first = dict(protect_bytes_batch(jobs, pool))
+    assert isinstance(first[0], JobCancelled) and first[1].report.status == "protected"
+    assert steps == [0, 1, 2]  # a stopped job's progress is no longer reported
+    from lowkey.attack import LowKeyAttack
+
+    updates = []
+    real_step = LowKeyAttack._step
+
+    def counted(self, *args, **kwargs):
+        updates.append(1)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(LowKeyAttack, "_step", counted)
+    controls = [JobControl(), JobControl()]
+
+    def cancel_both_at_step_two(progress: JobProgress) -> None:
+        if progress.phase == "attack" and progress.step == 2:
+            for control in controls:
+                control.cancel()
+
+    controls[1].on_progress = cancel_both_at_step_two
+    second = dict(protect_bytes_batch([(face, options(strength=20), c) for c in controls],
+                                      pool))
+    assert all(isinstance(r, JobCancelled) for r in second.values())
+    assert len(updates) == 2 * 2  # two steps of two photos, not twenty
 
 
 def test_missing_weights_never_download(tmp_path, monkeypatch):

@@ -200,7 +200,7 @@ def test_a_photo_over_1_mb_round_trips_in_chunks_with_its_checksum(host, astrona
     assert max(host.frame_sizes) <= MAX_OUTGOING and not host.problems
     # The daemon keeps nothing once the host has the file.
     assert daemon_status_via(host)["queue"] == {"queued": 0, "running": 0,
-                                                "capacity": 8}
+                                                "capacity": 8, "batch": 1}
 
 
 def daemon_status_via(host: HostProcess) -> dict:
