@@ -4,6 +4,9 @@ over a direct library call for the same photo and settings.
     .venv/bin/lowkey daemon --preset fast &                  # or any running daemon
     .venv/bin/python bench/bench_daemon.py --clients 4 --seconds 60 --params strength=2
 
+(``lowkey daemon --batch N`` for the queue's batching: compare throughput and latency at 1 and N
+with N clients.)
+
 Prints throughput, latency percentiles, errors by code, and the overhead: the median latency of
 one client alone (HTTP, queue, decode/encode included) against the median of
 :func:`lowkey.protect.protect_bytes` in this process with the same options and ensemble (target:
@@ -150,8 +153,8 @@ def main() -> int:
     with urllib.request.urlopen(request, timeout=10) as response:
         status = json.loads(response.read())
     print(f"daemon {url}: {', '.join(status['ensemble'])} on {', '.join(status['devices'])}, "
-          f"preset {params.get('preset', status['preset'])}, params {params or 'none'}; "
-          f"photo {len(photo)} bytes", flush=True)
+          f"preset {params.get('preset', status['preset'])}, params {params or 'none'}, "
+          f"batch {status['queue'].get('batch', 1)}; photo {len(photo)} bytes", flush=True)
 
     first = asyncio.run(sequential(url, headers, params, photo, 1))[0]
     print(f"first request (after the daemon's warm-up): {first[0]:.2f} s ({first[1]})",
@@ -161,7 +164,8 @@ def main() -> int:
     ok = [r for r in results if r[1] == "ok"]
     errors = Counter(r[1] for r in results if r[1] != "ok")
     latencies = [r[0] for r in ok]
-    figures: dict = {"clients": args.clients, "seconds": round(wall, 1), "requests": len(results),
+    figures: dict = {"clients": args.clients, "batch": status["queue"].get("batch", 1),
+                     "seconds": round(wall, 1), "requests": len(results),
                      "ok": len(ok), "errors": dict(errors),
                      "throughput_per_s": round(len(ok) / wall, 3) if wall else None,
                      "first_request_s": round(first[0], 3)}

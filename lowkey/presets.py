@@ -66,10 +66,10 @@ PRESETS: dict[str, Preset] = {
                       "FaceNet-512), luma-only change where texture hides it, at most 0.03 a "
                       "pixel, then scaled down until every face region keeps 9.5 JOD, FLIP 0.05 "
                       "and SSIM 0.95; in our measurements that does not stop recognition",
-                      _OFFLINE, strength=20, step_size=0.003,
+                      _OFFLINE, strength=10, step_size=0.003,
                       attack=_INVISIBLE_FIRST + (("epsilon", 0.03),),
                       quality_floor=QualityFloor()),
-    "fast": Preset("fast", "default in 10 steps (for CPUs)", _OFFLINE, strength=10,
+    "fast": Preset("fast", "default in 5 steps (for slow CPUs)", _OFFLINE, strength=5,
                    step_size=0.003, attack=_INVISIBLE_FIRST + (("epsilon", 0.03),),
                    quality_floor=QualityFloor()),
     "strong": Preset("strong", "protects, visibly: the paper's attack on the offline ensemble "

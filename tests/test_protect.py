@@ -1,7 +1,7 @@
 """`lowkey protect` end to end with the real default ensemble (CPU-sized settings).
 
 The fast tier uses few steps of the ``strong`` preset (the paper-style attack, no floor) and
-``fast`` (the invisible-first default in 10 steps); the slow tier runs ``default`` and
+``fast`` (the invisible-first default in 5 steps); the slow tier runs ``default`` and
 ``strong`` at their own strengths on the astronaut. Bounds were measured on this project's
 2-core CI machine and carry a margin.
 """
@@ -343,7 +343,7 @@ def test_strong_preset_on_the_astronaut(astronaut_rgb):
 
 @pytest.mark.slow
 def test_default_preset_on_the_astronaut_keeps_the_face_looking_unchanged(astronaut_rgb):
-    """``default`` at its own 20 steps: the face region meets the quality targets of issue 9
+    """``default`` at its own 10 steps: the face region meets the quality targets of issue 9
     and the attacked models still move (measured: cosines about 0.7-0.85)."""
     protector = Protector(preset="default")
     encoded, report = protector.protect_photo(load_photo(_png(astronaut_rgb)))
@@ -354,7 +354,7 @@ def test_default_preset_on_the_astronaut_keeps_the_face_looking_unchanged(astron
 
 
 def test_the_fast_preset_keeps_every_face_above_the_floor_without_visible_edges(astronaut_rgb):
-    """End to end with the real ensemble: ``fast`` (the default's change in 10 steps) writes a
+    """End to end with the real ensemble: ``fast`` (the default's change in 5 steps) writes a
     photo whose face region, measured afresh on the written file, meets the floor; the change
     is luma only and fades out before the border of the window it was allowed in."""
     protector = Protector(preset="fast", judge=False)
