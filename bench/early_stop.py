@@ -34,8 +34,8 @@ def member_thresholds(models: list[str], data: Path, max_side: int, far: float
     (one identity per folder; the photos downscaled as frontier.py does)."""
     import numpy as np
     import torch
-
     from frontier import _downscaled
+
     from lowkey.embedding import embed_faces
     from lowkey.faces import FaceDetector
     from lowkey.image_io import load_photo

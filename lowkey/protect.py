@@ -124,37 +124,20 @@ class Protector:
                       keep_location: bool = False) -> tuple[bytes | None, PhotoReport]:
         """Protect a decoded photo; returns the encoded output (None if no face) and a report.
 
-        ``on_step`` returning False raises :class:`~lowkey.attack.AttackCancelled`.
+        ``on_step`` returning False raises :class:`~lowkey.attack.AttackCancelled`. (As a job,
+        with phases, cancellation and a deadline: :func:`protect_bytes`.)
         """
-        return self.run(photo, on_step=on_step, keep_location=keep_location)
-
-    def run(self, photo: Photo, control: JobControl | None = None, *,
-            on_step: StepCallback | None = None, keep_location: bool = False,
-            format: str | None = None, quality: int = DEFAULT_QUALITY,
-            measure: bool = True) -> tuple[bytes | None, PhotoReport]:
-        """:meth:`protect_photo` as a job: each phase is reported to ``control``, which may stop
-        it (:class:`~lowkey.jobs.JobCancelled`, :class:`~lowkey.jobs.JobTimedOut`) at any phase
-        boundary or attack step. ``format``/``quality``: of the output; ``measure``: False
-        skips the measurements (the report then has the faces' boxes and regions only)."""
-        control = control if control is not None else JobControl()
         start = time.perf_counter()
-        report = self._new_report(photo, format)
-        control.enter(JobProgress.at("detect", measure=measure))
+        report = self._new_report(photo)
         faces = self.find_faces(photo)
         if not faces:
             report.status = "no-face"
             report.seconds = time.perf_counter() - start
             return None, report
-
-        def step(k: int, n: int, terms: Mapping[str, float]) -> bool:
-            control.enter(JobProgress.at("attack", k, n, measure))
-            return on_step is None or on_step(k, n, terms) is not False
-
-        control.enter(JobProgress.at("attack", 0, self.settings.steps, measure))
         result = self.attack.run(photo.pixels.to(self.device), faces, grayscale=photo.grayscale,
-                                 on_step=step)
-        encoded = self._finish(photo, faces, result, report, control, keep_location=keep_location,
-                               format=format, quality=quality, measure=measure)
+                                 on_step=on_step)
+        encoded = self._finish(photo, faces, result, report, JobControl(),
+                               keep_location=keep_location)
         report.seconds = time.perf_counter() - start
         return encoded, report
 
@@ -342,6 +325,22 @@ def protect_bytes(data: bytes, options: ProtectOptions, pool: ModelPool,
 BytesJob = tuple[bytes, ProtectOptions, JobControl]
 
 
+@dataclass
+class _Decoded:
+    """A job of :func:`protect_bytes_batch` whose photo has faces, waiting for the attack."""
+
+    index: int
+    photo: Photo
+    faces: list[Face]
+    report: PhotoReport
+    control: JobControl
+    options: ProtectOptions
+    start: float
+
+    def progress(self, phase: str, step: int | None = None, steps: int | None = None) -> None:
+        self.control.report(JobProgress.at(phase, step, steps, self.options.measure))
+
+
 def protect_bytes_batch(jobs: Sequence[BytesJob], pool: ModelPool, *,
                         max_pixels: int = DEFAULT_MAX_PIXELS,
                         max_bytes: int = DEFAULT_MAX_BYTES,
@@ -361,7 +360,7 @@ def protect_bytes_batch(jobs: Sequence[BytesJob], pool: ModelPool, *,
         raise ValueError("the jobs of a batch must have the same preset, strength, seed, faces, "
                          "models and judging")
     protector: Protector | None = None
-    ready = []  # (index, photo, faces, report, control, options, start)
+    decoded: list[_Decoded] = []
     for index, (data, options, control) in enumerate(jobs):
         try:
             start = time.perf_counter()
@@ -372,7 +371,7 @@ def protect_bytes_batch(jobs: Sequence[BytesJob], pool: ModelPool, *,
             control.enter(JobProgress.at("detect", measure=options.measure))
             faces = protector.find_faces(photo)
             if faces:
-                ready.append((index, photo, faces, report, control, options, start))
+                decoded.append(_Decoded(index, photo, faces, report, control, options, start))
                 continue
             report.status = "no-face"
             report.seconds = time.perf_counter() - start
@@ -380,49 +379,52 @@ def protect_bytes_batch(jobs: Sequence[BytesJob], pool: ModelPool, *,
             yield index, ProtectOutcome(None, None, report, options.measure)
         except Exception as exc:
             yield index, _released(exc)
-    for entry in list(ready):
-        index, *_, control, options, _ = entry
-        control.report(JobProgress.at("attack", 0, protector.settings.steps, options.measure))
-        if (stop := control.stopped()) is not None:
-            ready.remove(entry)
-            yield index, stop
+    if protector is None:
+        return
+    ready = []
+    for job in decoded:
+        job.progress("attack", 0, protector.settings.steps)
+        stop = job.control.stopped()
+        if stop is None:
+            ready.append(job)
+        else:
+            yield job.index, stop
     if not ready:
         return
-    assert protector is not None
 
     def step(k: int, n: int, terms: Mapping[str, float]) -> bool:
         """Each running job's progress; False (stop the attack) when every job has stopped."""
-        for *_, control, options, _ in ready:
-            if control.stopped() is None:
-                control.report(JobProgress.at("attack", k, n, options.measure))
-        return any(control.stopped() is None for *_, control, _, _ in ready)
+        for job in ready:
+            if job.control.stopped() is None:
+                job.progress("attack", k, n)
+        return any(job.control.stopped() is None for job in ready)
 
     try:
-        results = protector._attack_batch([(photo, faces) for _, photo, faces, *_ in ready],
-                                          step)
+        results = protector._attack_batch([(job.photo, job.faces) for job in ready], step)
     except AttackCancelled:
-        for index, *_, control, _, _ in ready:
-            yield index, control.stopped() or JobCancelled("cancelled during attack")
+        for job in ready:
+            yield job.index, job.control.stopped() or JobCancelled("cancelled during attack")
         return
     except Exception as exc:
         exc = _released(exc)
-        for index, *_ in ready:
-            yield index, exc
+        for job in ready:
+            yield job.index, exc
         return
-    for (index, photo, faces, report, control, options, start), result in zip(
-            ready, results, strict=True):
+    for job, result in zip(ready, results, strict=True):
         try:
-            control.check()
-            encoded = protector._finish(photo, faces, result, report, control,
+            job.control.check()
+            options = job.options
+            encoded = protector._finish(job.photo, job.faces, result, job.report, job.control,
                                         keep_location=options.keep_location,
                                         format=options.format, quality=options.quality,
                                         measure=options.measure)
-            report.seconds = time.perf_counter() - start
-            control.enter(JobProgress.at("done"))
-            yield index, ProtectOutcome(encoded, MEDIA_TYPES[options.format or photo.format],
-                                        report, options.measure)
+            job.report.seconds = time.perf_counter() - job.start
+            job.control.enter(JobProgress.at("done"))
+            yield job.index, ProtectOutcome(encoded,
+                                            MEDIA_TYPES[options.format or job.photo.format],
+                                            job.report, options.measure)
         except Exception as exc:
-            yield index, _released(exc)
+            yield job.index, _released(exc)
 
 
 def _released(exc: Exception) -> Exception:

@@ -99,7 +99,7 @@ def test_astronaut_is_no_longer_the_same_person_to_dlib(astronaut_report):
 
 def test_preset_strength_sets_the_steps_and_each_preset_has_its_own():
     assert [PRESETS[n].settings().steps for n in ("paper", "default", "fast", "strong")] == [
-        50, 20, 10, 50]
+        50, 10, 5, 50]
     assert PRESETS["default"].settings(35).steps == 35
     # the invisible-first presets: a bound of 0.03 whatever the steps, luma only, a floor
     for name in ("default", "fast"):
