@@ -8,8 +8,8 @@ is encoded and measured.
 
 A job is queued, then running, then one of ``done``, ``failed``, ``cancelled`` or ``timed out``.
 Cancellation and deadlines take effect on the job's status at once (its slot in the queue is free
-again); the worker thread stops at its next phase boundary or attack step and its result, if
-any, is dropped. Finished jobs keep their result for ``result_ttl`` seconds, and the oldest are
+again); the worker thread stops at its next phase boundary or attack step (in a batch, the
+attack goes on while any of its jobs still runs) and the result, if any, is dropped. Finished jobs keep their result for ``result_ttl`` seconds, and the oldest are
 deleted first when the results together exceed ``result_max_bytes``.
 """
 
