@@ -196,9 +196,9 @@ def test_probe_count():
 def test_transfer_adds_single_model_and_leave_one_out_attacks(tmp_path):
     attacks = attacks_for(EvalConfig(tmp_path, tmp_path, preset="fast", transfer=True))
     assert [a.tag for a in attacks] == [
-        "fast-1-ssim-s10-seed0", "fast-sface-1-ssim-s10-seed0", "fast-facenet128-1-ssim-s10-seed0",
-        "fast-facenet512-1-ssim-s10-seed0", "fast-without-sface-1-ssim-s10-seed0",
-        "fast-without-facenet128-1-ssim-s10-seed0", "fast-without-facenet512-1-ssim-s10-seed0"]
+        "fast-1-ssim-s5-seed0", "fast-sface-1-ssim-s5-seed0", "fast-facenet128-1-ssim-s5-seed0",
+        "fast-facenet512-1-ssim-s5-seed0", "fast-without-sface-1-ssim-s5-seed0",
+        "fast-without-facenet128-1-ssim-s5-seed0", "fast-without-facenet512-1-ssim-s5-seed0"]
     assert [a.kind for a in attacks] == ["ensemble"] + ["single"] * 3 + ["leave-one-out"] * 3
     assert [a.models for a in attacks[1:4]] == [("sface",), ("facenet128",), ("facenet512",)]
     assert [a.models for a in attacks[4:]] == [
@@ -731,7 +731,7 @@ def test_eval_pipeline_with_fake_judges_reports_no_face_apart(tmp_path, monkeypa
                                judges=["fake"], countermeasures=["half"])
     results = runner.run_evaluation(config)
     assert len(results["dataset"]["users"]) == 2  # a fifth of ten identities
-    assert all(p.parent.parent.name == "fast-1-ssim-s10-seed0" for p in made)
+    assert all(p.parent.parent.name == "fast-1-ssim-s5-seed0" for p in made)
     assert results["black_box_judges"] == ["fake", "fake@fixed"]
     rows = {(r["judge"], r["attack"], r["countermeasure"]): r for r in results["results"]}
     assert len(rows) == 2 * 2 * 2
