@@ -118,7 +118,7 @@ def largest_scale(excess: Callable[[float], float], steps: int) -> tuple[float, 
             (i1, v1), (i2, v2) = (met, met_value), (failed, failed_value)
         else:
             (i1, v1), (i2, v2) = ((0, 0.0), tried[-1]) if len(tried) == 1 else tried[-2:]
-        if len(tried) < GUIDED_TRIALS and v1 != v2:
+        if len(tried) < GUIDED_TRIALS and math.isfinite(v1 - v2) and v1 != v2:
             probe = math.floor(i2 + (1 - v2) * (i1 - i2) / (v1 - v2))
         else:
             probe = (met + failed) // 2

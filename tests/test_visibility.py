@@ -227,6 +227,8 @@ def test_largest_scale_finds_what_bisection_finds_in_fewer_trials():
     assert sum(counts["noisy"]) / 300 < 6
     assert max(counts["misleading"]) <= GUIDED_TRIALS + 6  # guided trials, then halving
     assert sum(counts["misleading"]) / 300 < 9
+    # a floor nothing but the original meets (SSIM 1: no room at all) gives infinite excesses
+    assert largest_scale(lambda scale: math.inf if scale > 0 else 0.0, 6) == (0.0, 7)
 
 
 def test_floor_holds_gives_the_answer_of_every_figure(astronaut_rgb):
