@@ -485,7 +485,8 @@ async def test_queued_jobs_with_the_same_options_share_one_attack(make_client, f
     status = await (await client.get("/v1/status", headers=auth(token))).json()
     assert status["queue"]["batch"] == 3
     batches = spy_batches(monkeypatch)
-    blocker = await submit(client, token, face, dict(SLOW, seed="9"))  # holds the worker
+    blocker = await submit(client, token, face, dict(SLOW, seed="9", strength="200"))  # holds
+    # the worker until it is cancelled, so that the jobs below are queued together
     await wait_job(client, token, blocker["id"], until=("running",))
     other = encode(face_crop(astronaut_rgb, -20, 10, 240))
     noise = encode(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8))
@@ -520,10 +521,10 @@ async def test_a_job_stopped_in_a_batch_frees_its_slot_and_the_others_go_on(make
                                                                            monkeypatch):
     client, token = await make_client(batch=2)
     batches = spy_batches(monkeypatch)
-    blocker = await submit(client, token, face, dict(SLOW, seed="9"))
+    blocker = await submit(client, token, face, dict(SLOW, seed="9", strength="200"))
     await wait_job(client, token, blocker["id"], until=("running",))
     other = encode(face_crop(astronaut_rgb, 15, -10, 224))
-    medium = dict(SLOW, strength="30")
+    medium = dict(SLOW, strength="80")
     first = await submit(client, token, face, medium)
     second = await submit(client, token, other, dict(medium, timeout="600"))
     await client.delete(f"/v1/jobs/{blocker['id']}", headers=auth(token))
@@ -533,7 +534,7 @@ async def test_a_job_stopped_in_a_batch_frees_its_slot_and_the_others_go_on(make
     status = await (await client.get("/v1/status", headers=auth(token))).json()
     assert status["queue"]["running"] == 1  # the slot is free while the photo is attacked on
     final = await wait_job(client, token, second["id"])
-    assert final["status"] == "done" and final["report"]["steps"] == 30
+    assert final["status"] == "done" and final["report"]["steps"] == 80
     assert (await wait_job(client, token, first["id"]))["status"] == "cancelled"
     assert batches == [[(9, None)], [(0, None), (0, None)]]
 
