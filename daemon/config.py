@@ -70,7 +70,8 @@ class DaemonConfig:
     ``rate`` and ``burst``: requests per second per client (token bucket); ``warm_up``: run one
     dummy step at start; ``batch``: the most queued jobs (with the same attack options) a
     worker protects with one attack (None: :data:`~lowkey.protect.BATCH_ON_GPU` on a GPU, 1 on
-    a CPU, where a batch would make the first photo wait for the others).
+    a CPU, where batching a 1-MP measured job gained 5% throughput and lengthened the latency
+    tail; bench/README.md).
     """
 
     port: int = DEFAULT_PORT
