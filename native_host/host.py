@@ -341,30 +341,38 @@ def _error(rid: object, code: str, message: str) -> dict:
 # -- the program --------------------------------------------------------------------------------
 
 def _reader(stdin: BinaryIO, loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue) -> None:
-    """Read messages from the browser into ``inbox`` until the pipe closes (a thread)."""
+    """Read messages from the browser into ``inbox`` until the pipe closes (a thread).
+
+    A frame's content never ends the reader: whatever one body holds is a message or a
+    ``bad`` item (:func:`~native_host.protocol.parse_body`). Whatever ends the reader (the
+    pipe closing, a read error, a bug), its last item is ``closed``, so :func:`serve` ends."""
 
     def put(item: tuple) -> None:
-        loop.call_soon_threadsafe(inbox.put_nowait, item)
-
-    while True:
         try:
-            length = read_header(stdin)
-            put(("message", read_body(stdin, length)))
-        except MessageTooLarge as exc:
-            put(("too-large", str(exc)))
+            loop.call_soon_threadsafe(inbox.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    ending: BaseException | None = None
+    try:
+        while True:
             try:
+                length = read_header(stdin)
+            except MessageTooLarge as exc:
+                put(("too-large", str(exc)))
                 skip(stdin, exc.length)
-            except StreamClosed as closed:
-                put(("closed", closed))
-                return
-        except BadMessage as exc:
-            put(("bad", str(exc)))
-        except StreamClosed as exc:
-            put(("closed", exc))
-            return
-        except OSError as exc:
-            put(("closed", exc))
-            return
+                continue
+            try:
+                put(("message", read_body(stdin, length)))
+            except BadMessage as exc:
+                put(("bad", str(exc)))
+    except (StreamClosed, OSError) as exc:
+        ending = exc
+    except BaseException as exc:  # a bug: log it, and still let the host end
+        logger.exception("the message reader failed")
+        ending = exc
+    finally:
+        put(("closed", ending or StreamClosed()))
 
 
 async def serve(stdin: BinaryIO, stdout: BinaryIO) -> int:

@@ -72,11 +72,20 @@ def read_header(stream: BinaryIO, cap: int = MAX_INCOMING) -> int:
 
 def read_body(stream: BinaryIO, length: int) -> dict:
     """The message body of ``length`` bytes as a JSON object. Raises :class:`StreamClosed`
-    (partial) when the stream ends first and :class:`BadMessage` when it is not a JSON object."""
-    body = _read_exactly(stream, length) if length else b""
+    (partial) when the stream ends first and :class:`BadMessage` when it is not a JSON object
+    (see :func:`parse_body`)."""
+    return parse_body(_read_exactly(stream, length) if length else b"")
+
+
+def parse_body(body: bytes) -> dict:
+    """A whole message's bytes as a JSON object; :class:`BadMessage` for anything else: not
+    UTF-8, not JSON, nested too deeply for the parser (``RecursionError``), not an object.
+    Whatever the parser raises on hostile input is a bad message, never the reader's end."""
     try:
         message = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except RecursionError:  # e.g. a thousand nested arrays: the parser gives up
+        raise BadMessage("the message is nested too deeply") from None
+    except Exception as exc:  # UnicodeDecodeError, JSONDecodeError, ...
         raise BadMessage(f"the message is not UTF-8 JSON ({exc.__class__.__name__})") from None
     if not isinstance(message, dict):
         raise BadMessage("the message is not a JSON object")

@@ -82,6 +82,27 @@ def test_bad_messages_get_bad_message_and_the_host_goes_on(lone_host):
     assert not lone_host.problems
 
 
+def test_deeply_nested_json_is_a_bad_message_and_the_host_goes_on_then_exits(lone_host):
+    lone_host.send_raw(b"[" * 1000 + b"]" * 1000)  # json.loads: RecursionError
+    error = lone_host.recv(30)
+    assert error["type"] == "error" and error["code"] == "bad-message" and error["id"] is None
+    lone_host.send({"id": "after", "type": "hello"})
+    assert lone_host.recv(30)["id"] == "after"
+    lone_host.close_stdin()
+    assert lone_host.wait(10) == 0
+    assert lone_host.process.stderr.read() == b""  # no traceback
+    assert not lone_host.problems
+
+
+def test_whatever_a_body_holds_it_is_a_message_or_bad_message():
+    from native_host.protocol import BadMessage, parse_body
+
+    for body in (b"[" * 100_000, b'{"a":' * 5000, b"\xff\xfe", b"1e999999", b"", b"null"):
+        with pytest.raises(BadMessage):
+            parse_body(body)
+    assert parse_body(b'{"id": "x"}') == {"id": "x"}
+
+
 def test_a_message_over_the_cap_is_refused_before_it_is_read(lone_host):
     # Only the header is sent: the refusal must come without the host reading the body.
     lone_host.send_raw(b"", length=MAX_INCOMING + 1)
