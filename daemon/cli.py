@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import logging.handlers
 import sys
 import time
 import urllib.error
@@ -24,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from daemon.config import DEFAULT_HOST, DaemonConfig, daemon_config_dir, port_from_env
+from daemon.logs import private_log_handler
+from daemon.ratelimit import CLIENT_HEADER
 from daemon.settings import load_settings
 from daemon.token import TokenStore
 
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "default: cuda when present, else cpu)")
     parser.add_argument("--preset",
                         help="preset loaded and warmed at start, and used when a request "
-                             "names none (default: default)")
+                             "names none (default: default, which protects; subtle looks unchanged "
+                             "and does NOT protect)")
     parser.add_argument("--models", help="comma-separated registry models to attack under "
                                          "every preset instead of its own ensemble")
     parser.add_argument("--queue-size", type=int,
@@ -77,11 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(state_dir: Path, verbose: bool) -> Path:
-    """Log to a rotating file in the state folder and to stderr."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """Log to a rotating file in the state folder (0600 in a 0700 folder) and to stderr."""
     path = state_dir / LOG_FILE
-    file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_BYTES,
-                                                        backupCount=LOG_BACKUPS)
+    file_handler = private_log_handler(path, LOG_BYTES, LOG_BACKUPS)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
                                                 "%(message)s"))
     stderr = logging.StreamHandler(sys.stderr)
@@ -97,9 +97,8 @@ def _setup_logging(state_dir: Path, verbose: bool) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from daemon.app import create_app
+    from daemon.connections import serve
 
     settings = load_settings(daemon_config_dir())
     models = ([m.strip() for m in args.models.split(",") if m.strip()] if args.models
@@ -122,8 +121,7 @@ def run(args: argparse.Namespace) -> int:
     logger.info("lowkey daemon on http://%s:%d (log %s, token in %s)", config.host,
                 config.port, log, tokens.where)
     try:
-        web.run_app(app, host=config.host, port=config.port, print=None,
-                    handler_cancellation=True, shutdown_timeout=10.0, access_log=None)
+        serve(app, config.host, config.port)
     except OSError as exc:
         logger.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         return 1
@@ -134,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
 def _call(port: int, method: str, path: str, token: str | None = None,
           timeout: float = 5.0) -> tuple[int, dict]:
     request = urllib.request.Request(f"http://{DEFAULT_HOST}:{port}{path}", method=method)
+    request.add_header(CLIENT_HEADER, "cli")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:

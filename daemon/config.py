@@ -67,7 +67,9 @@ class DaemonConfig:
     queued or running at once before 503; ``max_body_bytes`` and ``max_pixels``: input limits;
     ``job_timeout``: the longest deadline a job may have (seconds from submission);
     ``result_ttl`` and ``result_max_bytes``: how long and how much finished results are kept;
-    ``rate`` and ``burst``: requests per second per client (token bucket); ``warm_up``: run one
+    ``rate`` and ``burst``: requests per second per authenticated client kind (token bucket);
+    ``decode_budget_bytes``: the memory the photos being worked on at once may take, judged
+    from their headers (:mod:`daemon.budget`); ``warm_up``: run one
     dummy step at start; ``batch``: the most queued jobs (with the same attack options) a
     worker protects with one attack (None: :data:`~lowkey.protect.BATCH_ON_GPU` on a GPU, 1 on
     a CPU, where batching a 1-MP measured job gained 5% throughput and lengthened the latency
@@ -87,20 +89,23 @@ class DaemonConfig:
     result_max_bytes: int = 512 * 1024 * 1024
     rate: float = 20.0
     burst: int = 60
+    #: room for the largest photo max_pixels lets in (40 MP with alpha: 1.28 GB)
+    decode_budget_bytes: int = 2 * 1024**3
     warm_up: bool = True
     batch: int | None = None
     config_dir: Path = field(default_factory=daemon_config_dir)
     state_dir: Path = field(default_factory=daemon_state_dir)
 
     def __post_init__(self) -> None:
-        from lowkey.presets import PRESETS
+        from lowkey.presets import get_preset
 
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        get_preset(self.preset)
         if not ipaddress.ip_address(self.host).is_loopback:
             raise ValueError(f"the daemon binds to loopback only, not {self.host}")
-        if self.queue_size < 1 or self.max_body_bytes < 1 or self.max_pixels < 1:
-            raise ValueError("queue_size, max_body_bytes and max_pixels must be positive")
+        if (self.queue_size < 1 or self.max_body_bytes < 1 or self.max_pixels < 1
+                or self.decode_budget_bytes < 1):
+            raise ValueError("queue_size, max_body_bytes, max_pixels and decode_budget_bytes "
+                             "must be positive")
         if self.batch is not None and self.batch < 1:
             raise ValueError("batch must be at least 1")
         if self.job_timeout <= 0 or self.result_ttl <= 0 or self.rate <= 0 or self.burst < 1:

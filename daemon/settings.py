@@ -5,7 +5,9 @@ A daemon started by the native host, by systemd or launchd at login, or by hand 
 the command line win over the file, the file over the built-in defaults. Example::
 
     # ~/.config/lowkey/daemon.toml  (LOWKEY_CONFIG_DIR/daemon.toml when that is set)
-    preset = "strong"          # what a request that names no preset gets
+    preset = "default"         # what a request that names no preset gets: "default"
+                               # protects (measured, docs/results.md); "subtle" looks
+                               # unchanged and does NOT protect
     devices = ["cuda:0"]       # one worker each; default: cuda when present, else cpu
     models = ["sface"]         # attack these under every preset instead of its own ensemble
     port = 7787                # LOWKEY_DAEMON_PORT wins over this

@@ -20,6 +20,7 @@ from typing import Literal
 from lowkey.errors import ImageError, LowKeyError, NoFaceError, TooManyPixels, WeightsError
 from lowkey.faces import FaceSelection
 from lowkey.image_io import DEFAULT_QUALITY, FORMATS
+from lowkey.presets import DEFAULT_PRESET
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class ProtectOptions:
     ``models``: another ensemble than the preset's (same step settings).
     """
 
-    preset: str = "default"
+    preset: str = DEFAULT_PRESET
     strength: int | None = None
     seed: int = 0
     faces: FaceSelection = "all"
@@ -63,10 +64,9 @@ class ProtectOptions:
     models: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        from lowkey.presets import PRESETS
+        from lowkey.presets import get_preset
 
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+        get_preset(self.preset)
         if self.strength is not None and (not isinstance(self.strength, int)
                                           or not 1 <= self.strength <= 200):
             raise ValueError("strength must be an integer between 1 and 200")

@@ -7,7 +7,9 @@ protection at each point.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 
 from lowkey.attack import AttackSettings
 from lowkey.models.registry import default_ensemble
@@ -47,36 +49,57 @@ class Preset:
         return AttackSettings(steps=strength, step_size=self.step_size, seed=seed,
                               **dict(self.attack))
 
+    def fingerprint(self) -> str:
+        """8 hex digits that change whenever how this preset changes a photo changes (step
+        size, attack settings, penalty, quality floor; not the name, models, strength or
+        description): caches of protected photos are keyed on it."""
+        floor = None if self.quality_floor is None else asdict(self.quality_floor)
+        what = json.dumps([self.step_size, sorted(self.attack), self.penalty, floor],
+                          sort_keys=True, default=str)
+        return hashlib.sha256(what.encode()).hexdigest()[:8]
 
-#: Where the change goes and how it is found, for ``default`` and ``fast``: luma
-#: only (no coloured speckle), each pixel's budget from its local texture (flat skin gets a fifth
-#: of what hair and edges get), feathered to nothing at the window's border (no visible
-#: rectangle), momentum and alignment jitter (meant to transfer to recognisers we do not have;
-#: docs/results.md has what each bought).
+
+#: Where the change goes and how it is found, for ``subtle``: luma only (no coloured speckle),
+#: each pixel's budget from its local texture (flat skin gets a fifth of what hair and edges
+#: get), feathered to nothing at the window's border (no visible rectangle), momentum and
+#: alignment jitter (docs/results.md has what each bought).
 _INVISIBLE_FIRST = (("luminance_only", True), ("budget", "visibility"), ("budget_low", 0.2),
                     ("feather", 0.1), ("momentum", 0.9), ("jitter", 0.05))
 _OFFLINE = tuple(r.name for r in default_ensemble())
 
+#: What ``lowkey protect``, the daemon, the extension and ``--ray`` use when no preset is named.
+#: It must protect: measured against recognisers outside its ensemble (docs/results.md).
+DEFAULT_PRESET = "default"
+
 PRESETS: dict[str, Preset] = {
+    "default": Preset("default", "protects: the paper's attack on the offline ensemble (SFace, "
+                      "FaceNet-128, FaceNet-512; colour sign steps, no bound or floor), 50 steps; "
+                      "recognisers never attacked stop matching the face, which shows a fine "
+                      "texture up close (docs/results.md)", _OFFLINE),
+    "subtle": Preset("subtle", "looks unchanged and does NOT protect: in our measurements every "
+                     "recogniser still recognised every face. Luma-only change where texture "
+                     "hides it, at most 0.03 a pixel, then scaled down until every face region "
+                     "keeps 9.5 JOD, FLIP 0.05 and SSIM 0.95", _OFFLINE, strength=10,
+                     step_size=0.003, attack=_INVISIBLE_FIRST + (("epsilon", 0.03),),
+                     quality_floor=QualityFloor()),
     "paper": Preset("paper", "the paper's ensemble (face.evoLVe IR-152/ResNet-152, ArcFace and "
                     "CosFace), penalty (LPIPS) and hyper-parameters; needs those four "
                     "checkpoints and LPIPS's AlexNet backbone", PAPER_MODELS,
                     penalty="lpips-alex"),
-    "default": Preset("default", "looks unchanged: the offline ensemble (SFace, FaceNet-128, "
-                      "FaceNet-512), luma-only change where texture hides it, at most 0.03 a "
-                      "pixel, then scaled down until every face region keeps 9.5 JOD, FLIP 0.05 "
-                      "and SSIM 0.95; in our measurements that does not stop recognition",
-                      _OFFLINE, strength=10, step_size=0.003,
-                      attack=_INVISIBLE_FIRST + (("epsilon", 0.03),),
-                      quality_floor=QualityFloor()),
-    "fast": Preset("fast", "default in 5 steps (for slow CPUs)", _OFFLINE, strength=5,
-                   step_size=0.003, attack=_INVISIBLE_FIRST + (("epsilon", 0.03),),
-                   quality_floor=QualityFloor()),
-    "strong": Preset("strong", "protects, visibly: the paper's attack on the offline ensemble "
-                     "(colour sign steps, no bound or floor; the default before the quality "
-                     "floor); at strength 50 the face looks painted over (face region about "
-                     "7-7.5 JOD, FLIP 0.16-0.22, SSIM 0.8)", _OFFLINE),
 }
 
+#: Names presets had before: asking for one says what it is called now.
+RENAMED = {"strong": "default (the protecting preset is now the default)",
+           "fast": "subtle (it did not protect; 'subtle' is the look-first preset)"}
 
-__all__ = ["PAPER_MODELS", "PRESETS", "Preset"]
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; a clear :class:`ValueError` for any other name (an old name
+    says what it became)."""
+    if name in PRESETS:
+        return PRESETS[name]
+    hint = f" ('{name}' is now {RENAMED[name]})" if name in RENAMED else ""
+    raise ValueError(f"unknown preset {name!r}{hint}; choose from {', '.join(PRESETS)}")
+
+
+__all__ = ["DEFAULT_PRESET", "PAPER_MODELS", "PRESETS", "RENAMED", "Preset", "get_preset"]

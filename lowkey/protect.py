@@ -40,7 +40,7 @@ from lowkey.measure import FaceReport, PhotoMeasurer, PhotoReport, face_region
 from lowkey.objective import LowKeyObjective
 from lowkey.perceptual import LPIPSPenalty, load_penalty
 from lowkey.pool import ModelPool, shared_pool
-from lowkey.presets import PRESETS, Preset
+from lowkey.presets import DEFAULT_PRESET, Preset, get_preset
 from lowkey.quality_floor import apply_floor
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
 class Protector:
     """Protects photos one after another with fixed settings, over a shared model pool.
 
-    ``preset``: a key of :data:`PRESETS`; ``strength``: see :class:`Preset` (None: the
+    ``preset``: a key of :data:`lowkey.presets.PRESETS`; ``strength``: see :class:`Preset` (None: the
     preset's own); ``faces``: protect
     every face (default) or only the largest; ``device``: default CUDA when present, else CPU;
     ``judge``: also measure with dlib when it is installed; ``models``: attack these registry
@@ -69,17 +69,15 @@ class Protector:
     :class:`~lowkey.pool.ModelsMissing` instead, as the daemon does).
     """
 
-    def __init__(self, preset: str = "default", strength: int | None = None, seed: int = 0,
+    def __init__(self, preset: str = DEFAULT_PRESET, strength: int | None = None, seed: int = 0,
                  faces: FaceSelection = "all", device: str | None = None,
                  judge: bool = True, progress: bool = False,
                  models: Sequence[str] | None = None, *, pool: ModelPool | None = None,
                  download: bool = True) -> None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        chosen = get_preset(preset)
         if models is not None and (isinstance(models, str) or not models):
             raise ValueError("models must be a non-empty list of registry model names")
-        self.preset = (PRESETS[preset] if models is None
-                       else replace(PRESETS[preset], models=tuple(models)))
+        self.preset = chosen if models is None else replace(chosen, models=tuple(models))
         self.settings = self.preset.settings(strength, seed)
         self.quality_floor = self.preset.quality_floor
         self.face_selection = faces
@@ -434,5 +432,5 @@ def _released(exc: Exception) -> Exception:
     return exc
 
 
-__all__ = ["BATCH_ON_GPU", "MEDIA_TYPES", "PRESETS", "BytesJob", "Preset", "ProtectOutcome",
+__all__ = ["BATCH_ON_GPU", "MEDIA_TYPES", "BytesJob", "Preset", "ProtectOutcome",
            "Protector", "protect_bytes", "protect_bytes_batch"]

@@ -43,6 +43,7 @@ from typing import Any
 from lowkey.errors import ImageError, LowKeyError
 from lowkey.image_io import report_path_for
 from lowkey.measure import PhotoReport
+from lowkey.presets import DEFAULT_PRESET
 from lowkey.protect import BATCH_ON_GPU
 
 logger = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ class RayRun:
 
 
 def protect_on_ray(files: Sequence[Path], out_dir: Path | None = None, *,
-                   address: str | None = LOCAL, preset: str = "default",
+                   address: str | None = LOCAL, preset: str = DEFAULT_PRESET,
                    strength: int | None = None, seed: int = 0, faces: str = "all",
                    device: str | None = None, keep_location: bool = False,
                    progress: bool = True, cpus_per_actor: float = CPUS_PER_ACTOR,
@@ -252,11 +253,9 @@ def protect_on_ray(files: Sequence[Path], out_dir: Path | None = None, *,
     """
     from tqdm.auto import tqdm
 
-    from lowkey.presets import PRESETS
+    from lowkey.presets import get_preset
 
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    PRESETS[preset].settings(strength, seed)  # a bad strength fails here, not in every actor
+    get_preset(preset).settings(strength, seed)  # a bad strength fails here, not in every actor
     ray = import_ray()
     plan = plan_photos(files, out_dir)
     reports: dict[int, PhotoReport] = dict(plan.reports)

@@ -1,7 +1,7 @@
 """End to end: ``lowkey daemon`` started as a subprocess, a real photo protected over HTTP, then
 ``lowkey daemon status``, ``token`` and ``stop`` against it.
 
-The fast tier attacks SFace alone for two steps; the slow tier runs the ``strong`` preset's whole
+The fast tier attacks SFace alone for two steps; the slow tier runs the ``default`` preset's whole
 ensemble (30 steps, on the whole 512 px astronaut) with the daemon's warm-up, and checks that dlib
 (never attacked) now sees another face: about 9 minutes on a contended 2-core CPU.
 """
@@ -110,7 +110,7 @@ def running(tmp_path):
 
 
 def test_lowkey_daemon_serves_status_token_and_stops(running, astronaut_rgb, tmp_path):
-    daemon = running("--preset", "strong", "--models", "sface", "--no-warm-up", port_by_env=True)
+    daemon = running("--preset", "default", "--models", "sface", "--no-warm-up", port_by_env=True)
     assert daemon.wait_ready()["status"] == "ready"
     token = daemon.lowkey("token").stdout.strip()
     token_file = tmp_path / "config" / "daemon-token"
@@ -146,7 +146,7 @@ def test_a_real_photo_through_the_daemon_moves_the_face_for_dlib(running, astron
 
     if not dlib_available():
         pytest.skip("dlib is not installed: no black-box check")
-    daemon = running("--preset", "strong")  # the whole ensemble, warmed up at start
+    daemon = running("--preset", "default")  # the whole ensemble, warmed up at start
     assert daemon.wait_ready(600)["status"] == "ready"
     token = daemon.lowkey("token").stdout.strip()
     status, headers, body = call(daemon.port, "POST", "/v1/protect?strength=30&report=body",

@@ -16,15 +16,15 @@ def test_no_file_means_no_settings(tmp_path):
 
 def test_settings_are_read_and_typed(tmp_path):
     (tmp_path / "daemon.toml").write_text(
-        'preset = "strong"\nmodels = ["sface"]\ndevices = ["cpu"]\njob_timeout = 60\n'
+        'preset = "default"\nmodels = ["sface"]\ndevices = ["cpu"]\njob_timeout = 60\n'
         "warm_up = false\nport = 8123\nbatch = 4\n")
-    assert load_settings(tmp_path) == {"preset": "strong", "models": ["sface"],
+    assert load_settings(tmp_path) == {"preset": "default", "models": ["sface"],
                                        "devices": ["cpu"], "job_timeout": 60.0,
                                        "warm_up": False, "port": 8123, "batch": 4}
 
 
 @pytest.mark.parametrize("text, message", [
-    ("presets = 'strong'\n", "unknown setting 'presets'"),
+    ("presets = 'default'\n", "unknown setting 'presets'"),
     ("port = '7787'\n", "port must be int"),
     ("warm_up = 1\n", "warm_up must be bool"),
     ("batch = 2.5\n", "batch must be int"),
@@ -53,7 +53,7 @@ def test_port_precedence_is_option_then_environment_then_file(tmp_path, monkeypa
 
 def test_the_command_line_wins_over_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("LOWKEY_CONFIG_DIR", str(tmp_path))
-    (tmp_path / "daemon.toml").write_text('preset = "strong"\nmodels = ["sface"]\n'
+    (tmp_path / "daemon.toml").write_text('preset = "default"\nmodels = ["sface"]\n'
                                           "queue_size = 3\nwarm_up = false\nbatch = 4\n")
     seen = {}
 
@@ -64,7 +64,7 @@ def test_the_command_line_wins_over_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr("daemon.app.create_app", fake_create_app)
     monkeypatch.setattr(cli, "_setup_logging", lambda state_dir, verbose: tmp_path / "log")
     with pytest.raises(SystemExit):
-        cli.main(["--preset", "fast", "--port", "9000", "--batch", "2"])
+        cli.main(["--preset", "subtle", "--port", "9000", "--batch", "2"])
     config = seen["config"]
     assert (config.preset, config.models, config.queue_size, config.warm_up, config.port,
-            config.batch) == ("fast", ("sface",), 3, False, 9000, 2)
+            config.batch) == ("subtle", ("sface",), 3, False, 9000, 2)

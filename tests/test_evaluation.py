@@ -35,6 +35,7 @@ from lowkey.evaluation.metrics import (
     rank_k_accuracy,
 )
 from lowkey.evaluation.runner import EvalConfig, attacks_for
+from lowkey.presets import PRESETS
 
 # --- identification ranks ---------------------------------------------------------------------
 
@@ -194,28 +195,28 @@ def test_probe_count():
 
 
 def test_transfer_adds_single_model_and_leave_one_out_attacks(tmp_path):
-    attacks = attacks_for(EvalConfig(tmp_path, tmp_path, preset="fast", transfer=True))
-    assert [a.tag for a in attacks] == [
-        "fast-1-ssim-s5-seed0", "fast-sface-1-ssim-s5-seed0", "fast-facenet128-1-ssim-s5-seed0",
-        "fast-facenet512-1-ssim-s5-seed0", "fast-without-sface-1-ssim-s5-seed0",
-        "fast-without-facenet128-1-ssim-s5-seed0", "fast-without-facenet512-1-ssim-s5-seed0"]
+    attacks = attacks_for(EvalConfig(tmp_path, tmp_path, preset="subtle", transfer=True))
+    fingerprint = PRESETS["subtle"].fingerprint()
+    assert [a.tag for a in attacks] == [f"subtle{name}-1-ssim-s10-seed0-{fingerprint}" for name in (
+        "", "-sface", "-facenet128", "-facenet512", "-without-sface", "-without-facenet128",
+        "-without-facenet512")]
     assert [a.kind for a in attacks] == ["ensemble"] + ["single"] * 3 + ["leave-one-out"] * 3
     assert [a.models for a in attacks[1:4]] == [("sface",), ("facenet128",), ("facenet512",)]
     assert [a.models for a in attacks[4:]] == [
         ("facenet128", "facenet512"), ("sface", "facenet512"), ("sface", "facenet128")]
     assert attacks[4].label == "without sface (facenet128+facenet512)"
-    assert len(attacks_for(EvalConfig(tmp_path, tmp_path, preset="fast"))) == 1
+    assert len(attacks_for(EvalConfig(tmp_path, tmp_path, preset="subtle"))) == 1
     with pytest.raises(ValueError, match="kind"):
-        type(attacks[0])("x", "fast", ("sface",), 50, 0, kind="pair")
+        type(attacks[0])("x", "subtle", ("sface",), 50, 0, kind="pair")
 
 
 def test_protector_refuses_a_bare_model_name():
     from lowkey.protect import Protector
 
     with pytest.raises(ValueError, match="non-empty list"):
-        Protector(preset="fast", models="sface")
+        Protector(preset="subtle", models="sface")
     with pytest.raises(ValueError, match="non-empty list"):
-        Protector(preset="fast", models=[])
+        Protector(preset="subtle", models=[])
 
 
 # --- counter-measures ------------------------------------------------------------------------
@@ -298,7 +299,7 @@ def test_an_existing_output_is_reused_untouched(tmp_path, astronaut_rgb):
     source = tmp_path / "ds" / "alice" / "a.png"
     source.parent.mkdir(parents=True)
     Image.fromarray(astronaut_rgb).save(source)
-    attack = Attack("ensemble", "fast", ("sface",), 50, 0)
+    attack = Attack("ensemble", "subtle", ("sface",), 50, 0)
     output = tmp_path / "out" / attack.tag / "alice" / "a_lowkey.png"
     output.parent.mkdir(parents=True)
     noisy = np.clip(astronaut_rgb.astype(int) + np.random.default_rng(0).integers(
@@ -339,7 +340,7 @@ def tiny_run(faces_dev, tmp_path_factory):
         for name in names:
             (root / "ds" / identity / name).symlink_to(faces_dev / identity / name)
     judges = "sface,dlib" if dlib_available() else "sface"
-    argv = ["eval", str(root / "ds"), "--preset", "strong", "--strength", "1", "--judges", judges,
+    argv = ["eval", str(root / "ds"), "--strength", "1", "--judges", judges,
             "--users", "all", "--out", str(root / "out"), "--json"]
     runs = []
     for _ in range(2):
@@ -390,7 +391,7 @@ def test_eval_end_to_end(tiny_run):
         assert {f: own[f] for f in figures} == {f: fixed[f] for f in figures}
     # the protected photos are exactly protect_file's outputs, with their reports beside them
     assert results["penalty"] == "1-ssim"
-    tag = out / "protected" / "strong-1-ssim-s1-seed0"
+    tag = out / "protected" / f"default-1-ssim-s1-seed0-{PRESETS['default'].fingerprint()}"
     outputs = sorted(tag.glob("*/*_lowkey.jpg"))
     assert len(outputs) == 3
     for output in outputs:
@@ -399,7 +400,7 @@ def test_eval_end_to_end(tiny_run):
         assert report["steps"] == 1 and report["original_bytes"] > 0
     quality = results["quality"]["ensemble"]
     assert quality["protected"] == 3 and 0.9 < quality["ssim_mean"] <= 1
-    # the fast preset's penalty is 1 - SSIM, and whole-photo LPIPS is measured only under LPIPS
+    # the default preset's penalty is 1 - SSIM, and whole-photo LPIPS is measured only under LPIPS
     assert quality["penalty"] == "1-ssim"
     assert quality["lpips_measured"] == 0 and quality["lpips_mean"] is None
     assert quality["face_measured"] == 3
@@ -575,15 +576,18 @@ def test_attack_tag_includes_the_penalty(monkeypatch):
     from dataclasses import replace
 
     from lowkey.evaluation.protection import Attack
-    from lowkey.protect import PRESETS
-
-    fast = Attack("ensemble", "fast", ("sface",), 50, 0)
-    assert fast.penalty == PRESETS["fast"].penalty == "1-ssim"
-    assert "1-ssim" in fast.tag
+    subtle = Attack("ensemble", "subtle", ("sface",), 50, 0)
+    assert subtle.penalty == PRESETS["subtle"].penalty == "1-ssim"
+    assert "1-ssim" in subtle.tag
     assert "lpips-alex" in Attack("ensemble", "paper", ("sface",), 50, 0).tag
-    before = fast.tag
-    monkeypatch.setitem(PRESETS, "fast", replace(PRESETS["fast"], penalty="lpips-alex"))
-    assert fast.tag != before and "lpips-alex" in fast.tag  # other photos, other folder
+    before = subtle.tag
+    monkeypatch.setitem(PRESETS, "subtle", replace(PRESETS["subtle"], penalty="lpips-alex"))
+    assert subtle.tag != before and "lpips-alex" in subtle.tag  # other photos, other folder
+    # any other change to how the preset attacks: another folder too (no stale photos)
+    with_lpips = subtle.tag
+    monkeypatch.setitem(PRESETS, "subtle", replace(PRESETS["subtle"], step_size=0.004))
+    assert subtle.tag.rsplit("-", 1)[0] == with_lpips.rsplit("-", 1)[0]
+    assert subtle.tag != with_lpips
 
 
 def test_fixed_variant_names_and_cache_keys():
@@ -727,11 +731,12 @@ def test_eval_pipeline_with_fake_judges_reports_no_face_apart(tmp_path, monkeypa
     monkeypatch.setattr(runner, "protect_gallery", fake_protect)
     monkeypatch.setattr(runner, "JudgePanel", _FakePanel)
     monkeypatch.setattr(runner, "judge_info", _fake_info)
-    config = runner.EvalConfig(tmp_path / "ds", tmp_path / "out", preset="fast",
+    config = runner.EvalConfig(tmp_path / "ds", tmp_path / "out", preset="subtle",
                                judges=["fake"], countermeasures=["half"])
     results = runner.run_evaluation(config)
     assert len(results["dataset"]["users"]) == 2  # a fifth of ten identities
-    assert all(p.parent.parent.name == "fast-1-ssim-s5-seed0" for p in made)
+    assert all(p.parent.parent.name == attacks_for(config)[0].tag for p in made)
+    assert attacks_for(config)[0].tag.startswith("subtle-1-ssim-s10-seed0-")
     assert results["black_box_judges"] == ["fake", "fake@fixed"]
     rows = {(r["judge"], r["attack"], r["countermeasure"]): r for r in results["results"]}
     assert len(rows) == 2 * 2 * 2

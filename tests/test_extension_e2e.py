@@ -2,7 +2,7 @@
 
 Everything is real: the extension (a test build of ``extension/``: the same code, with 127.0.0.1
 added to the default site list), the native host registered by ``lowkey install --user`` in a
-temporary HOME, the daemon (``lowkey daemon``, the ``strong`` preset on SFace alone, so a photo
+temporary HOME, the daemon (``lowkey daemon``, the ``default`` preset on SFace alone, so a photo
 takes seconds on a CPU), and a local site whose pages upload the way real sites do
 (``tests/browser/pages/``, ``tests/upload_site.py``): a plain form post, fetch on ``change``, a
 FileReader data URL on ``input``, a drop zone, a paste target, a multi-file input, a React-style
@@ -39,7 +39,7 @@ DLIB_MOVED = 0.05
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    running = RunningDaemon(tmp_path_factory.mktemp("daemon"), "--preset", "strong", "--models",
+    running = RunningDaemon(tmp_path_factory.mktemp("daemon"), "--preset", "default", "--models",
                             "sface", "--no-warm-up")
     try:
         assert running.wait_ready()["status"] == "ready"

@@ -94,7 +94,7 @@ def test_output_format_and_quality_are_per_call(pool, face):
 
 def test_the_pool_loads_each_model_once_for_any_settings(pool):
     a = Protector(preset="tiny", strength=2, pool=pool, judge=False)
-    b = Protector(preset="strong", strength=30, seed=3, models=["sface"], pool=pool,
+    b = Protector(preset="default", strength=30, seed=3, models=["sface"], pool=pool,
                   judge=False, faces="largest")
     assert a.models[0] is b.models[0] and a.detector is b.detector
     assert b.settings.steps == 30 and a.settings.steps == 2

@@ -167,7 +167,7 @@ def test_the_schema_file_is_valid_and_names_every_request_type():
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("daemon")
-    running = RunningDaemon(tmp, "--preset", "strong", "--models", "sface", "--no-warm-up")
+    running = RunningDaemon(tmp, "--preset", "default", "--models", "sface", "--no-warm-up")
     try:
         assert running.wait_ready()["status"] == "ready"
         yield running
@@ -300,7 +300,7 @@ def test_a_down_daemon_is_started_by_the_host(tmp_path, astronaut_rgb):
     config = tmp_path / "config"
     config.mkdir()
     # What the daemon started by the host runs with: daemon.toml, as a user would set it.
-    (config / "daemon.toml").write_text('preset = "strong"\nmodels = ["sface"]\n'
+    (config / "daemon.toml").write_text('preset = "default"\nmodels = ["sface"]\n'
                                         "warm_up = false\n")
     port = free_port()
     env = host_env(config, tmp_path / "state", port, autostart=True)

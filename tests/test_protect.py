@@ -1,8 +1,8 @@
 """`lowkey protect` end to end with the real default ensemble (CPU-sized settings).
 
-The fast tier uses few steps of the ``strong`` preset (the paper-style attack, no floor) and
-``fast`` (the invisible-first default in 5 steps); the slow tier runs ``default`` and
-``strong`` at their own strengths on the astronaut. Bounds were measured on this project's
+The fast tier uses few steps of the ``default`` preset (the paper-style attack, no floor) and
+``subtle`` (the look-first preset) in 5 steps; the slow tier runs ``subtle`` and
+``default`` at their own strengths on the astronaut. Bounds were measured on this project's
 2-core CI machine and carry a margin.
 """
 
@@ -19,7 +19,8 @@ from PIL import Image
 from lowkey.cli import main
 from lowkey.dlib_judge import dlib_available
 from lowkey.image_io import load_photo
-from lowkey.protect import PRESETS, Protector
+from lowkey.presets import PRESETS
+from lowkey.protect import Protector
 
 pytestmark = pytest.mark.weights
 
@@ -32,13 +33,13 @@ def _need_dlib():
 @pytest.fixture(scope="module")
 def protector():
     """The paper-style attack (no floor), 20 steps: its effect on the attacked models is clear."""
-    return Protector(preset="strong", strength=20)
+    return Protector(preset="default", strength=20)
 
 
 @pytest.fixture(scope="module")
 def quick():
     """Four steps, no floor: enough to change pixels, for tests of what survives protection."""
-    return Protector(preset="strong", strength=4, judge=False)
+    return Protector(preset="default", strength=4, judge=False)
 
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:
@@ -58,7 +59,7 @@ def test_astronaut_embeddings_move_far_and_the_photo_stays_close(astronaut_repor
     photo, encoded, report = astronaut_report
     assert report.status == "protected" and encoded is not None
     (face,) = report.faces
-    # Measured (strong, 20 steps of 0.0025): cosines -0.02 to 0.13.
+    # Measured (default, 20 steps of 0.0025): cosines -0.02 to 0.13.
     for name, cosine in face.cosine.items():
         assert cosine is not None and cosine < 0.5, name
     assert report.ssim > 0.97 and report.psnr > 33
@@ -98,17 +99,15 @@ def test_astronaut_is_no_longer_the_same_person_to_dlib(astronaut_report):
 
 
 def test_preset_strength_sets_the_steps_and_each_preset_has_its_own():
-    assert [PRESETS[n].settings().steps for n in ("paper", "default", "fast", "strong")] == [
-        50, 10, 5, 50]
+    assert [PRESETS[n].settings().steps for n in ("paper", "default", "subtle")] == [50, 50, 10]
     assert PRESETS["default"].settings(35).steps == 35
-    # the invisible-first presets: a bound of 0.03 whatever the steps, luma only, a floor
-    for name in ("default", "fast"):
-        settings = PRESETS[name].settings(50)
-        assert settings.linf_bound == pytest.approx(0.03) and settings.luminance_only
-        assert PRESETS[name].quality_floor is not None
-    # strong: the same change without a bound or floor; paper: exactly the paper
-    assert PRESETS["strong"].settings().linf_bound == pytest.approx(0.005 + 50 * 0.0025)
-    assert PRESETS["strong"].quality_floor is None
+    # the look-first preset: a bound of 0.03 whatever the steps, luma only, a floor
+    settings = PRESETS["subtle"].settings(50)
+    assert settings.linf_bound == pytest.approx(0.03) and settings.luminance_only
+    assert PRESETS["subtle"].quality_floor is not None
+    # default: the paper's colour sign steps without a bound or floor; paper: exactly the paper
+    assert PRESETS["default"].settings().linf_bound == pytest.approx(0.005 + 50 * 0.0025)
+    assert PRESETS["default"].quality_floor is None
     paper = PRESETS["paper"].settings()
     assert (paper.step_size, paper.budget, paper.luminance_only, paper.momentum) == (
         0.0025, "uniform", False, 0.0)
@@ -153,7 +152,7 @@ def test_every_face_of_a_group_photo_is_protected(protector, multi_face_dir, tmp
 def test_the_penalty_is_the_presets_whatever_is_on_disk(quick):
     """The offline presets name 1 - SSIM and the paper's names LPIPS: output never depends on
     whether LPIPS's weights happen to be cached."""
-    assert {PRESETS[n].penalty for n in ("default", "fast", "strong")} == {"1-ssim"}
+    assert {PRESETS[n].penalty for n in ("default", "subtle")} == {"1-ssim"}
     assert PRESETS["paper"].penalty == "lpips-alex"
     assert quick.penalty.name == "1-ssim"
 
@@ -181,9 +180,8 @@ def test_report_has_lpips_only_when_lpips_is_the_penalty(quick, astronaut_rgb, m
         return LPIPSPenalty(state).to(device)
 
     monkeypatch.setattr(lowkey.protect, "load_penalty", load)
-    monkeypatch.setitem(lowkey.protect.PRESETS, "strong",
-                        replace(PRESETS["strong"], penalty="lpips-alex"))
-    protector = Protector(preset="strong", strength=2, judge=False)
+    monkeypatch.setitem(PRESETS, "default", replace(PRESETS["default"], penalty="lpips-alex"))
+    protector = Protector(preset="default", strength=2, judge=False)
     assert asked == ["lpips-alex"]
     encoded, report = protector.protect_photo(photo)
     assert report.penalty == "lpips-alex" and report.lpips is not None
@@ -251,7 +249,7 @@ def test_cli_batch_reports_failures_and_goes_on(tmp_path, astronaut_rgb, capsys)
     folder.mkdir()
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
     (folder / "good.png").write_bytes(_png(astronaut_rgb))
-    code = main(["protect", str(folder), "-o", str(tmp_path / "out"), "--preset", "fast",
+    code = main(["protect", str(folder), "-o", str(tmp_path / "out"), "--preset", "subtle",
                  "--strength", "2", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 1  # not everything succeeded
@@ -263,7 +261,7 @@ def test_cli_batch_reports_failures_and_goes_on(tmp_path, astronaut_rgb, capsys)
     assert out["settings"]["penalty"] == "1-ssim"
     # The same command again: the protected photo is skipped (not an error), the broken one
     # still fails.
-    code = main(["protect", str(folder), "-o", str(tmp_path / "out"), "--preset", "fast",
+    code = main(["protect", str(folder), "-o", str(tmp_path / "out"), "--preset", "subtle",
                  "--strength", "2", "--json"])
     again = json.loads(capsys.readouterr().out)
     assert code == 1 and again["summary"] == {"protected": 0, "no-face": 0, "failed": 1,
@@ -282,7 +280,7 @@ def test_cli_batch_attacks_photos_together_with_the_results_of_one_by_one(
     (folder / "d_face.png").write_bytes(_png(np.ascontiguousarray(astronaut_rgb[:400, 60:460])))
     outputs = {}
     for batch in ("1", "4"):
-        code = main(["protect", str(folder), "-o", str(tmp_path / batch), "--preset", "strong",
+        code = main(["protect", str(folder), "-o", str(tmp_path / batch), "--preset", "default",
                      "--strength", "3", "--batch", batch, "--json"])
         out = json.loads(capsys.readouterr().out)
         assert code == 1
@@ -327,10 +325,10 @@ def _original_of(name: str, astronaut_rgb: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_strong_preset_on_the_astronaut(astronaut_rgb):
-    """``strong`` at its own 50 steps (measured: cosines -0.21 / -0.42 / -0.30, SSIM 0.981,
+def test_default_preset_on_the_astronaut_protects(astronaut_rgb):
+    """``default`` at its own 50 steps (measured: cosines -0.21 / -0.42 / -0.30, SSIM 0.981,
     dlib distance 0.75, face region 8.3 JOD on the 2-core CPU)."""
-    protector = Protector(preset="strong")
+    protector = Protector()
     encoded, report = protector.protect_photo(load_photo(_png(astronaut_rgb)))
     (face,) = report.faces
     print(json.dumps(report.to_json(), indent=1))
@@ -342,10 +340,10 @@ def test_strong_preset_on_the_astronaut(astronaut_rgb):
 
 
 @pytest.mark.slow
-def test_default_preset_on_the_astronaut_keeps_the_face_looking_unchanged(astronaut_rgb):
-    """``default`` at its own 10 steps: the face region meets the quality targets of issue 9
+def test_subtle_preset_on_the_astronaut_keeps_the_face_looking_unchanged(astronaut_rgb):
+    """``subtle`` at its own 10 steps: the face region meets the quality targets of issue 9
     and the attacked models still move (measured: cosines about 0.7-0.85)."""
-    protector = Protector(preset="default")
+    protector = Protector(preset="subtle")
     encoded, report = protector.protect_photo(load_photo(_png(astronaut_rgb)))
     (face,) = report.faces
     print(json.dumps(report.to_json(), indent=1))
@@ -353,11 +351,11 @@ def test_default_preset_on_the_astronaut_keeps_the_face_looking_unchanged(astron
     assert all(cosine < 0.95 for cosine in face.cosine.values()), face.cosine
 
 
-def test_the_fast_preset_keeps_every_face_above_the_floor_without_visible_edges(astronaut_rgb):
-    """End to end with the real ensemble: ``fast`` (the default's change in 5 steps) writes a
+def test_the_subtle_preset_keeps_every_face_above_the_floor_without_visible_edges(astronaut_rgb):
+    """End to end with the real ensemble: ``subtle`` (in 5 steps) writes a
     photo whose face region, measured afresh on the written file, meets the floor; the change
     is luma only and fades out before the border of the window it was allowed in."""
-    protector = Protector(preset="fast", judge=False)
+    protector = Protector(preset="subtle", strength=5, judge=False)
     floor = protector.quality_floor
     photo = load_photo(_png(astronaut_rgb))
     encoded, report = protector.protect_photo(photo)

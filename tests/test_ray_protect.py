@@ -29,7 +29,7 @@ from lowkey.ray_protect import (
 
 # The three smallest faces-dev photos (400x400, 330x512, 560x415), one face each.
 PHOTOS = ("person12/img25.jpg", "person00/img5.jpg", "person03/img12.jpg")
-CHEAP = ["--preset", "fast", "--strength", "2"]
+CHEAP = ["--preset", "subtle", "--strength", "2"]
 
 
 def _gradient(path: Path, size: tuple[int, int] = (320, 256)) -> Path:
@@ -259,7 +259,7 @@ def test_local_ray_matches_the_single_machine_run_and_resumes(tmp_path, faces_de
         output = ray_dir / f"{name}_lowkey.jpg"
         report = json.loads(report_path_for(output).read_text())
         assert report["status"] == "protected" and report["output"] == str(output.absolute())
-        assert report["settings"]["preset"] == "fast" and report["steps"] == 2
+        assert report["settings"]["preset"] == "subtle" and report["steps"] == 2
         assert report_path_for(output).stat().st_mtime_ns >= output.stat().st_mtime_ns
     assert json.loads((ray_dir / "noface_lowkey.png.json").read_text())["status"] == "no-face"
     assert not (ray_dir / "noface_lowkey.png").exists()

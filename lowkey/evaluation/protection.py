@@ -3,11 +3,12 @@
 A protected photo is exactly what :meth:`lowkey.protect.Protector.protect_file` writes for
 ``protect_file(src, OUT/protected/<tag>/<identity>)``, i.e.
 ``OUT/protected/<tag>/<identity>/<stem>_lowkey.<ext>``, where ``<tag>`` is
-``<preset>-<penalty>-s<strength>-seed<seed>`` for the preset's ensemble,
-``<preset>-<model>-<penalty>-s<strength>-seed<seed>`` for a single-model attack and
-``<preset>-without-<model>-<penalty>-s<strength>-seed<seed>`` for the ensemble less one model;
-``<penalty>`` is the preset's perceptual penalty (``1-ssim``, ``lpips-alex``), so photos
-protected under another penalty are never reused. Beside it,
+``<preset>-<penalty>-s<strength>-seed<seed>-<fingerprint>`` for the preset's ensemble,
+``<preset>-<model>-<penalty>-...`` for a single-model attack and
+``<preset>-without-<model>-<penalty>-...`` for the ensemble less one model;
+``<penalty>`` is the preset's perceptual penalty (``1-ssim``, ``lpips-alex``) and
+``<fingerprint>`` :meth:`lowkey.presets.Preset.fingerprint`, so photos protected under another
+penalty or other attack settings are never reused. Beside it,
 ``<stem>_lowkey.<ext>.json`` keeps its :class:`~lowkey.measure.PhotoReport` (plus file sizes),
 so quality and time figures survive a resumed run. An output that exists is never protected
 again and never rewritten; when it has no report beside it (made by another job), its quality
@@ -64,15 +65,19 @@ class Attack:
     @property
     def penalty(self) -> str:
         """The perceptual penalty of the preset (``lowkey.presets.PRESETS[preset].penalty``)."""
-        from lowkey.presets import PRESETS
+        from lowkey.presets import get_preset
 
-        return PRESETS[self.preset].penalty
+        return get_preset(self.preset).penalty
 
     @property
     def tag(self) -> str:
-        """The folder name under ``OUT/protected``: preset, attack, penalty, strength, seed."""
+        """The folder name under ``OUT/protected``: preset, attack, penalty, strength, seed and
+        the preset's fingerprint."""
+        from lowkey.presets import get_preset
+
         name = "" if self.kind == "ensemble" else f"-{self.name}"
-        return f"{self.preset}{name}-{self.penalty}-s{self.strength}-seed{self.seed}"
+        return (f"{self.preset}{name}-{self.penalty}-s{self.strength}-seed{self.seed}"
+                f"-{get_preset(self.preset).fingerprint()}")
 
     @property
     def label(self) -> str:

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from lowkey.device import default_device
+from lowkey.presets import DEFAULT_PRESET
 from lowkey.evaluation.countermeasures import get_countermeasures
 from lowkey.evaluation.dataset import Split, Users, scan_dataset, split_dataset
 from lowkey.evaluation.embed import EmbeddingTable
@@ -80,7 +81,7 @@ class EvalConfig:
 
     dataset: Path
     out: Path
-    preset: str = "default"
+    preset: str = DEFAULT_PRESET
     #: None: the preset's own strength
     strength: int | None = None
     seed: int = 0
@@ -96,10 +97,10 @@ class EvalConfig:
     fixed_detector: bool = True
 
     def __post_init__(self) -> None:
-        from lowkey.presets import PRESETS
+        from lowkey.presets import get_preset
 
-        if self.strength is None and self.preset in PRESETS:
-            self.strength = PRESETS[self.preset].strength
+        if self.strength is None:
+            self.strength = get_preset(self.preset).strength
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -121,11 +122,9 @@ class _Condition:
 def attacks_for(config: EvalConfig) -> list[Attack]:
     """The ensemble attack of ``config.preset`` and, with ``transfer``, one per model alone and,
     for ensembles of three or more, one per model left out (judged by that model, black-box)."""
-    from lowkey.presets import PRESETS
+    from lowkey.presets import get_preset
 
-    if config.preset not in PRESETS:
-        raise ValueError(f"unknown preset {config.preset!r}; choose from {', '.join(PRESETS)}")
-    preset = PRESETS[config.preset]
+    preset = get_preset(config.preset)
     attacks = [Attack("ensemble", preset.name, preset.models, config.strength, config.seed)]
     if config.transfer and len(preset.models) > 1:
         attacks += [Attack(m, preset.name, (m,), config.strength, config.seed, kind="single")
