@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: ``on_step(step, total_steps, terms) -> keep going?``; ``terms``: a :class:`StepTerms`.
 StepCallback = Callable[[int, int, Mapping[str, float]], bool]
+#: ``stop() -> stop now?``, asked before every model call of a step (see ``run_many``).
+StopCheck = Callable[[], bool]
 
 
 class AttackCancelled(LowKeyError):
@@ -172,30 +174,42 @@ class LowKeyAttack:
         self.settings = settings
 
     def run(self, pixels: torch.Tensor, faces: list[Face], grayscale: bool = False,
-            on_step: StepCallback | None = None) -> AttackResult:
+            on_step: StepCallback | None = None, stop: StopCheck | None = None
+            ) -> AttackResult:
         """Protect ``faces`` in ``pixels`` (3, H, W) RGB [0, 1] on the models' device.
 
         ``grayscale``: keep the perturbation gray (one channel repeated), so a grayscale photo
-        stays grayscale. Raises :class:`AttackCancelled` if ``on_step`` returns False.
+        stays grayscale. Raises :class:`AttackCancelled` if ``on_step`` returns False or
+        ``stop`` returns True (see :meth:`run_many`).
         """
-        return self.run_many([PhotoTask(pixels, faces, grayscale)], on_step)[0]
+        return self.run_many([PhotoTask(pixels, faces, grayscale)], on_step, stop)[0]
 
-    def run_many(self, photos: Sequence[PhotoTask],
-                 on_step: StepCallback | None = None) -> list[AttackResult]:
+    def run_many(self, photos: Sequence[PhotoTask], on_step: StepCallback | None = None,
+                 stop: StopCheck | None = None) -> list[AttackResult]:
         """Protect several photos at once: every step runs each model once on all their faces.
 
         The objective is the sum of the photos' own objectives and every random draw comes from
         the photo's own generator (seeded with ``settings.seed``), so each photo gets the result
         it would get alone (up to floating-point summation order). ``on_step`` sees the terms
         averaged over the photos; returning False raises :class:`AttackCancelled`.
+
+        ``stop`` is asked before each ensemble member's model call and before each step's
+        backward pass: True raises :class:`AttackCancelled` there, so a cancelled attack ends
+        within one model call instead of at the end of its step. It changes nothing else.
         """
         if not photos or any(not p.faces for p in photos):
             raise ValueError("no faces to protect")
         s = self.settings
+
+        def check() -> None:
+            if stop is not None and stop():
+                raise AttackCancelled("cancelled during a step")
+
         batch = self._place(photos)
         plans = self.objective.plan(batch.originals, batch.targets)
         with torch.no_grad():
-            original_embeddings = self.objective.embeddings(batch.originals, batch.targets, plans)
+            original_embeddings = self.objective.embeddings(batch.originals, batch.targets, plans,
+                                                            check)
         budgets = [self._budget(o) for o in batch.originals]
         blur_sigmas = [self._gradient_blur_sigma(batch.targets, i)
                        for i in range(len(batch.windows))]
@@ -218,7 +232,8 @@ class LowKeyAttack:
                     batch.targets, [batch.generators[batch.layout.window_photo[f.window]]
                                     for f in batch.targets]))
             value, terms = self.objective(original_embeddings, batch.originals, current,
-                                          batch.targets, batch.layout, step_plans)
+                                          batch.targets, batch.layout, step_plans, check)
+            check()
             grads = torch.autograd.grad(value, deltas)
             with torch.no_grad():
                 deltas = [self._step(i, o, d, g, velocity, budgets[i], blur_sigmas[i],

@@ -20,7 +20,7 @@ each photo's own (1) (:class:`Layout` says which window is whose).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -33,6 +33,9 @@ from lowkey.windows import FaceInWindow
 
 #: model name -> one :class:`AlignPlan` per face (see :meth:`LowKeyObjective.plan`)
 Plans = dict[str, list[AlignPlan]]
+#: Called before each ensemble member's model call; raises to stop the attack there (see
+#: :meth:`lowkey.attack.LowKeyAttack.run_many`'s ``stop``).
+Check = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -104,17 +107,23 @@ class LowKeyObjective:
         return {m.name: plans[i * n:(i + 1) * n] for i, m in enumerate(self.models)}
 
     def embeddings(self, windows: Sequence[torch.Tensor], faces: Sequence[FaceInWindow],
-                   plans: Plans | None = None) -> dict[str, torch.Tensor]:
+                   plans: Plans | None = None, check: Check | None = None
+                   ) -> dict[str, torch.Tensor]:
         """Each model's raw embeddings (N, D) of every face, from windows (3, h, w) RGB [0, 1]:
-        all of a model's faces in one call."""
+        all of a model's faces in one call; ``check`` is called before each model's call."""
         plans = self.plan(windows, faces) if plans is None else plans
-        return {m.name: m(torch.stack([aligned(windows[f.window], p)
-                                       for f, p in zip(faces, plans[m.name], strict=True)]))
-                for m in self.models}
+        out = {}
+        for m in self.models:
+            if check is not None:
+                check()
+            out[m.name] = m(torch.stack([aligned(windows[f.window], p)
+                                         for f, p in zip(faces, plans[m.name], strict=True)]))
+        return out
 
     def feature_terms(self, original: dict[str, torch.Tensor], windows: list[torch.Tensor],
                       faces: Sequence[FaceInWindow], plans: Plans | None = None,
-                      layout: Layout | None = None) -> dict[str, torch.Tensor]:
+                      layout: Layout | None = None, check: Check | None = None
+                      ) -> dict[str, torch.Tensor]:
         """Per model, (N,) mean of the plain and the smoothed normalised distance per face.
 
         G's sigma is in photo pixels: on a window at a working scale k it is sigma / k."""
@@ -129,7 +138,7 @@ class LowKeyObjective:
         both = self.embeddings(
             windows + blurred,
             list(faces) + [replace(f, window=f.window + len(windows)) for f in faces],
-            {name: p + p for name, p in plans.items()})
+            {name: p + p for name, p in plans.items()}, check)
         return {
             name: 0.5 * (normalised_distance(original[name], both[name][:n])
                          + normalised_distance(original[name], both[name][n:]))
@@ -180,12 +189,14 @@ class LowKeyObjective:
 
     def __call__(self, original_embeddings: dict[str, torch.Tensor],
                  originals: list[torch.Tensor], windows: list[torch.Tensor],
-                 faces: Sequence[FaceInWindow], layout: Layout, plans: Plans | None = None
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 faces: Sequence[FaceInWindow], layout: Layout, plans: Plans | None = None,
+                 check: Check | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The objective summed over the photos (a scalar) and each photo's terms, (P,) tensors
         detached from the graph: ``objective``, ``feature``, ``perceptual`` and
-        ``feature/<model>``. Nothing here waits for the device (no ``.item()``)."""
-        per_model = self.feature_terms(original_embeddings, windows, faces, plans, layout)
+        ``feature/<model>``. Nothing here waits for the device (no ``.item()``). ``check`` is
+        called before each ensemble member's model call (it raises to stop)."""
+        per_model = self.feature_terms(original_embeddings, windows, faces, plans, layout,
+                                       check)
         face_photo, counts = self._face_photos(layout, faces, windows[0].device)
 
         def per_photo(values: torch.Tensor) -> torch.Tensor:  # mean over each photo's faces
@@ -200,5 +211,5 @@ class LowKeyObjective:
         return value.sum(), {k: v.detach() for k, v in terms.items()}
 
 
-__all__ = ["Layout", "LowKeyObjective", "Plans", "gaussian_smoothing",
+__all__ = ["Check", "Layout", "LowKeyObjective", "Plans", "gaussian_smoothing",
            "normalised_distance"]

@@ -22,7 +22,14 @@ from pathlib import Path
 
 import torch
 
-from lowkey.attack import AttackCancelled, AttackResult, LowKeyAttack, PhotoTask, StepCallback
+from lowkey.attack import (
+    AttackCancelled,
+    AttackResult,
+    LowKeyAttack,
+    PhotoTask,
+    StepCallback,
+    StopCheck,
+)
 from lowkey.errors import LowKeyError
 from lowkey.faces import Face, FaceSelection, select_faces
 from lowkey.image_io import (
@@ -265,19 +272,20 @@ class Protector:
         return [r for r in reports if r is not None]
 
     def _attack_batch(self, photos: list[tuple[Photo, list[Face]]],
-                      on_step: StepCallback | None) -> list[AttackResult]:
+                      on_step: StepCallback | None,
+                      stop: StopCheck | None = None) -> list[AttackResult]:
         """One attack for every photo; when the GPU's memory does not hold the batch, the
         photos one by one instead (a photo that does not fit alone raises)."""
         try:
             return self.attack.run_many([PhotoTask(p.pixels.to(self.device), faces, p.grayscale)
-                                         for p, faces in photos], on_step)
+                                         for p, faces in photos], on_step, stop)
         except torch.cuda.OutOfMemoryError:
             if len(photos) == 1:
                 raise
             torch.cuda.empty_cache()
             logger.warning("a batch of %d photos does not fit in the GPU's memory: one by one",
                            len(photos))
-            return [self.attack.run(p.pixels.to(self.device), faces, p.grayscale, on_step)
+            return [self.attack.run(p.pixels.to(self.device), faces, p.grayscale, on_step, stop)
                     for p, faces in photos]
 
     @staticmethod
@@ -397,8 +405,12 @@ def protect_bytes_batch(jobs: Sequence[BytesJob], pool: ModelPool, *,
                 job.progress("attack", k, n)
         return any(job.control.stopped() is None for job in ready)
 
+    def all_stopped() -> bool:  # asked before each model call: a cancel ends the attack there
+        return all(job.control.stopped() is not None for job in ready)
+
     try:
-        results = protector._attack_batch([(job.photo, job.faces) for job in ready], step)
+        results = protector._attack_batch([(job.photo, job.faces) for job in ready], step,
+                                          all_stopped)
     except AttackCancelled:
         for job in ready:
             yield job.index, job.control.stopped() or JobCancelled("cancelled during attack")
