@@ -83,12 +83,14 @@ __all__ = [
     "FORMATS",
     "IMAGE_SUFFIXES",
     "MAX_SIDE",
+    "ImageHeader",
     "OUTPUT_SUFFIX",
     "Photo",
     "encode_photo",
     "is_photo_file",
     "load_photo",
     "output_path_for",
+    "probe_header",
     "probe_image",
     "save_photo",
     "to_uint8_hwc",
@@ -250,10 +252,21 @@ class Photo:
 # Reading
 
 
-def probe_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, tuple[int, int]]:
-    """The format (``"JPEG"``, ``"PNG"``, ``"WEBP"``, ``"HEIF"``) and (width, height) of
-    ``data``, from its signature and header only: nothing is decoded, so a service can refuse a
-    bad upload cheaply before queueing it. The checks are :func:`load_photo`'s.
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header declares, before anything is decoded: its format, its stored
+    width and height, and its channels (Pillow's bands: 1 gray, 3 colour, 4 with alpha...)."""
+
+    format: str
+    width: int
+    height: int
+    channels: int
+
+
+def probe_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
+    """The :class:`ImageHeader` of ``data``, from its signature and header only: nothing is
+    decoded, so a service can refuse a bad upload, or budget its decoding, cheaply before
+    queueing it. The checks are :func:`load_photo`'s.
 
     Raises:
         UnsupportedImage: not a format LowKey reads.
@@ -266,7 +279,14 @@ def probe_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[s
     if fmt == "HEIF":
         _ensure_heif("the image is a HEIF/HEIC image")
     with _open(data, fmt, "the image", max_pixels) as im:
-        return fmt, im.size
+        return ImageHeader(fmt, im.width, im.height, len(im.getbands()))
+
+
+def probe_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, tuple[int, int]]:
+    """The format (``"JPEG"``, ``"PNG"``, ``"WEBP"``, ``"HEIF"``) and (width, height) of
+    ``data`` (:func:`probe_header`, which says what it raises)."""
+    header = probe_header(data, max_pixels=max_pixels)
+    return header.format, (header.width, header.height)
 
 
 def load_photo(
