@@ -26,7 +26,6 @@ import binascii
 import hashlib
 import json
 import logging
-import logging.handlers
 import os
 import sys
 import threading
@@ -35,6 +34,7 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from daemon.config import daemon_state_dir
+from daemon.logs import private_log_handler
 from lowkey import __version__
 from native_host.daemon_client import DAEMON_CODES, DaemonClient, DaemonDown, HostError
 from native_host.launcher import Launcher
@@ -404,10 +404,8 @@ async def serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
 def _setup_logging() -> None:
     folder = daemon_state_dir()
     handlers: list[logging.Handler]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handlers = [logging.handlers.RotatingFileHandler(folder / LOG_FILE, maxBytes=1 << 20,
-                                                         backupCount=2, encoding="utf-8")]
+    try:  # 0600 in a 0700 folder, like the daemon's
+        handlers = [private_log_handler(folder / LOG_FILE, 1 << 20, 2)]
     except OSError:
         handlers = [logging.NullHandler()]  # never stdout: it is the protocol
     handlers[0].setFormatter(logging.Formatter(

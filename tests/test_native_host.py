@@ -10,6 +10,7 @@ import base64
 import hashlib
 import io
 import json
+import stat
 import struct
 import subprocess
 import sys
@@ -136,6 +137,16 @@ def test_the_host_exits_when_the_browser_closes_the_pipe(lone_host):
     lone_host.close_stdin()
     assert lone_host.wait(20) == 0
     assert lone_host.process.stderr.read() == b""  # nothing printed anywhere but the log
+
+
+def test_the_hosts_log_is_0600_in_a_0700_folder(lone_host):
+    lone_host.send({"id": "h", "type": "hello"})
+    assert lone_host.recv(30)["type"] == "hello"
+    lone_host.close_stdin()
+    assert lone_host.wait(20) == 0
+    log = host_log(lone_host.env)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
 
 
 def test_framing_is_native_order_and_outgoing_messages_stay_under_1_mb():
