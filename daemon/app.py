@@ -10,17 +10,26 @@ import asyncio
 import base64
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from daemon.budget import decode_cost
 from daemon.config import DaemonConfig
+from daemon.connections import (
+    HEADER_TIMEOUT_S,
+    IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    ConnectionGuard,
+)
 from daemon.errors import CODES, ApiError
 from daemon.images import ACCEPTED_TYPES, check_image
-from daemon.keys import BUCKETS, CONFIG, OPENAPI, QUEUE, STOP, TOKENS
+from daemon.keys import CONFIG, CONNECTIONS, LIMITER, OPENAPI, QUEUE, STOP, TOKENS
 from daemon.queue import Job, JobQueue
-from daemon.security import MIDDLEWARES, TokenBuckets
+from daemon.ratelimit import RateLimiter
+from daemon.security import MIDDLEWARES
 from daemon.token import TokenStore
 from lowkey import __version__
 from lowkey.jobs import ProtectOptions
@@ -34,6 +43,13 @@ REPORT_HEADER = "X-LowKey-Report"
 #: Reports longer than this lose their per-face details in the header (``faces_omitted``).
 MAX_REPORT_HEADER = 6000
 SSE_KEEPALIVE_S = 15.0
+#: The whole body of an upload must arrive within this many seconds.
+BODY_TIMEOUT_S = 60.0
+#: What integer parameters may be: ASCII digits only (``int()`` would also take "５", "1_0",
+#: " 7" and "+7").
+_DIGITS = re.compile(r"[0-9]{1,10}")
+#: And a number of seconds: ASCII digits with an optional fraction (no "inf", "nan", "1e3").
+_SECONDS = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 
 routes = web.RouteTableDef()
 
@@ -44,10 +60,10 @@ def _int(query: dict, name: str, default: int | None, low: int, high: int) -> in
     text = query.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError("bad_request", f"{name} must be an integer") from None
+    if not _DIGITS.fullmatch(text):
+        raise ApiError("bad_request", f"{name} must be an integer written in ASCII digits "
+                                      f"(0-9), between {low} and {high}")
+    value = int(text)
     if not low <= value <= high:
         raise ApiError("bad_request", f"{name} must be between {low} and {high}")
     return value
@@ -97,10 +113,10 @@ def protect_options(request: web.Request,
     fmt = _choice(q, "format", None, ("jpeg", "png", "webp", "heif"))
     timeout = q.get("timeout")
     if timeout is not None:
-        try:
-            seconds = float(timeout)
-        except ValueError:
-            raise ApiError("bad_request", "timeout must be a number of seconds") from None
+        if not _SECONDS.fullmatch(timeout):
+            raise ApiError("bad_request", "timeout must be a number of seconds written in ASCII "
+                                          "digits (e.g. 30 or 2.5)")
+        seconds = float(timeout)
         if not 0 < seconds <= config.job_timeout:
             raise ApiError("bad_request", f"timeout must be in (0, {config.job_timeout:g}]")
     try:
@@ -120,7 +136,9 @@ def protect_options(request: web.Request,
     return options, None if timeout is None else float(timeout)
 
 
-async def _image_body(request: web.Request) -> bytes:
+async def _image_body(request: web.Request) -> tuple[bytes, int]:
+    """The uploaded image and its decode cost (:func:`daemon.budget.decode_cost`), checked from
+    its header: type, pixels, and the decode budget."""
     config = request.app[CONFIG]
     if request.content_type not in ACCEPTED_TYPES:
         raise ApiError("unsupported_media_type", "Content-Type must be the image's type: "
@@ -128,9 +146,17 @@ async def _image_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > config.max_body_bytes:
         raise ApiError("body_too_large", f"the body is over the daemon's limit of "
                                          f"{config.max_body_bytes} bytes")
-    data = await request.read()
-    await asyncio.get_running_loop().run_in_executor(None, check_image, data, config.max_pixels)
-    return data
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            data = await request.read()
+    except TimeoutError:
+        raise ApiError("bad_request", f"the body did not arrive within {BODY_TIMEOUT_S:g} s"
+                       ) from None
+    header = await asyncio.get_running_loop().run_in_executor(None, check_image, data,
+                                                              config.max_pixels)
+    cost = decode_cost(header.width, header.height, header.channels)
+    request.app[QUEUE].budget.check(cost, header.width, header.height)
+    return data, cost
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -222,8 +248,11 @@ async def status(request: web.Request) -> web.Response:
                  "failed": queue.counts["failed"], "cancelled": queue.counts["cancelled"],
                  "timed_out": queue.counts["timed out"]},
         "limits": {"max_body_bytes": config.max_body_bytes, "max_pixels": config.max_pixels,
+                   "decode_budget_bytes": config.decode_budget_bytes,
                    "job_timeout_s": config.job_timeout, "result_ttl_s": config.result_ttl,
-                   "rate_per_s": config.rate},
+                   "rate_per_s": config.rate, "burst": config.burst,
+                   "max_connections": MAX_CONNECTIONS, "header_timeout_s": HEADER_TIMEOUT_S,
+                   "idle_timeout_s": IDLE_TIMEOUT_S},
     })
 
 
@@ -232,8 +261,8 @@ async def protect(request: web.Request) -> web.Response:
     queue = request.app[QUEUE]
     queue.check_accepting()
     options, timeout = protect_options(request)
-    data = await _image_body(request)
-    job = queue.submit(data, options, timeout)
+    data, cost = await _image_body(request)
+    job = queue.submit(data, options, timeout, cost)
     try:
         await job.finished.wait()
     except asyncio.CancelledError:  # the client went away
@@ -250,8 +279,8 @@ async def create_job(request: web.Request) -> web.Response:
     queue = request.app[QUEUE]
     queue.check_accepting()
     options, timeout = protect_options(request, JOB_PARAMETERS)
-    data = await _image_body(request)
-    job = queue.submit(data, options, timeout)
+    data, cost = await _image_body(request)
+    job = queue.submit(data, options, timeout, cost)
     return web.json_response(job_json(job), status=202,
                              headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -352,7 +381,8 @@ def create_app(config: DaemonConfig | None = None, *, pools: list[ModelPool] | N
     app = web.Application(middlewares=MIDDLEWARES, client_max_size=config.max_body_bytes)
     app[CONFIG] = config
     app[TOKENS] = tokens
-    app[BUCKETS] = TokenBuckets(config.rate, config.burst)
+    app[LIMITER] = RateLimiter(config.rate, config.burst)
+    app[CONNECTIONS] = ConnectionGuard()
     app[OPENAPI] = OPENAPI_PATH.read_bytes()
     app[STOP] = on_stop or _raise_graceful_exit
 

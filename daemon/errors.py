@@ -32,6 +32,7 @@ CODES: dict[str, int] = {
     "weights": 503,             # weights failed their check
     "out_of_memory": 503,       # the device ran out of memory for this photo
     "queue_full": 503,
+    "too_many_connections": 503,  # every open connection has a request in progress
     "shutting_down": 503,
 }
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 CONFIG = web.AppKey("config", "DaemonConfig")
 QUEUE = web.AppKey("queue", "JobQueue")
 TOKENS = web.AppKey("tokens", "TokenStore")
-BUCKETS = web.AppKey("buckets", "TokenBuckets")
+LIMITER = web.AppKey("limiter", "RateLimiter")
+CONNECTIONS = web.AppKey("connections", "ConnectionGuard")
 OPENAPI = web.AppKey("openapi", bytes)
 STOP = web.AppKey("stop", Callable[[], None])

@@ -9,20 +9,28 @@ is encoded and measured.
 A job is queued, then running, then one of ``done``, ``failed``, ``cancelled`` or ``timed out``.
 Cancellation and deadlines take effect on the job's status at once (its slot in the queue is free
 again); the worker thread stops at its next phase boundary or attack step (in a batch, the
-attack goes on while any of its jobs still runs) and the result, if any, is dropped. Finished jobs keep their result for ``result_ttl`` seconds, and the oldest are
-deleted first when the results together exceed ``result_max_bytes``.
+attack goes on while any of its jobs still runs) and the result, if any, is dropped. Finished
+jobs keep their result for ``result_ttl`` seconds, and the oldest are deleted first when the
+results together exceed ``result_max_bytes``.
+
+Before a worker decodes its jobs it reserves their memory in the decode budget shared by every
+worker (:mod:`daemon.budget`), waiting while it does not fit. A full queue's ``Retry-After`` is
+estimated from how long recent jobs took (:class:`RunTimes`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
+import statistics
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from daemon.budget import DecodeBudget
 from daemon.config import DaemonConfig
 from daemon.errors import ApiError
 from lowkey.jobs import (
@@ -42,6 +50,32 @@ ACTIVE = ("queued", "running")
 MAX_FINISHED = 1000
 #: How often deadlines and retention are checked, in seconds.
 SWEEP_S = 0.25
+#: ``Retry-After`` of a full queue: from the run times of this many recent jobs, at least 1 s,
+#: at most :data:`MAX_RETRY_AFTER_S`; :data:`FIRST_RETRY_AFTER_S` before any job has finished.
+RECENT_JOBS = 20
+MAX_RETRY_AFTER_S = 120
+FIRST_RETRY_AFTER_S = 5
+
+
+class RunTimes:
+    """How long the last :data:`RECENT_JOBS` jobs that ended ``done`` ran (from the moment a
+    worker took them to their result). Cancelled, failed and timed-out jobs are not counted:
+    a job stopped early or a bad photo says nothing of how soon the next slot is free."""
+
+    def __init__(self, size: int = RECENT_JOBS) -> None:
+        self._seconds: deque[float] = deque(maxlen=size)
+
+    def __len__(self) -> int:
+        return len(self._seconds)
+
+    def add(self, seconds: float) -> None:
+        self._seconds.append(max(0.0, seconds))
+
+    def retry_after(self, workers: int) -> int:
+        """Seconds until a slot of a full queue is likely free: one of the jobs ahead ends about
+        every median run time / workers. Whole seconds in [1, :data:`MAX_RETRY_AFTER_S`]."""
+        per_job = statistics.median(self._seconds) if self._seconds else FIRST_RETRY_AFTER_S
+        return min(MAX_RETRY_AFTER_S, max(1, math.ceil(per_job / max(1, workers))))
 
 
 @dataclass(eq=False)
@@ -52,7 +86,11 @@ class Job:
     options: ProtectOptions
     data: bytes | None
     control: JobControl
+    #: bytes of the decode budget the job holds while it is worked on (:mod:`daemon.budget`)
+    cost: int = 0
     created: float = field(default_factory=time.time)
+    #: when a worker took it (monotonic)
+    started: float | None = None
     status: str = "queued"
     outcome: ProtectOutcome | None = None
     error: JobError | None = None
@@ -131,7 +169,8 @@ class JobQueue:
         self._executors = [ThreadPoolExecutor(1, thread_name_prefix=f"lowkey-{p.device}")
                            for p in pools]
         self._tasks: list[asyncio.Task] = []
-        self._busy_seconds = 0.0
+        self.run_times = RunTimes()
+        self.budget = DecodeBudget(config.decode_budget_bytes)
         #: the settings of the preset loaded at start (models, device, penalty, ...)
         self.describe: dict = {}
 
@@ -211,11 +250,15 @@ class JobQueue:
                            f"most this daemon takes; try again shortly",
                            {"Retry-After": str(self._retry_after())})
 
-    def submit(self, data: bytes, options: ProtectOptions, timeout: float | None = None) -> Job:
-        """Queue a job (see :meth:`check_accepting` for why it may be refused)."""
+    def submit(self, data: bytes, options: ProtectOptions, timeout: float | None = None,
+               cost: int = 0) -> Job:
+        """Queue a job (see :meth:`check_accepting` for why it may be refused); ``cost``: the
+        bytes of the decode budget it will hold (:func:`daemon.budget.decode_cost`, checked
+        against the budget by the caller)."""
         self.check_accepting()
         seconds = min(timeout or self.config.job_timeout, self.config.job_timeout)
-        job = Job(secrets.token_urlsafe(16), options, data, JobControl.with_timeout(seconds))
+        job = Job(secrets.token_urlsafe(16), options, data, JobControl.with_timeout(seconds),
+                  cost)
         self._jobs[job.id] = job
         self._pending.append(job)
         self.counts["submitted"] += 1
@@ -259,9 +302,7 @@ class JobQueue:
         return sum(job.status == "running" for job in self._jobs.values())
 
     def _retry_after(self) -> int:
-        done = self.counts["done"]
-        per_job = self._busy_seconds / done if done else 10.0
-        return max(1, round(per_job * self.active_count / max(1, len(self.pools))))
+        return self.run_times.retry_after(len(self.pools))
 
     # -- workers --------------------------------------------------------------------------
 
@@ -302,7 +343,10 @@ class JobQueue:
                 await self._wake.wait()
                 continue
             try:
-                await self._run(jobs, pool, executor, loop)
+                async with self.budget.reserve(sum(job.cost for job in jobs)):
+                    jobs = [job for job in jobs if job.active]  # stopped while it waited
+                    if jobs:
+                        await self._run(jobs, pool, executor, loop)
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let a job take the worker (or the daemon) down
@@ -319,6 +363,7 @@ class JobQueue:
         work = []
         for job in jobs:
             job.status, job.device = "running", str(pool.device)
+            job.started = time.monotonic()
             job.control.on_progress = lambda _, job=job: loop.call_soon_threadsafe(job.touch)
             job.touch()
             work.append((job.data, job.options, job.control))
@@ -332,14 +377,11 @@ class JobQueue:
                                                  max_bytes=config.max_body_bytes):
                 loop.call_soon_threadsafe(self._complete, jobs[i], result)
 
-        start = time.perf_counter()
         try:
             await loop.run_in_executor(executor, run)
         except Exception as exc:  # the batch as a whole failed: each job still running has it
             for job in jobs:
                 self._complete(job, exc)
-        finally:
-            self._busy_seconds += time.perf_counter() - start
         self._retain()
 
     def _complete(self, job: Job, result: ProtectOutcome | Exception) -> None:
@@ -368,6 +410,7 @@ class JobQueue:
             return
         if job.finish("done", None, result):
             self.counts["done"] += 1
+            self.run_times.add(time.monotonic() - (job.started or time.monotonic()))
             logger.info("job %s done in %.2f s on %s", job.id[:8], result.report.seconds,
                         job.device)
 

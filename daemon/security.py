@@ -1,5 +1,7 @@
 """The middlewares between a request and a handler, outermost first:
 
+0. :func:`daemon.connections.connection_activity`: tells the connection guard a request runs
+   (a connection with a request in progress is never closed to make room).
 1. :func:`error_envelope`: every error leaves as ``{"error": {"code", "message"}}``; an
    unexpected exception is logged and answered ``internal``, never with a traceback or a path.
 2. :func:`host_guard`: the Host header must be a loopback name with the port the daemon is
@@ -7,22 +9,25 @@
 3. :func:`browser_guard`: a request carrying ``Origin`` or ``Sec-Fetch-Site`` came from a
    browser: refused (web pages must never drive the daemon; the extension goes through the
    native host, which sends neither). There is no CORS, so no preflight ever succeeds.
-4. :func:`rate_limit`: a token bucket per client (address and ``X-LowKey-Client``; health is
-   not counted).
-5. :func:`authenticate`: ``Authorization: Bearer <token>`` on every route but
-   :data:`PUBLIC_ROUTES`, compared in constant time.
+4. :func:`authenticate`: ``Authorization: Bearer <token>`` on every route but
+   :data:`PUBLIC_ROUTES`, compared in constant time. A request without the token is refused
+   here, before it reaches any state it shares with other clients: it costs an authenticated
+   client nothing but the event loop's time for one cheap answer.
+5. :func:`rate_limit`: a token bucket per authenticated client kind (:mod:`daemon.ratelimit`;
+   health is not counted).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from daemon.connections import connection_activity
 from daemon.errors import HTTP_STATUS_CODES, ApiError, error_response
-from daemon.keys import BUCKETS, CONFIG, TOKENS
+from daemon.keys import CONFIG, LIMITER, TOKENS
+from daemon.ratelimit import CLIENT_HEADER, client_kind
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +36,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Routes answered without a token (liveness and readiness, nothing secret).
 PUBLIC_ROUTES = frozenset({("GET", "/v1/health"), ("HEAD", "/v1/health")})
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
-#: Header a local client may send to name itself, for its own rate-limit bucket.
-CLIENT_HEADER = "X-LowKey-Client"
 
 
 @web.middleware
@@ -80,41 +83,6 @@ async def browser_guard(request: web.Request, handler: Handler) -> web.StreamRes
     return await handler(request)
 
 
-class TokenBuckets:
-    """``rate`` requests per second per client, bursts up to ``burst``."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, burst
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, client: str) -> float:
-        """0 when the client may go now, else the seconds until it may."""
-        now = time.monotonic()
-        tokens, last = self._buckets.get(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._buckets[client] = (tokens, now)
-            return (1.0 - tokens) / self.rate
-        self._buckets[client] = (tokens - 1.0, now)
-        if len(self._buckets) > 10_000:  # forget idle clients
-            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
-        return 0.0
-
-
-@web.middleware
-async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if (request.method, request.path) in PUBLIC_ROUTES:  # cheap, and polled for readiness
-        return await handler(request)
-    # every local client comes from 127.0.0.1: a client may name itself (X-LowKey-Client) to
-    # get its own bucket; the limit is against runaway clients, not an authorisation
-    client = f"{request.remote or '?'}/{request.headers.get(CLIENT_HEADER, '')[:64]}"
-    wait = request.app[BUCKETS].take(client)
-    if wait:
-        raise ApiError("rate_limited", "too many requests; slow down",
-                       {"Retry-After": str(max(1, round(wait + 0.5)))})
-    return await handler(request)
-
-
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if (request.method, request.path) not in PUBLIC_ROUTES:
@@ -131,4 +99,18 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-MIDDLEWARES = [error_envelope, host_guard, browser_guard, rate_limit, authenticate]
+@web.middleware
+async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only authenticated requests get here: a bucket per client kind (never per address or
+    per free header value; see :mod:`daemon.ratelimit`)."""
+    if (request.method, request.path) in PUBLIC_ROUTES:  # cheap, and polled for readiness
+        return await handler(request)
+    wait = request.app[LIMITER].take(client_kind(request.headers.get(CLIENT_HEADER)))
+    if wait:
+        raise ApiError("rate_limited", "too many requests; slow down",
+                       {"Retry-After": str(max(1, round(wait + 0.5)))})
+    return await handler(request)
+
+
+MIDDLEWARES = [connection_activity, error_envelope, host_guard, browser_guard, authenticate,
+               rate_limit]

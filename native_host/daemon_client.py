@@ -17,9 +17,13 @@ from dataclasses import dataclass
 import aiohttp
 
 from daemon.config import DEFAULT_HOST, daemon_config_dir, port_from_env
+from daemon.ratelimit import CLIENT_HEADER
 from daemon.token import TokenStore
 
 logger = logging.getLogger(__name__)
+
+#: What the host tells the daemon it is (``X-LowKey-Client``): its rate limit is its own.
+CLIENT_KIND = "native-host"
 
 #: The types the daemon accepts as Content-Type; anything else goes as octet-stream (the daemon
 #: reads the real type from the bytes).
@@ -33,6 +37,7 @@ DAEMON_CODES: dict[str, str] = {
     "timed_out": "timeout", "cancelled": "cancelled", "paused": "paused",
     "loading": "starting", "models_missing": "daemon-down", "weights": "daemon-down",
     "shutting_down": "daemon-down", "queue_full": "busy", "rate_limited": "busy",
+    "too_many_connections": "busy",
     "bad_request": "bad-message",
 }
 
@@ -73,9 +78,12 @@ class DaemonClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> DaemonClient:
-        # No cookies, no proxies from the environment (a proxy must never see the token).
-        self._session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
-                                              trust_env=False)
+        # No cookies, no proxies from the environment (a proxy must never see the token). A
+        # fresh loopback connection per request (cheap): none sits idle in a pool, where the
+        # daemon may close it (idle timeout, or room made for a newcomer) as a request goes out.
+        self._session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+            connector=aiohttp.TCPConnector(force_close=True))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -83,8 +91,12 @@ class DaemonClient:
             await self._session.close()
 
     def _headers(self) -> dict[str, str]:
+        """The token, and the client kind the daemon keys this host's rate limit on."""
         token = self._tokens.get(create=False)
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {CLIENT_HEADER: CLIENT_KIND}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
 
     async def _request(self, method: str, path: str, *, timeout: float = 30.0,
                        **kwargs: object) -> aiohttp.ClientResponse:
