@@ -3,19 +3,22 @@
 //   dist/lowkey-chromium.zip, dist/lowkey-firefox.xpi
 // One manifest template (src/manifest.template.json) gives both manifests; the ids come from
 // native_host/extension_ids.json, the message schema from native_host/messages.schema.json
-// (copied in; the build fails when lib/messages.js disagrees with it).
+// (copied in; the build fails when lib/messages.js disagrees with it). The content script is
+// bundled into one classic script (scripts/bundle.mjs): nothing of the extension is
+// web-accessible, so no page can tell LowKey is installed by fetching its files.
 //
 //   node scripts/build.mjs [--extra-host HOST]... [--out DIR]
 // --extra-host adds a site to the default list and its host permission (a test build: e.g.
 // 127.0.0.1 for the end-to-end tests' local pages). A release build has none. --out builds
 // into DIR instead of dist/ (the tests do, so a test build never lands in dist/).
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { HOST_ERROR_CODES, PHASES, REQUEST_TYPES } from '../src/lib/messages.js';
 import { DEFAULT_SITES, matchPatterns, normaliseSite } from '../src/lib/siteList.js';
 import { ICON_SIZES, TOOLBAR_STATES } from '../src/lib/toolbarState.js';
+import { bundle } from './bundle.mjs';
 import { drawIcon, encodePng } from './png.mjs';
 import { zipDirectory } from './zip.mjs';
 
@@ -25,6 +28,9 @@ const SRC = join(ROOT, 'src');
 const DIST = join(ROOT, 'dist');
 export const BROWSERS = ['chromium', 'firefox'];
 const PACKAGES = { chromium: 'lowkey-chromium.zip', firefox: 'lowkey-firefox.xpi' };
+/** The content script's entry (bundled) and the one file of content/ a package keeps. */
+export const CONTENT_ENTRY = 'content.js';
+const MAIN_WORLD = 'main-world.js';
 
 const readJson = (path) => JSON.parse(readFileSync(path, 'utf8'));
 
@@ -60,7 +66,7 @@ export function buildManifest(template, browser, { version, ids, extraHosts = []
   Object.assign(manifest, template[`$${browser}`]);
   const fill = (value) => {
     if (value === '$version') return version;
-    if (value === '$hostPermissions') return matchPatterns([...DEFAULT_SITES, ...extraHosts]);
+    if (value === '$sitePatterns') return matchPatterns([...DEFAULT_SITES, ...extraHosts]);
     if (value === '$chromiumKey') return ids.chromium.key;
     if (value === '$firefoxId') return ids.firefox.id;
     if (Array.isArray(value)) return value.map(fill);
@@ -108,6 +114,13 @@ export function build({ extraHosts = [], outDir = DIST } = {}) {
       '',
     ].join('\n'));
     writeFileSync(join(out, 'messages.schema.json'), schemaText);
+    // The content script and its modules as one classic script; the modules themselves go (the
+    // background and the pages use lib/ and shared/, never content/).
+    const { code } = bundle(out, CONTENT_ENTRY);
+    writeFileSync(join(out, CONTENT_ENTRY), code);
+    for (const name of readdirSync(join(out, 'content'))) {
+      if (name !== MAIN_WORLD) rmSync(join(out, 'content', name), { recursive: true });
+    }
     mkdirSync(join(out, 'icons'), { recursive: true });
     for (const state of TOOLBAR_STATES) {
       for (const size of ICON_SIZES) {

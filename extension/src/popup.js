@@ -47,8 +47,9 @@ async function renderSite(tab) {
   button.onclick = () => {
     const done = site ? removeSiteNow(site).then(() => ({})) : addSiteFromClick(host);
     done.then(({ granted, added }) => {
-      $('site-note').textContent = added === undefined ? 'Removed. Reload the page.'
-        : granted ? 'Added. Reload the page to protect its uploads.'
+      // content.js runs in every tab and follows the list: no reload needed.
+      $('site-note').textContent = added === undefined ? 'Removed: photos you choose here go as they are.'
+        : granted ? 'Added: photos you choose here are protected from now on.'
           : 'Added, but the browser did not allow LowKey on it: grant it in Sites….';
       renderSite(tab);
     });

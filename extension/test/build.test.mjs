@@ -36,17 +36,32 @@ test('the Firefox manifest: background scripts, gecko id', () => {
   assert.equal(m.key, undefined);
 });
 
-test('both: permissions, default sites, no template leftovers', () => {
+test('both: permissions, the content scripts in the manifest, nothing web-accessible', () => {
   for (const browser of ['chromium', 'firefox']) {
     const m = buildManifest(template, browser, values);
     for (const p of ['nativeMessaging', 'storage', 'scripting']) assert.ok(m.permissions.includes(p), p);
-    assert.deepEqual(m.host_permissions, matchPatterns([...DEFAULT_SITES]));
+    // content.js judges every frame by its page: it runs everywhere, so LowKey needs every host.
+    assert.deepEqual(m.host_permissions, ['*://*/*']);
+    assert.equal(m.optional_host_permissions, undefined);
+    // Declared, not registered at install: there from the browser's first page (issue 22).
+    const [content, mainWorld, ...more] = m.content_scripts;
+    assert.deepEqual(more, []);
+    assert.deepEqual(content, {
+      matches: ['*://*/*'], js: ['content.js'], run_at: 'document_start', all_frames: true,
+      match_origin_as_fallback: true,
+    });
+    assert.deepEqual(mainWorld, {
+      matches: matchPatterns([...DEFAULT_SITES]), js: ['content/main-world.js'], world: 'MAIN',
+      run_at: 'document_start', all_frames: true, match_origin_as_fallback: true,
+    });
+    // No page may fetch a file of LowKey's (a fingerprint under a fixed id).
+    assert.equal(m.web_accessible_resources, undefined);
     assert.equal(m.action.default_popup, undefined, 'one click on the button toggles: no default popup');
     const text = JSON.stringify(m);
     assert.doesNotMatch(text, /"\$|_comment/);
   }
   const extra = buildManifest(template, 'chromium', { ...values, extraHosts: ['127.0.0.1'] });
-  assert.ok(extra.host_permissions.includes('*://127.0.0.1/*'));
+  assert.ok(extra.content_scripts[1].matches.includes('*://127.0.0.1/*'));
 });
 
 test('the schema and lib/messages.js agree', () => {

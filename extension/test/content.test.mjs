@@ -1,66 +1,57 @@
-// content.js is a classic script (content scripts cannot be modules), so it carries its own
-// copy of mayBeImage for the synchronous decision in the event; it must be lib/imageType.js's.
+// content/guard.js (the content script's synchronous decisions in the events) and
+// content/frameState.js (whether its frame is on an enabled site), with a fake window.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import vm from 'node:vm';
-import { flush } from './helpers.mjs';
-import { mayBeImage } from '../src/lib/imageType.js';
+import { flush, importBuilt } from './helpers.mjs';
+import { INSTANCE_KEY, startContent } from '../src/content/guard.js';
 
-const source = readFileSync(new URL('../src/content.js', import.meta.url), 'utf8');
+const { followFrameState } = await importBuilt('content/frameState.js');
 
-test('content.js\'s mayBeImage is the library\'s', () => {
-  const copy = /\/\/ BEGIN mayBeImage\n([\s\S]*?)\/\/ END mayBeImage/.exec(source)[1];
-  const context = vm.createContext({});
-  vm.runInContext(`${copy}\nthis.copy = mayBeImage;`, context);
-  assert.equal(copy.replace(/\s+/g, ' ').trim(), `function ${mayBeImage.toString().replace(/^function /, '')}`.replace(/\s+/g, ' ').trim()
-    .replace(/^function function/, 'function'));
-  const files = [
-    { type: 'image/jpeg', name: 'a.jpg' }, { type: '', name: 'a.HEIC' }, { type: 'image/gif', name: 'a.gif' },
-    { type: 'application/pdf', name: 'a.pdf' }, { type: '', name: 'a.txt' }, { type: 'application/octet-stream', name: 'x' },
-    {}, { type: 'image/svg+xml', name: 'a.svg' }, { type: 'video/mp4', name: 'a.mp4' },
-  ];
-  for (const file of files) assert.equal(context.copy(file), mayBeImage(file), JSON.stringify(file));
-});
-
-test('content.js listens in the capture phase on window for the four events', () => {
-  for (const type of ['input', 'change', 'drop', 'paste']) {
-    assert.match(source, new RegExp(`window\\.addEventListener\\('${type}', \\w+, true\\)`), type);
+class HTMLInputElement {
+  constructor(files) {
+    this.type = 'file';
+    this.files = files;
+    this._value = 'C:\\fakepath\\x';
   }
-});
 
-// content.js run in a fake window (vm): its synchronous decisions in the events.
-function loadContent({ paused = false } = {}) {
+  set value(v) {
+    this._value = v;
+    if (v === '') this.files = [];
+  }
+
+  get value() { return this._value; }
+}
+
+function fakeWindow() {
   const listeners = {};
-  const calls = [];
-  class HTMLInputElement {
-    constructor(files) {
-      this.type = 'file';
-      this.files = files;
-      this._value = 'C:\\fakepath\\x';
-    }
-
-    set value(v) {
-      this._value = v;
-      if (v === '') this.files = [];
-    }
-
-    get value() { return this._value; }
-  }
-  const controller = new Proxy({}, {
-    get: (_, method) => (method === 'then' ? undefined : (...args) => calls.push([method, ...args])),
-  });
-  const shared = {};
-  const window = {
+  return {
+    listeners,
+    HTMLInputElement,
     addEventListener: (type, fn, capture) => { listeners[type] = { fn, capture }; },
+    removeEventListener: (type, fn, capture) => {
+      if (listeners[type]?.fn === fn && listeners[type].capture === capture) delete listeners[type];
+    },
   };
-  const context = vm.createContext({
-    window, HTMLInputElement, console, __loadController: () => Promise.resolve({ startController: ({ state }) => { state.paused = paused; shared.state = state; return controller; } }),
-    chrome: { runtime: { getURL: (p) => p } },
+}
+
+// The guard in a fake window; the controller records what it is handed.
+function load({ paused = false, global = {}, alive = true } = {}) {
+  const win = fakeWindow();
+  const calls = [];
+  let made = 0;
+  const api = { runtime: { id: alive ? 'lowkey' : undefined } };
+  const stopped = [];
+  const instance = startContent({
+    global, win, api,
+    followState: ({ state }) => {
+      state.paused = paused;
+      return { stop: () => stopped.push(true) };
+    },
+    makeController: () => {
+      made += 1;
+      return new Proxy({}, { get: (_, method) => (...args) => calls.push([method, ...args]) });
+    },
   });
-  const patched = source.replace("import(api.runtime.getURL('content/controller.js'))", '__loadController()');
-  assert.notEqual(patched, source);
-  vm.runInContext(patched, context);
   const event = (target, extra = {}) => ({
     stopped: false, prevented: false,
     composedPath: () => [target],
@@ -68,30 +59,40 @@ function loadContent({ paused = false } = {}) {
     preventDefault() { this.prevented = true; },
     ...extra,
   });
-  return { listeners, calls, HTMLInputElement, event, shared };
+  return { listeners: win.listeners, calls, event, instance, global, stopped, made: () => made, api };
 }
 
 const photo = { type: 'image/jpeg', name: 'a.jpg' };
 const pdf = { type: 'application/pdf', name: 'a.pdf' };
 
-test('a drop of photos on a file input is hidden from the page\'s drop listeners, not cancelled', async () => {
-  const c = loadContent();
-  await flush();
-  const input = new c.HTMLInputElement([]);
+test('the guard listens in the capture phase on window for the four events', () => {
+  const c = load();
+  assert.deepEqual(Object.keys(c.listeners).sort(), ['change', 'drop', 'input', 'paste']);
+  for (const { capture } of Object.values(c.listeners)) assert.equal(capture, true);
+  assert.equal(c.made(), 0, 'the controller is made on the first photo only');
+});
+
+test('a drop of photos on a file input is hidden from the page\'s drop listeners, not cancelled', () => {
+  const c = load();
+  const input = new HTMLInputElement([]);
   const drop = c.event(input, { dataTransfer: { files: [photo], types: ['Files'] } });
   c.listeners.drop.fn(drop);
-  assert.equal(c.listeners.drop.capture, true);
   assert.equal(drop.stopped, true);
   assert.equal(drop.prevented, false); // the browser still fills the input (input/change held)
   const other = c.event(input, { dataTransfer: { files: [pdf], types: ['Files'] } });
   c.listeners.drop.fn(other);
   assert.equal(other.stopped, false);
+  // a drop elsewhere is held and handed over
+  const zone = {};
+  const held = c.event(zone, { dataTransfer: { files: [photo], types: ['Files', 'text/plain'], getData: () => 'x' } });
+  c.listeners.drop.fn(held);
+  assert.equal(held.stopped && held.prevented, true);
+  assert.deepEqual(c.calls[0].slice(0, 4), ['fromDrop', zone, [photo], [['text/plain', 'x']]]);
 });
 
 test('a newer choice the page may have releases the held one at once', async () => {
-  const c = loadContent();
-  await flush();
-  const input = new c.HTMLInputElement([photo]);
+  const c = load();
+  const input = new HTMLInputElement([photo]);
   const first = c.event(input);
   c.listeners.change.fn(first);
   assert.equal(first.stopped, true);
@@ -110,21 +111,136 @@ test('a newer choice the page may have releases the held one at once', async () 
   const third = c.event(input);
   c.listeners.input.fn(third);
   assert.equal(third.stopped, false);
+  assert.equal(c.made(), 1);
 });
 
 test('a choice made while paused releases a held one', async () => {
-  const c = loadContent();
-  await flush();
-  const input = new c.HTMLInputElement([photo]);
+  const c = load();
+  const input = new HTMLInputElement([photo]);
   c.listeners.input.fn(c.event(input));
   await flush();
   const token = c.calls[0][3];
   assert.equal(typeof token, 'object');
-  c.shared.state.paused = true;
+  c.instance.state.paused = true;
   input.files = [{ type: 'image/png', name: 'b.png' }];
   const again = c.event(input);
   c.listeners.input.fn(again);
   assert.equal(again.stopped, false); // paused: the page gets the user's newer choice
   await flush();
   assert.deepEqual(c.calls.map(([m]) => m), ['fromInput', 'release']);
+});
+
+test('until its frame is known, a photo is held (fail safe)', () => {
+  const win = fakeWindow();
+  const calls = [];
+  startContent({
+    global: {}, win, api: { runtime: { id: 'lowkey' } },
+    followState: () => ({ stop() {} }), // never decides
+    makeController: () => ({ fromInput: (...args) => calls.push(args) }),
+  });
+  const input = new HTMLInputElement([photo]);
+  const event = { composedPath: () => [input], stopImmediatePropagation() { this.stopped = true; } };
+  win.listeners.change.fn(event);
+  assert.equal(event.stopped, true);
+  assert.equal(calls.length, 1);
+});
+
+test('injected twice: the live one stays; one whose extension is gone is replaced', () => {
+  const global = {};
+  const first = load({ global });
+  const again = load({ global });
+  assert.equal(again.instance, first.instance, 'a second injection into a live frame does nothing');
+  assert.deepEqual(Object.keys(again.listeners), [], 'and adds no listeners');
+  // The extension was reloaded (Chromium keeps the old script, cut off: runtime.id undefined).
+  first.api.runtime.id = undefined;
+  const fresh = load({ global });
+  assert.notEqual(fresh.instance, first.instance);
+  assert.deepEqual(Object.keys(first.listeners), [], 'the old one stopped listening');
+  assert.deepEqual(first.stopped, [true]);
+  assert.equal(global[INSTANCE_KEY], fresh.instance);
+  assert.equal(Object.keys(fresh.listeners).length, 4);
+});
+
+// -- frameState ------------------------------------------------------------------------------
+
+function frameApi({ stored = {}, top, failStorage = false } = {}) {
+  const sent = [];
+  const changed = [];
+  return {
+    sent, changed,
+    runtime: {
+      sendMessage: async (message) => {
+        sent.push(message.type);
+        if (message.type === 'frame-top') return top instanceof Error ? Promise.reject(top) : { top };
+        return { injected: true };
+      },
+    },
+    storage: {
+      local: { get: async () => (failStorage ? Promise.reject(new Error('gone')) : stored) },
+      onChanged: { addListener: (fn) => changed.push(fn), removeListener: (fn) => changed.splice(changed.indexOf(fn), 1) },
+    },
+  };
+}
+
+function frameWin(origin, { parent } = {}) {
+  const w = { location: { origin, href: `${origin}/` } };
+  w.parent = parent ?? w;
+  return w;
+}
+
+test('a page is decided by its own origin, without asking the background', async () => {
+  for (const [origin, enabled] of [['https://example.com', true], ['https://other.net', false]]) {
+    const api = frameApi({ stored: { sites: ['example.com'] } });
+    const state = { enabled: true, paused: false };
+    await followFrameState({ api, win: frameWin(origin), state }).decided;
+    assert.equal(state.enabled, enabled, origin);
+    assert.deepEqual(api.sent, []);
+  }
+});
+
+test('a frame of another origin is decided by its page, and gets the page-world script', async () => {
+  const page = { location: { get origin() { throw new Error('cross-origin'); } } };
+  page.parent = page;
+  const widget = frameWin('https://upload.widgets.net', { parent: page });
+  const api = frameApi({ stored: { sites: ['example.com'] }, top: 'https://www.example.com/me' });
+  const state = { enabled: true, paused: false };
+  await followFrameState({ api, win: widget, state }).decided;
+  assert.equal(state.enabled, true);
+  await flush();
+  assert.deepEqual(api.sent, ['frame-top', 'frame-main-world']);
+  // The user removes the site: the widget lets photos through, as the page does.
+  const stored = { sites: ['other.net'] };
+  api.storage.local.get = async () => stored;
+  api.changed[0]({ sites: { newValue: stored.sites } }, 'local');
+  await flush();
+  await flush();
+  assert.equal(state.enabled, false);
+  // The same widget in a page that is not enabled; and with no answer from the background.
+  const elsewhere = frameApi({ stored: { sites: ['example.com'] }, top: 'https://news.other.net/' });
+  const s2 = { enabled: true, paused: false };
+  await followFrameState({ api: elsewhere, win: widget, state: s2 }).decided;
+  assert.equal(s2.enabled, false);
+  assert.deepEqual(elsewhere.sent, ['frame-top']);
+  const silent = frameApi({ stored: { sites: ['example.com'] }, top: new Error('no receiver') });
+  const s3 = { enabled: true, paused: false };
+  await followFrameState({ api: silent, win: widget, state: s3 }).decided;
+  assert.equal(s3.enabled, true, 'its page unknown: protected');
+});
+
+test('settings that cannot be read leave the frame protected; stop removes the listener', async () => {
+  const api = frameApi({ failStorage: true });
+  const state = { enabled: true, paused: false };
+  const errors = [];
+  const original = console.error;
+  console.error = (...args) => errors.push(args);
+  try {
+    const follower = followFrameState({ api, win: frameWin('https://other.net'), state });
+    await follower.decided;
+    assert.equal(state.enabled, true);
+    assert.equal(errors.length, 1);
+    follower.stop();
+    assert.equal(api.changed.length, 0);
+  } finally {
+    console.error = original;
+  }
 });

@@ -9,7 +9,7 @@ const { startController } = await importBuilt('content/controller.js');
 const JPEG = [0xff, 0xd8, 0xff, 0xe0, 0, 16, 74, 70, 73, 70];
 const jpeg = (name = 'a.jpg', type = 'image/jpeg') => new File([Uint8Array.from(JPEG)], name, { type });
 
-function setup({ origin = 'https://example.com' } = {}) {
+function setup() {
   const calls = [];
   const link = {
     protect(photo, ctx) {
@@ -23,11 +23,9 @@ function setup({ origin = 'https://example.com' } = {}) {
   let actions;
   const delivered = [];
   const held = new WeakMap();
-  const state = { enabled: true, paused: false };
-  const api = {
-    storage: { local: { get: async () => ({}) }, onChanged: { addListener() {} } },
-  };
-  const win = { addEventListener() {}, location: { origin, href: `${origin}/` }, document: null };
+  const state = { enabled: true, paused: false, decided: Promise.resolve() };
+  const api = {};
+  const win = { addEventListener() {}, document: null };
   const controller = startController({ api, state, ours: new WeakSet(), held, outputs: new WeakSet() }, {
     win, link,
     makeIndicator: (a) => {
@@ -132,9 +130,32 @@ test('an image LowKey cannot protect waits for the user; a PDF passes silently',
   assert.ok(!s.drawn.some((item) => item.file?.name === 'a.pdf' && item.state !== 'passthrough'));
 });
 
-test('the frame is enabled by its origin, failing closed for an opaque one', async () => {
-  for (const [origin, enabled] of [['https://example.com', true], ['https://other.net', false], ['null', true]]) {
-    const s = setup({ origin });
-    await until(() => s.state.enabled === enabled);
-  }
+test('photos held before the frame was known go to the page as they are when it is not enabled', async () => {
+  const s = setup();
+  let decide;
+  s.state.decided = new Promise((resolve) => { decide = resolve; });
+  const input = {};
+  const token = {};
+  s.held.set(input, token);
+  const file = jpeg();
+  const running = s.controller.fromInput(input, [file], token);
+  await flush();
+  assert.equal(s.calls.length, 0, 'nothing is sent before the frame is known');
+  s.state.enabled = false; // frameState: not an enabled site
+  decide();
+  await running;
+  assert.equal(s.calls.length, 0, 'never protected');
+  assert.deepEqual(s.delivered.map((d) => d.files), [[file]]);
+  // Known and enabled: protected as ever.
+  const t = setup();
+  t.state.decided = Promise.resolve();
+  const other = {};
+  const second = {};
+  t.held.set(other, second);
+  const done = t.controller.fromInput(other, [jpeg()], second);
+  await until(() => t.calls.length === 1);
+  t.calls[0].resolve(reply());
+  await done;
+  assert.equal(t.delivered.length, 1);
+  assert.notEqual(t.delivered[0].files[0], file);
 });

@@ -66,7 +66,7 @@ export function servePort(port, { maxPostChars = MAX_POST_CHARS } = {}) {
     if (message?.type === 'protect' && typeof message.key === 'string' && !running.has(message.key)) {
       const controller = new AbortController();
       running.set(message.key, controller);
-      protect(message, controller.signal, post, senderUrl(port), maxPostChars)
+      protect(message, controller.signal, post, senderUrls(port), maxPostChars)
         .catch((err) => {
           console.error('LowKey protect:', err);
           post({ type: 'error', key: message.key, code: 'extension', message: toLowKeyError(err).message });
@@ -78,11 +78,12 @@ export function servePort(port, { maxPostChars = MAX_POST_CHARS } = {}) {
   });
 }
 
-function senderUrl(port) {
-  return port.sender?.url ?? port.sender?.tab?.url ?? null;
+/** The frame's address, then its page's (an upload frame of another origin is on its page's site). */
+function senderUrls(port) {
+  return [port.sender?.url, port.sender?.tab?.url].filter((url) => typeof url === 'string');
 }
 
-async function protect({ key, name, mime, data }, signal, post, url, maxPostChars) {
+async function protect({ key, name, mime, data }, signal, post, urls, maxPostChars) {
   let site = null;
   let started = false;
   let ended = { type: 'job-ended', ok: true };
@@ -93,7 +94,8 @@ async function protect({ key, name, mime, data }, signal, post, url, maxPostChar
       post({ type: 'skip', key });
       return;
     }
-    site = url ? findSite(await getSites(), url) : null;
+    const sites = await getSites();
+    site = urls.map((url) => findSite(sites, url)).find((found) => found !== null) ?? null;
     started = true;
     await dispatchToolbar({ type: 'job-started' });
     const { result, bytes } = await native().protect({ name, mime, data }, {

@@ -5,10 +5,8 @@
  */
 import { decodeBase64, encodeBase64 } from '../lib/base64.js';
 import { LowKeyError } from '../lib/messages.js';
-import { frameEnabled } from '../lib/frameSite.js';
 import { SNIFF_BYTES, sniffImage, unprotectableFormat } from '../lib/imageType.js';
 import { UploadQueue } from '../lib/uploadQueue.js';
-import { LOCAL, sitesFrom } from '../shared/settings.js';
 import { Indicator } from './indicator.js';
 import { BackgroundLink } from './link.js';
 import { deliverDrop, deliverPaste, deliverToInput } from './transfer.js';
@@ -17,10 +15,11 @@ import { deliverDrop, deliverPaste, deliverToInput } from './transfer.js';
 export const MAX_PHOTO_BYTES = 47 * 1024 * 1024;
 
 /**
- * Start the controller for this frame.
- * @param {{api: object, state: {enabled: boolean, paused: boolean}, ours: WeakSet<Event>,
- *   held: WeakMap<HTMLInputElement, object>, outputs: WeakSet<File>}} shared content.js's state
- *   (`held`: input -> the token of its newest held selection)
+ * Start the controller for this frame (content/guard.js makes it on the first held photo).
+ * @param {{api: object, state: {enabled: boolean, paused: boolean, decided: Promise<void>},
+ *   ours: WeakSet<Event>, held: WeakMap<HTMLInputElement, object>, outputs: WeakSet<File>}} shared
+ *   the guard's state (`held`: input -> the token of its newest held selection; `state`: kept
+ *   up to date by content/frameState.js)
  * @param {object} [parts] replacements for tests: `win` (the frame's window), `makeIndicator`,
  *   `link`, `deliverToInput`, `deliverDrop`, `deliverPaste`
  * @returns {{fromInput: Function, release: Function, fromDrop: Function, fromPaste: Function}}
@@ -30,17 +29,6 @@ export function startController({ api, state, ours, held, outputs }, parts = {})
   const toInput = parts.deliverToInput ?? deliverToInput;
   const toDrop = parts.deliverDrop ?? deliverDrop;
   const toPaste = parts.deliverPaste ?? deliverPaste;
-  const refresh = async () => {
-    const stored = await api.storage.local.get([LOCAL.paused, LOCAL.sites]);
-    state.paused = Boolean(stored[LOCAL.paused]);
-    // By the frame's origin (about:blank, srcdoc, blob: and data: frames have no host in their
-    // URL), failing towards protecting when it cannot be known.
-    state.enabled = frameEnabled(sitesFrom(stored), win);
-  };
-  refresh().catch(() => {});
-  api.storage.onChanged.addListener((changes, area) => {
-    if (area === 'local' && (LOCAL.paused in changes || LOCAL.sites in changes)) refresh().catch(() => {});
-  });
 
   const link = parts.link ?? new BackgroundLink(api);
   const inputBatches = new WeakMap(); // file input -> the token ({batch}) of its newest held choice
@@ -56,9 +44,15 @@ export function startController({ api, state, ours, held, outputs }, parts = {})
   });
   win.addEventListener('pagehide', () => queue.cancelAll());
 
-  /** Classify, queue, wait; then `deliver` the files (not called when nothing is left). */
+  /**
+   * Classify, queue, wait; then `deliver` the files (not called when nothing is left). Photos
+   * held before the frame was known (content.js protects meanwhile) that turn out to be on a
+   * site that is not enabled go to the page as they are.
+   */
   async function run(files, deliver) {
-    const entries = await Promise.all(files.map(classify));
+    await state.decided;
+    const entries = state.enabled ? await Promise.all(files.map(classify))
+      : files.map((file) => ({ file, protectable: false }));
     const batch = queue.addBatch(entries);
     const done = batch.done.then(({ files: out, items }) => {
       if (out.length > 0) deliver(out);

@@ -1,12 +1,24 @@
 /**
- * Whether LowKey protects a frame, from the frame's origin rather than its URL: an `about:blank`,
- * `about:srcdoc` or `blob:` frame has its creator's origin (its URL has no host), and a `data:`
- * or sandboxed frame has an opaque origin ("null"), where the ancestors' origins decide. The
- * content script runs in such frames because it is registered with `matchOriginAsFallback`; the
- * browser matched them by their creator's origin, so what cannot be known here fails towards
- * protecting (the page never gets an original by mistake).
+ * Whether LowKey protects a frame. A frame is on an enabled site when its own origin is, when a
+ * frame above it is, or when the page it is in (the top-level site) is: upload widgets are often
+ * frames from another origin (their own domain) inside the site the user enabled, and what the
+ * user chooses there goes to that site all the same.
+ *
+ * The frame's origin is read, not its URL: an `about:blank`, `about:srcdoc` or `blob:` frame has
+ * its creator's origin (its URL has no host), and a `data:` or sandboxed frame has an opaque
+ * origin ("null"). The content script runs in every frame (static, `match_origin_as_fallback`),
+ * so what cannot be known here fails towards protecting: the page never gets an original by
+ * mistake. The top-level page's address comes from the background (`sender.tab.url`), since a
+ * frame of another origin can read neither its parents' locations nor, in Firefox,
+ * `location.ancestorOrigins`.
  */
 import { findSite } from './siteList.js';
+
+/**
+ * What a content script asks the background about its frame (background/frames.js answers):
+ * `top`: the top-level page's address; `mainWorld`: the page-world script for this frame.
+ */
+export const FRAME_MESSAGES = Object.freeze({ top: 'frame-top', mainWorld: 'frame-main-world' });
 
 function read(fn) {
   try {
@@ -21,12 +33,15 @@ const usable = (origin) => typeof origin === 'string' && origin !== 'null' && /^
 /**
  * The origins that speak for a frame.
  * @param {Window|object} win the frame's window (or an object shaped like one, in tests)
- * @returns {{own: string|null, ancestors: string[]}} `own`: the frame's origin when not opaque;
- *   `ancestors`: the origins of the frames above it that can be known, nearest first
- *   (`location.ancestorOrigins` in Chromium; in Firefox the parents whose location is readable)
+ * @returns {{own: string|null, ancestors: string[], topLevel: boolean}} `own`: the frame's origin
+ *   when not opaque; `ancestors`: the origins of the frames above it that can be known, nearest
+ *   first (`location.ancestorOrigins` in Chromium; in Firefox the parents whose location is
+ *   readable); `topLevel`: whether it is the page itself, not a frame in one
  */
 export function frameOrigins(win) {
   const own = read(() => win.location.origin);
+  const parent = read(() => win.parent);
+  const topLevel = !parent || parent === win;
   const ancestors = [];
   const listed = read(() => win.location.ancestorOrigins);
   if (listed && typeof listed.length === 'number') {
@@ -35,26 +50,44 @@ export function frameOrigins(win) {
   if (ancestors.length === 0) {
     let current = win;
     for (let depth = 0; depth < 64; depth += 1) {
-      const parent = read(() => current.parent);
-      if (!parent || parent === current) break;
-      const origin = read(() => parent.location.origin);
+      const next = read(() => current.parent);
+      if (!next || next === current) break;
+      const origin = read(() => next.location.origin);
       if (usable(origin)) ancestors.push(origin);
-      current = parent;
+      current = next;
     }
   }
-  return { own: usable(own) ? own : null, ancestors };
+  return { own: usable(own) ? own : null, ancestors, topLevel };
 }
 
 /**
- * Whether a frame is on an enabled site: by its own origin; for an opaque one, when any known
- * ancestor is enabled, or when none can be known (fail closed).
+ * Whether a frame is on an enabled site: its own origin, a known ancestor's or the top-level
+ * page's. A frame in a page whose address is not known yet (`top` null) is protected, as is a
+ * page with an opaque origin and nothing above it (fail closed).
  * @param {string[]} sites the enabled sites
+ * @param {Window|object} win
+ * @param {string|null} [top] the top-level page's URL, when known (the background's answer)
+ * @returns {boolean}
+ */
+export function frameEnabled(sites, win, top = null) {
+  const { own, ancestors, topLevel } = frameOrigins(win);
+  const listed = (origin) => findSite(sites, origin) !== null;
+  if (own && listed(own)) return true;
+  if (ancestors.some(listed)) return true;
+  if (topLevel) return !own; // the page itself: its own origin decides, when it has one
+  if (typeof top === 'string' && usable(read(() => new URL(top).origin))) return listed(top);
+  return true;
+}
+
+/**
+ * Whether the page-world script (content/main-world.js) must be asked for in this frame: it is
+ * enabled through its top-level page or an ancestor, not by its own origin, so neither the
+ * manifest's scripts nor the ones registered for the user's sites matched it.
+ * @param {string[]} sites
  * @param {Window|object} win
  * @returns {boolean}
  */
-export function frameEnabled(sites, win) {
-  const { own, ancestors } = frameOrigins(win);
-  if (own) return findSite(sites, own) !== null;
-  if (ancestors.length === 0) return true;
-  return ancestors.some((origin) => findSite(sites, origin) !== null);
+export function needsMainWorld(sites, win) {
+  const { own, topLevel } = frameOrigins(win);
+  return !topLevel && !(own && findSite(sites, own) !== null);
 }

@@ -22,6 +22,9 @@ export const LOCAL = Object.freeze({
 export const SESSION = Object.freeze({
   toolbar: 'toolbar',
   preview: 'preview', // {name, time, before, after}: thumbnails (data URLs) of the last photo
+  // true once the content scripts were injected into the tabs open when this extension session
+  // began (background/sites.js); emptied with the session (install, update, enable, restart)
+  injected: 'injected',
 });
 
 /** How many results the popup lists. */
