@@ -11,6 +11,11 @@ page, a file input the page never puts in the document (opened by ``click()``). 
 received: the protected photo (other bytes, same size and format, and dlib, which was never
 attacked, sees the face moved), never the original; with protection paused, the original; with
 the daemon gone, nothing until the user chooses to upload the original.
+
+Issue 22, the extension against the page it runs in: a photo chosen the moment the browser
+starts with LowKey, or in a tab open before LowKey was installed or enabled, is held
+(``tests/browser/startup_*.mjs``); an upload frame of another origin inside an enabled page is
+protected like the page's own inputs; and no page can load LowKey's files by their known URLs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -32,6 +38,7 @@ from upload_site import Upload, UploadSite
 pytestmark = [pytest.mark.browser, pytest.mark.weights, pytest.mark.timeout(1800)]
 
 RUN_TIMEOUT_S = 900  # one driver run: 8 photos through a CPU daemon on a busy 2-core machine
+STARTUP_TRIES = 3  # fresh profiles per start-up test: the issue saw the original in 1 of 3
 #: dlib descriptor distance between a photo and its protected copy that counts as "moved" (the
 #: same photo re-encoded moves it by ~0.01; the face-matching threshold is 0.6)
 DLIB_MOVED = 0.05
@@ -104,13 +111,15 @@ def _browser_env(installed_home, config_dir, port: int) -> dict[str, str]:
 
 
 def _run(browser: str, driver, built, site: UploadSite, photos, env, profile, phase: str,
-         log_dir) -> list[dict]:
+         log_dir, only: str | None = None) -> list[dict]:
     args = ["--extension", str(built[browser]), "--profile", str(profile), "--site", site.origin,
-            "--files", str(photos), "--phase", phase, "--browser", str(driver.browser),
-            "--timeout", str(RUN_TIMEOUT_S * 1000)]
+            "--other-site", site.other_origin, "--files", str(photos), "--phase", phase,
+            "--browser", str(driver.browser), "--timeout", str(RUN_TIMEOUT_S * 1000)]
+    if only:
+        args += ["--only", only]
     if os.environ.get("LOWKEY_E2E_SCREENSHOTS"):  # where docs/img's extension pictures come from
         args += ["--screenshots", os.environ["LOWKEY_E2E_SCREENSHOTS"]]
-    log = log_dir / f"e2e_{browser}_{phase}.log"
+    log = log_dir / f"e2e_{browser}_{only or phase}.log"
     code, lines, output = run_node_driver(f"e2e_{browser}.mjs", args, node=driver.node, env=env,
                                           timeout=RUN_TIMEOUT_S + 60, log=log)
     scenarios = [line for line in lines if "scenario" in line]
@@ -187,3 +196,84 @@ def test_without_the_daemon_nothing_is_uploaded_until_the_user_chooses(
         got = site.received()
     assert [(u.page, u.name) for u in got] == [("down", "face.jpg")]
     assert got[0].data == (photos / "face.jpg").read_bytes()
+
+
+# -- issue 22: the extension against the page it runs in -------------------------------------------
+
+
+def _down_env(installed_home, tmp_path) -> dict[str, str]:
+    """The browsers' environment with no daemon (nothing listens on its port, none is started)."""
+    config = tmp_path / "config"
+    config.mkdir(exist_ok=True)
+    env = _browser_env(installed_home, config, _free_port())
+    assert env["LOWKEY_NO_AUTOSTART"] == "1"
+    return env
+
+
+@pytest.mark.parametrize("browser", ["chromium", "firefox"])
+def test_photos_are_held_from_the_first_moment(browser, request, built, photos, installed_home,
+                                                tmp_path):
+    """A photo chosen on an upload page opened the moment the browser starts with LowKey (a fresh
+    profile: LowKey is installed with it; Firefox: the moment the add-on is installed), or in a
+    tab that was open before LowKey was enabled (Chromium) or installed (Firefox), never reaches
+    the site: with the daemon down it is held until the user chooses. Issue 22 saw the original
+    uploaded 1.3 s after it was chosen on the first page after start: the content scripts were
+    registered at install, after that page had loaded."""
+    driver = request.getfixturevalue(f"{browser}_driver")
+    env = _down_env(installed_home, tmp_path)
+    profiles = []
+    for i in range(STARTUP_TRIES):
+        profile = tmp_path / f"profile{i}"
+        if browser == "chromium":  # where `lowkey install --user` put the host, for this profile
+            shutil.copytree(installed_home.chromium_profile / "NativeMessagingHosts",
+                            profile / "NativeMessagingHosts")
+        else:
+            profile.mkdir()
+        profiles.append(str(profile))
+    with UploadSite() as site:
+        code, lines, output = run_node_driver(
+            f"startup_{browser}.mjs",
+            ["--extension", str(built[browser]), "--profiles", ",".join(profiles),
+             "--site", site.origin, "--files", str(photos), "--browser", str(driver.browser),
+             "--timeout", str(RUN_TIMEOUT_S * 1000)],
+            node=driver.node, env=env, timeout=RUN_TIMEOUT_S + 60,
+            log=tmp_path / f"startup_{browser}.log")
+        got = site.received()
+    checks = [line for line in lines if "scenario" in line]
+    for check in checks:
+        print(f"{browser} {check['scenario']} #{check['try']}: {check['ms'] / 1000:.1f} s "
+              f"({check.get('detail') or check.get('error', '')[:200]})")
+    assert [(u.page, u.name) for u in got] == [], f"the site received originals\n{output}"
+    assert len(checks) == 2 * STARTUP_TRIES, output
+    assert code == 0 and all(check["ok"] for check in checks), output
+
+
+@pytest.mark.parametrize("browser", ["chromium", "firefox"])
+def test_an_upload_frame_of_another_origin_is_protected(browser, request, daemon, built, photos,
+                                                        dlib_judge, installed_home, tmp_path):
+    """An upload widget served by another origin (127.0.0.2, on no list of LowKey's) in a frame
+    of an enabled page (127.0.0.1): the frame is judged by its page, its photo held and
+    protected."""
+    driver = request.getfixturevalue(f"{browser}_driver")
+    env = _browser_env(installed_home, daemon.env["LOWKEY_CONFIG_DIR"], daemon.port)
+    profile = installed_home.chromium_profile if browser == "chromium" else tmp_path / "ff"
+    token = daemon.lowkey("token").stdout.strip()
+    assert call(daemon.port, "POST", "/v1/resume", token)[0] == 200  # whatever ran before
+    with UploadSite() as site:
+        _run(browser, driver, built, site, photos, env, profile, "up", tmp_path, only="frame")
+        got = site.received()
+    assert [(u.page, u.name) for u in got] == [("frame", "face.jpg")]
+    distance = assert_protected(got[0], (photos / "face.jpg").read_bytes(), dlib_judge, "face.jpg")
+    print(f"{browser} frame: dlib distance protected/original {distance:.2f}")
+
+
+def test_no_page_can_load_lowkeys_files(request, built, photos, installed_home, tmp_path):
+    """A page tries LowKey's files under its fixed Chromium id (the manifest, config.js, the
+    content script's modules, icons...): none loads, by fetch or by element. Firefox's
+    moz-extension:// address is random per profile: no page knows it."""
+    driver = request.getfixturevalue("chromium_driver")
+    env = _down_env(installed_home, tmp_path)
+    with UploadSite() as site:
+        _run("chromium", driver, built, site, photos, env, installed_home.chromium_profile, "down",
+             tmp_path, only="probe")
+        assert site.received() == []

@@ -1,6 +1,10 @@
 """A local site that behaves like upload sites do (no tests here): it serves the pages of
 ``tests/browser/pages/`` and records every file posted to ``/upload/<page>``, whatever way the page
-sent it (multipart form or fetch/XHR ``FormData``, or JSON with a data URL)."""
+sent it (multipart form or fetch/XHR ``FormData``, or JSON with a data URL).
+
+It answers on two origins: ``origin`` (127.0.0.1, the test build's enabled site) and
+``other_origin`` (127.0.0.2, the same port: another origin, on no list of LowKey's), which serves
+the upload frame a page of the first one embeds (``frame.html``)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,24 @@ from pathlib import Path
 from aiohttp import web
 
 PAGES = Path(__file__).resolve().parent / "browser" / "pages"
+#: where the site listens: the enabled site, then another origin (all of 127/8 is loopback)
+HOSTS = ("127.0.0.1", "127.0.0.2")
+
+
+def _port_free_on_all(hosts: tuple[str, ...]) -> int:
+    """A port free on the first host and, as far as can be told, on the others."""
+    for _ in range(20):
+        with socket.socket() as first:
+            first.bind((hosts[0], 0))
+            port = first.getsockname()[1]
+            try:
+                for host in hosts[1:]:
+                    with socket.socket() as other:
+                        other.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no port free on all of {hosts}")
 
 
 @dataclass(frozen=True)
@@ -44,13 +66,16 @@ class UploadSite:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         if not self.port:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                self.port = s.getsockname()[1]
+            self.port = _port_free_on_all(HOSTS)
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{HOSTS[0]}:{self.port}"
+
+    @property
+    def other_origin(self) -> str:
+        """Another origin of the same site (an upload widget's own domain, for LowKey)."""
+        return f"http://{HOSTS[1]}:{self.port}"
 
     def received(self, page: str | None = None) -> list[Upload]:
         with self._lock:
@@ -88,8 +113,8 @@ class UploadSite:
         self._loop = asyncio.new_event_loop()
         self._runner = web.AppRunner(self._app(), access_log=None)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        self._loop.run_until_complete(site.start())
+        for host in HOSTS:
+            self._loop.run_until_complete(web.TCPSite(self._runner, host, self.port).start())
         self._ready.set()
         self._loop.run_forever()
         self._loop.run_until_complete(self._runner.cleanup())

@@ -2,9 +2,10 @@
 // extension/ loaded unpacked, the real native host registered by `lowkey install --user` in the
 // test's HOME (the profile is $HOME/.config/chromium), the real daemon, the upload site's pages.
 //   node e2e_chromium.mjs --extension DIR --profile DIR --site ORIGIN --files DIR --phase up|down
-//     [--only a,b] [--browser EXE] [--timeout MS]
+//     [--other-site ORIGIN] [--only a,b] [--browser EXE] [--timeout MS]
+// The content scripts are in the manifest: pages are opened at once, nothing waits for them.
 // One JSON line per scenario (e2e_common.mjs); exit 0 when all passed.
-import { closeWithin, deadline, requireTool, sleep } from './common.mjs';
+import { closeWithin, deadline, requireTool } from './common.mjs';
 import { e2eArgs, runScenarios } from './e2e_common.mjs';
 
 const { chromium } = requireTool('playwright-core');
@@ -24,14 +25,8 @@ try {
     const id = new URL(worker.url()).host;
     const errors = [];
     worker.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-    // The content script is registered for the site list (the test build's list has 127.0.0.1).
-    for (let i = 0; i < 100; i += 1) {
-      const matches = await worker.evaluate(async () => (await chrome.scripting.getRegisteredContentScripts())
-        .flatMap((s) => s.matches));
-      if (matches.some((m) => m.includes('127.0.0.1'))) break;
-      await sleep(100);
-    }
     const adapter = {
+      extensionBase: `chrome-extension://${id}/`,
       async newPage(url) {
         const page = await context.newPage();
         await page.goto(url);

@@ -3,10 +3,11 @@
 // the real extension, native host and daemon, and reports what the page did; the pytest side
 // (tests/test_extension_e2e.py) checks what the site received.
 //
-// A driver passes an adapter: {newPage(), upload(page, selector, paths),
+// A driver passes an adapter: {newPage(), upload(page or frame, selector, paths),
 // chooseFile(page, buttonSelector, paths) (a real click that opens a file chooser, answered
-// with `paths`), setPaused(bool)}; pages
-// are Playwright's or Puppeteer's (evaluate, goto, mouse.click work the same in both).
+// with `paths`), setPaused(bool), extensionBase (the extension's URL, where a page could know
+// it: Chromium's id is fixed)}; pages and frames are Playwright's or Puppeteer's (evaluate,
+// goto, frames, url, mouse.click work the same in both).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -18,6 +19,7 @@ export function e2eArgs() {
       extension: { type: 'string' },  // the built test extension (dist/<browser> of a test build)
       profile: { type: 'string' },    // the browser profile folder
       site: { type: 'string' },       // the upload site's origin
+      'other-site': { type: 'string' }, // another origin of it (on no list: an upload widget's)
       files: { type: 'string' },      // folder with face.jpg, face2.png, wall.png, notes.txt
       phase: { type: 'string' },      // up: the daemon runs; down: it is stopped
       only: { type: 'string' },       // comma-separated scenarios (default: all of the phase)
@@ -29,11 +31,11 @@ export function e2eArgs() {
   for (const name of ['extension', 'profile', 'site', 'files', 'phase']) {
     if (!values[name]) throw new Error(`--${name} is required`);
   }
-  return { ...values, timeout: Number(values.timeout) };
+  return { ...values, otherSite: values['other-site'], timeout: Number(values.timeout) };
 }
 
 /** Poll `fn(page)` (evaluated in the page) until it returns something truthy. */
-async function waitInPage(page, fn, arg, ms, what) {
+export async function waitInPage(page, fn, arg, ms, what) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     const value = await page.evaluate(fn, arg).catch(() => null);
@@ -43,17 +45,38 @@ async function waitInPage(page, fn, arg, ms, what) {
   throw new Error(`timed out after ${ms} ms: ${what}`);
 }
 
-const statusText = () => document.getElementById('status')?.textContent ?? '';
-const uploaded = () => (document.getElementById('status')?.textContent ?? '').startsWith('uploaded')
+export const statusText = () => document.getElementById('status')?.textContent ?? '';
+export const uploaded = () => (document.getElementById('status')?.textContent ?? '').startsWith('uploaded')
   && document.getElementById('status').textContent;
 
 /** The centre of a button in the extension's in-page indicator (open shadow root), or null. */
-function indicatorButton([state, action]) {
+export function indicatorButton([state, action]) {
   const root = document.querySelector('lowkey-indicator')?.shadowRoot;
   const button = root?.querySelector(`[data-state="${state}"] button[data-action="${action}"]`);
   if (!button) return null;
   const r = button.getBoundingClientRect();
   return r.width ? { x: r.x + r.width / 2, y: r.y + r.height / 2 } : null;
+}
+
+/** Whether LowKey's page-world script runs in the page (it wraps HTMLInputElement's click). */
+export const lowkeyInPage = () => !String(HTMLInputElement.prototype.click).includes('[native code]');
+
+/**
+ * With the daemon down: the photo chosen on `page` must be held (LowKey's indicator offers the
+ * choice) and the page must get nothing. Fails as soon as the page got a file.
+ */
+export async function expectHeld(page) {
+  const seen = await waitInPage(page, () => {
+    const status = document.getElementById('status')?.textContent ?? '';
+    if (status !== 'idle') return `the page got a file: ${status}`;
+    const root = document.querySelector('lowkey-indicator')?.shadowRoot;
+    return root?.querySelector('[data-state="failed"] button[data-action="upload-original"]') ? 'held' : null;
+  }, null, 60000, 'LowKey holds the photo (its indicator offers the choice)');
+  if (seen !== 'held') throw new Error(seen);
+  await sleep(2000); // nothing may reach the page while the user has not chosen
+  const status = await page.evaluate(statusText);
+  if (status !== 'idle') throw new Error(`the page got a file while held: ${status}`);
+  return 'held, the page got nothing';
 }
 
 /** Dispatch a synthetic drop or paste of `files` ([{name, type, bytes}]) at `selector`. */
@@ -67,7 +90,18 @@ function dispatchFiles([kind, selector, files]) {
   target.dispatchEvent(event);
 }
 
-const PROTECT_MS = 240000;  // one photo through a CPU daemon, with margin for a busy machine
+const PROTECT_MS = 240000;
+
+/** Poll `fn()` (in Node) until it returns something truthy. */
+export async function waitFor(fn, ms, what) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const value = await fn();
+    if (value) return value;
+    await sleep(150);
+  }
+  throw new Error(`timed out after ${ms} ms: ${what}`);
+}  // one photo through a CPU daemon, with margin for a busy machine
 
 function fileArg(files, name, type) {
   return { name, type, bytes: [...readFileSync(join(files, name))] };
@@ -169,6 +203,29 @@ export const SCENARIOS = {
     } finally {
       await a.setPaused(false);
     }
+  },
+  // An upload frame of another origin (not on LowKey's list) in a page of an enabled site: held
+  // and protected like the page's own inputs (issue 22).
+  async frame(a, o) {
+    const page = await a.newPage(`${o.site}/frame.html?child=${encodeURIComponent(o.otherSite)}`);
+    const frame = await waitFor(() => page.frames().find((f) => f.url().startsWith(`${o.otherSite}/widget.html`)),
+      30000, 'the upload frame');
+    await waitInPage(frame, () => document.getElementById('file') !== null, null, 30000, 'the frame\'s input');
+    await a.upload(frame, '#file', [join(o.files, 'face.jpg')]);
+    const done = await waitInPage(frame, uploaded, null, PROTECT_MS, 'upload from the frame');
+    const told = await waitInPage(frame, () => document.querySelector('lowkey-indicator')?.shadowRoot
+      ?.querySelector('[data-state]')?.dataset.state, null, 10000, 'LowKey\'s indicator in the frame');
+    return `${done}; indicator: ${told}`;
+  },
+  // What a page can learn: none of LowKey's files loads from the page under its known URL.
+  async probe(a, o) {
+    if (!a.extensionBase) throw new Error('the driver knows no extension URL');
+    const page = await a.newPage(`${o.site}/probe.html?base=${encodeURIComponent(a.extensionBase)}`);
+    const status = await waitInPage(page, () => (document.getElementById('status').textContent.startsWith('probed')
+      ? document.getElementById('status').textContent : null), null, 120000, 'the probe');
+    const reachable = JSON.parse(status.slice('probed '.length));
+    if (reachable.length) throw new Error(`a page loaded LowKey's files: ${JSON.stringify(reachable)}`);
+    return `nothing of ${a.extensionBase} loaded`;
   },
   // Daemon stopped ---------------------------------------------------------------------------
   async down(a, o) {

@@ -3,8 +3,10 @@
 // registered by `lowkey install --user` in $HOME/.mozilla (the test sets HOME), the real daemon,
 // the upload site's pages. Same scenarios as Chromium but paste and paused (see below).
 //   node e2e_firefox.mjs --extension DIR --profile DIR --site ORIGIN --files DIR --phase up|down
-//     [--only a,b] [--browser EXE] [--timeout MS]
-import { closeWithin, deadline, requireTool, sleep } from './common.mjs';
+//     [--other-site ORIGIN] [--only a,b] [--browser EXE] [--timeout MS]
+// The content scripts are in the manifest: pages are opened as soon as the add-on is installed.
+// Its moz-extension:// address is random per profile, so no page knows it: no `probe` here.
+import { closeWithin, deadline, requireTool } from './common.mjs';
 import { e2eArgs, runScenarios } from './e2e_common.mjs';
 
 const puppeteer = requireTool('puppeteer-core');
@@ -21,7 +23,6 @@ try {
     process.stderr.write(`${new Date().toISOString()} launched\n`);
     const id = await browser.installExtension(opts.extension);
     process.stderr.write(`${new Date().toISOString()} installed ${id}\n`);
-    await sleep(1500);  // the background registers the content script once installed
     const adapter = {
       async newPage(url) {
         const page = await browser.newPage();
