@@ -41,11 +41,14 @@ from daemon.errors import error_response
 logger = logging.getLogger(__name__)
 
 #: The most connections open at once (all local clients together).
-MAX_CONNECTIONS = 64
+MAX_CONNECTIONS = 256
 #: A new connection must have sent a whole request head within this many seconds.
 HEADER_TIMEOUT_S = 5.0
 #: A connection with no request in progress and nothing left to send is closed after this long.
 IDLE_TIMEOUT_S = 10.0
+#: Connections the kernel queues before the daemon accepts them (a short queue drops a
+#: newcomer's SYN under a connection flood, and it waits a second for the retry).
+BACKLOG = 1024
 #: How often the timeouts are checked.
 SWEEP_S = 0.5
 #: Request head limits: bytes in the request line or one header, and headers in all.
@@ -275,7 +278,7 @@ class GuardedSite(web.BaseSite):
         await super().start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._protocol, self._host, self._port,
-                                                reuse_address=True)
+                                                reuse_address=True, backlog=BACKLOG)
         self._sweeper = asyncio.create_task(self._sweep(), name="connection-sweeper")
 
     async def stop(self) -> None:
