@@ -1,9 +1,11 @@
 /**
- * The options page: the enabled sites, with add, remove, restore defaults, and the browser's
- * permission per site (granted from here when missing).
+ * The options page: the preset photos are protected with (each offered with what it does to
+ * the face, shared/presets.js), and the enabled sites, with add, remove, restore defaults, and
+ * the browser's permission per site (granted from here when missing).
  */
 import { matchPattern } from './lib/siteList.js';
-import { DEFAULTS, LOCAL, api, getSites, setSites } from './shared/settings.js';
+import { PRESETS } from './shared/presets.js';
+import { DEFAULTS, LOCAL, api, getPreset, getSites, setPreset, setSites } from './shared/settings.js';
 import { addSiteFromClick, hasPermission, removeSiteNow } from './shared/siteActions.js';
 
 const $ = (id) => document.getElementById(id);
@@ -40,6 +42,34 @@ async function render() {
   $('sites').replaceChildren(...items);
 }
 
+async function renderPresets() {
+  const chosen = await getPreset();
+  const items = PRESETS.map((preset) => {
+    const label = document.createElement('label');
+    label.className = preset.protects ? 'preset' : 'preset weak';
+    const radio = document.createElement('input');
+    radio.type = 'radio';
+    radio.name = 'preset';
+    radio.value = preset.name;
+    radio.checked = preset.name === chosen;
+    radio.addEventListener('change', () => {
+      setPreset(preset.name).then(() => {
+        $('preset-note').textContent = `Photos you upload from now on get "${preset.name}".`;
+      });
+    });
+    const title = document.createElement('strong');
+    title.textContent = `${preset.title} `;
+    const name = document.createElement('code');
+    name.textContent = preset.name;
+    const what = document.createElement('span');
+    what.className = 'what';
+    what.textContent = preset.label;
+    label.append(radio, ' ', title, name, what);
+    return label;
+  });
+  $('presets').replaceChildren(...items);
+}
+
 $('add-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const input = $('add-input');
@@ -55,5 +85,7 @@ $('reset').addEventListener('click', () => setSites([...DEFAULTS]));
 
 api.storage.onChanged.addListener((changes, area) => {
   if (area === 'local' && LOCAL.sites in changes) render();
+  if (area === 'local' && LOCAL.preset in changes) renderPresets();
 });
+renderPresets();
 render();

@@ -1,10 +1,14 @@
 /**
  * The popup (opened from the toolbar button's context menu, or as a page): the on/off toggle,
- * this site with add/remove, the daemon's status, and the last results with a before/after
- * preview of the last photo. It reads storage itself and asks the background for the daemon.
+ * the preset in force and what it does to the face, this site with add/remove, the daemon's
+ * status, and the last results (with what recognisers never attacked made of each) and a
+ * before/after preview of the last photo. It reads storage itself and asks the background for
+ * the daemon.
  */
 import { explainError } from './lib/messages.js';
+import { recognitionText } from './lib/report.js';
 import { findSite, hostOf } from './lib/siteList.js';
+import { presetInfo } from './shared/presets.js';
 import { LOCAL, SESSION, api, getSites } from './shared/settings.js';
 import { addSiteFromClick, hasPermission, removeSiteNow } from './shared/siteActions.js';
 
@@ -28,13 +32,20 @@ function renderToggle(paused) {
   $('logo').src = paused ? 'icons/paused-32.png' : 'icons/on-32.png';
 }
 
+function renderPreset(stored) {
+  const preset = presetInfo(stored);
+  $('preset-name').textContent = preset.name;
+  $('preset-label').textContent = preset.label;
+  $('preset-label').className = preset.protects ? '' : 'bad';
+}
+
 async function renderSite(tab) {
   const host = hostOf(tab?.url ?? '');
   const button = $('site-button');
   if (!host || tab.url.startsWith(api.runtime.getURL(''))) {
     $('site-host').textContent = tab?.url ? 'not a web page' : 'unknown';
     $('site-state').textContent = '';
-    $('site-note').textContent = tab?.url ? '' : 'LowKey cannot see this tab\'s address. Add sites in Sites….';
+    $('site-note').textContent = tab?.url ? '' : 'LowKey cannot see this tab\'s address. Add sites in Settings and sites….';
     button.hidden = true;
     return;
   }
@@ -50,12 +61,12 @@ async function renderSite(tab) {
       // content.js runs in every tab and follows the list: no reload needed.
       $('site-note').textContent = added === undefined ? 'Removed: photos you choose here go as they are.'
         : granted ? 'Added: photos you choose here are protected from now on.'
-          : 'Added, but the browser did not allow LowKey on it: grant it in Sites….';
+          : 'Added, but the browser did not allow LowKey on it: grant it in Settings and sites….';
       renderSite(tab);
     });
   };
   if (site && !(await hasPermission(site))) {
-    $('site-note').textContent = 'LowKey lacks the browser\'s permission for this site: grant it in Sites….';
+    $('site-note').textContent = 'LowKey lacks the browser\'s permission for this site: grant it in Settings and sites….';
   }
 }
 
@@ -83,7 +94,8 @@ async function renderDaemon() {
   const s = status.status;
   if (s) {
     fact(list, 'Ensemble', (s.ensemble ?? []).join(', ') || '—');
-    fact(list, 'Preset', s.preset ?? '—');
+    // What a request without a preset gets (other tools); this extension sends its own.
+    fact(list, 'Daemon default', s.preset ?? '—');
     fact(list, 'Device', (s.devices ?? []).join(', ') || '—');
     if (s.judge) fact(list, 'Checked by', `${s.judge} (not attacked)`);
     if (s.queue) fact(list, 'Queue', `${s.queue.running} running, ${s.queue.queued} waiting`);
@@ -114,10 +126,18 @@ function renderResults(results, preview) {
       li.textContent = `${r.name} — no face found, uploaded as it is (${when})`;
     } else {
       const seconds = r.seconds === null ? '' : `, ${r.seconds.toFixed(1)} s`;
-      li.textContent = `${r.name} — ${r.faces} face${r.faces === 1 ? '' : 's'}${seconds} (${when}${r.site ? `, ${r.site}` : ''}). `;
+      const preset = r.preset ? `, ${r.preset}` : '';
+      li.textContent = `${r.name} — ${r.faces} face${r.faces === 1 ? '' : 's'}${seconds}${preset} (${when}${r.site ? `, ${r.site}` : ''}). `;
       const judge = document.createElement('span');
-      judge.textContent = judgeText(r.judge);
-      judge.className = r.judge?.verdict === 'protected' ? 'good' : r.judge?.verdict === 'not-protected' ? 'bad' : '';
+      // Recognisers never attacked, as the daemon now reports them; an older daemon: dlib's check.
+      const recognition = recognitionText(r.recognition);
+      if (recognition) {
+        judge.textContent = recognition;
+        judge.className = r.recognition.recognisedBy.length ? 'bad' : 'good';
+      } else {
+        judge.textContent = judgeText(r.judge);
+        judge.className = r.judge?.verdict === 'protected' ? 'good' : r.judge?.verdict === 'not-protected' ? 'bad' : '';
+      }
       li.append(judge);
     }
     list.append(li);
@@ -145,8 +165,9 @@ function toggleNote(answer) {
 
 async function renderStored() {
   const [stored, session] = await Promise.all([
-    api.storage.local.get([LOCAL.paused, LOCAL.results]), api.storage.session.get(SESSION.preview)]);
+    api.storage.local.get([LOCAL.paused, LOCAL.results, LOCAL.preset]), api.storage.session.get(SESSION.preview)]);
   renderToggle(Boolean(stored[LOCAL.paused]));
+  renderPreset(stored[LOCAL.preset]);
   renderResults(Array.isArray(stored[LOCAL.results]) ? stored[LOCAL.results] : [], session[SESSION.preview]);
 }
 

@@ -159,3 +159,19 @@ test('photos held before the frame was known go to the page as they are when it 
   assert.equal(t.delivered.length, 1);
   assert.notEqual(t.delivered[0].files[0], file);
 });
+
+test('the indicator hears what recognisers never attacked made of the protected photo', async () => {
+  const s = setup();
+  const input = {};
+  const token = {};
+  s.held.set(input, token);
+  const done = s.controller.fromInput(input, [jpeg()], token);
+  await until(() => s.calls.length === 1);
+  const recognition = { recognisedBy: ['dlib'], judges: ['dlib', 'openface'] };
+  s.calls[0].resolve({ ...reply(), recognition });
+  await done;
+  const last = s.drawn.at(-1); // the row as the indicator last drew it
+  assert.equal(last.state, 'protected');
+  assert.deepEqual(last.recognition, recognition);
+  assert.equal(last.output, s.delivered[0].files[0]);
+});

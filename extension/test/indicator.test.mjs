@@ -27,3 +27,14 @@ test('an image LowKey cannot protect says so, and what the user may do', () => {
   assert.equal(describe({ state: 'failed', error: { code: 'unsupported-format', message: 'LowKey cannot protect this format (AVIF): upload it as it is, or cancel' } }),
     'LowKey cannot protect this format (AVIF): upload it as it is, or cancel. Nothing was uploaded.');
 });
+
+test('a protected photo says whether recognisers never attacked still match it', () => {
+  const judges = ['dlib', 'openface'];
+  assert.equal(describe({ state: 'protected', recognition: { recognisedBy: [], judges } }),
+    'protected. Not recognised by dlib, openface');
+  assert.equal(describe({ state: 'protected', recognition: { recognisedBy: ['dlib', 'openface'], judges } }),
+    'uploaded with LowKey\'s change. Still recognised by dlib, openface');
+  // An older daemon says nothing about it: neither does the indicator.
+  assert.equal(describe({ state: 'protected' }), 'protected');
+  assert.equal(describe({ state: 'protected', recognition: null }), 'protected');
+});

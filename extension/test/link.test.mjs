@@ -43,7 +43,7 @@ test('progress keeps a photo alive; the answer ends its timer', async () => {
     ports[0].deliver({ type: 'progress', key, phase: 'attack', percent: i });
   }
   ports[0].deliver({ type: 'result', key, data: 'AAAA', mime: 'image/jpeg' });
-  assert.deepEqual(await answer, { data: 'AAAA', mime: 'image/jpeg' });
+  assert.deepEqual(await answer, { data: 'AAAA', mime: 'image/jpeg', recognition: null });
   assert.equal(phases.length, 4);
   await new Promise((r) => setTimeout(r, 120)); // no late timeout, no stray cancel
   assert.equal(ports[0].posted.length, 1);

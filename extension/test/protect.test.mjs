@@ -30,11 +30,12 @@ async function until(fn, what) {
   assert.ok(fn(), what);
 }
 
-async function answerNative(bytes, asked) {
-  const protects = () => natives.flatMap((p) => p.posted.filter((m) => m.type === 'protect').map((m) => [p, m]));
+const protects = () => natives.flatMap((p) => p.posted.filter((m) => m.type === 'protect').map((m) => [p, m]));
+
+async function answerNative(bytes, asked, extra = {}) {
   await until(() => protects().length > asked, 'the host was asked');
   const [port, { id }] = protects().at(-1);
-  const { chunks, result } = hostFileMessages(id, bytes, 1 << 20);
+  const { chunks, result } = hostFileMessages(id, bytes, 1 << 20, extra);
   chunks.forEach((c) => port.deliver(c));
   port.deliver(result);
 }
@@ -80,4 +81,24 @@ test('a failure before the native request still answers the content side', async
     globalThis.chrome.storage.local.get = get;
   }
   await flush();
+});
+
+test('each photo goes with the preset the user chose; the result says what recognisers made of it', async () => {
+  const report = { status: 'protected', faces: [], preset: 'subtle', recognised_by: ['dlib'], judges: ['dlib', 'openface'] };
+  for (const [stored, sent] of [[undefined, 'default'], ['subtle', 'subtle'], ['strong', 'default'], ['paper', 'default']]) {
+    if (stored === undefined) delete storage.preset;
+    else storage.preset = stored;
+    const port = contentPort();
+    servePort(port);
+    const key = `p-${stored}`;
+    port.deliver({ type: 'protect', key, name: 'a.jpg', mime: 'image/jpeg', data: 'AAAA' });
+    await answerNative([1, 2, 3], protects().length, { report });
+    await until(() => port.posted.some((m) => m.type === 'result' && m.key === key), 'the result');
+    assert.equal(protects().at(-1)[1].preset, sent, `stored ${stored}`);
+    const result = port.posted.find((m) => m.type === 'result');
+    assert.deepEqual(result.recognition, { recognisedBy: ['dlib'], judges: ['dlib', 'openface'] });
+  }
+  delete storage.preset;
+  await until(() => (storage.results ?? []).length >= 4, 'the results were recorded');
+  assert.deepEqual(storage.results[0].recognition, { recognisedBy: ['dlib'], judges: ['dlib', 'openface'] });
 });

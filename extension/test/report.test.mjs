@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { judgeCheck, summariseResult } from '../src/lib/report.js';
+import { judgeCheck, recognitionCheck, recognitionText, summariseResult } from '../src/lib/report.js';
 
 test('the judge check reads dlib distances against the threshold', () => {
   const report = {
@@ -26,4 +26,29 @@ test('partly, not protected, unknown', () => {
   assert.equal(judgeCheck({ faces: [face(null, null)] }).verdict, 'unknown');
   assert.equal(judgeCheck({}).verdict, 'unknown');
   assert.equal(summariseResult({ name: 'a', report: { faces_omitted: 40 } }).faces, 40);
+});
+
+test('recognisers never attacked: "Still recognised by" / "Not recognised by", nothing from an older daemon', () => {
+  const still = recognitionCheck({ recognised_by: ['dlib', 'openface'], judges: ['dlib', 'openface'] });
+  assert.deepEqual(still, { recognisedBy: ['dlib', 'openface'], judges: ['dlib', 'openface'] });
+  assert.equal(recognitionText(still), 'Still recognised by dlib, openface');
+  assert.equal(recognitionText(recognitionCheck({ recognised_by: ['openface'], judges: ['dlib', 'openface'] })),
+    'Still recognised by openface');
+  const none = recognitionCheck({ recognised_by: [], judges: ['dlib', 'openface'] });
+  assert.equal(recognitionText(none), 'Not recognised by dlib, openface');
+  // An older daemon: neither field. Nothing is said.
+  assert.equal(recognitionCheck({ status: 'protected', faces: [] }), null);
+  assert.equal(recognitionText(recognitionCheck({})), null);
+  assert.equal(recognitionText(null), null);
+  // Half a check: what can be said is said, nothing is made up.
+  assert.equal(recognitionText(recognitionCheck({ recognised_by: ['dlib'] })), 'Still recognised by dlib');
+  assert.equal(recognitionText(recognitionCheck({ recognised_by: [] })), null);
+  assert.equal(recognitionText(recognitionCheck({ judges: [] })), null);
+  // Junk is not shown to people.
+  assert.deepEqual(recognitionCheck({ recognised_by: ['dlib', 3, '<b>x</b>', 'dlib', ''], judges: 'dlib' }),
+    { recognisedBy: ['dlib'], judges: [] });
+  // The summary the popup lists keeps the check.
+  const summary = summariseResult({ name: 'a.jpg', report: { recognised_by: ['dlib'], judges: ['dlib', 'openface'] } });
+  assert.deepEqual(summary.recognition, { recognisedBy: ['dlib'], judges: ['dlib', 'openface'] });
+  assert.equal(summariseResult({ name: 'b.jpg', report: {} }).recognition, null);
 });

@@ -5,17 +5,21 @@
  * content → background: `{type: 'protect', key, name, mime, data}` (data: base64),
  *                       `{type: 'cancel', key}`
  * background → content: `{type: 'progress', key, phase, percent}`,
- *                       `{type: 'result', key, data, mime}` (data: the checked file, base64),
+ *                       `{type: 'result', key, data, mime, recognition}` (data: the checked
+ *                       file, base64; recognition: lib/report.js's recognitionCheck, or null),
  *                       `{type: 'error', key, code, message}`,
  *                       `{type: 'skip', key}` (protection is paused: let the original through)
+ *
+ * Each photo is sent with the preset the user chose (shared/presets.js; the host's `preset`).
  *
  * What is running lives in the port's closure: when the page goes away its photos are cancelled
  * in the host; when the worker dies the page's port closes and its photos fail safe.
  */
 import { decodeBase64, encodeBase64 } from '../lib/base64.js';
 import { LowKeyError, toLowKeyError } from '../lib/messages.js';
+import { recognitionCheck } from '../lib/report.js';
 import { findSite } from '../lib/siteList.js';
-import { getPaused, getSites } from '../shared/settings.js';
+import { getPaused, getPreset, getSites } from '../shared/settings.js';
 import { native } from './native.js';
 import { recordResult } from './results.js';
 import { dispatchToolbar } from './toolbar.js';
@@ -98,7 +102,8 @@ async function protect({ key, name, mime, data }, signal, post, urls, maxPostCha
     site = urls.map((url) => findSite(sites, url)).find((found) => found !== null) ?? null;
     started = true;
     await dispatchToolbar({ type: 'job-started' });
-    const { result, bytes } = await native().protect({ name, mime, data }, {
+    const preset = await getPreset();
+    const { result, bytes } = await native().protect({ name, mime, data, preset }, {
       signal,
       onProgress: ({ phase, percent }) => post({ type: 'progress', key, phase, percent }),
     });
@@ -107,7 +112,7 @@ async function protect({ key, name, mime, data }, signal, post, urls, maxPostCha
       throw new LowKeyError('too-large', `the protected photo is ${Math.round(bytes.length / 1048576)} MB, `
         + 'more than the browser can hand to the page');
     }
-    post({ type: 'result', key, data: encoded, mime: result.mime });
+    post({ type: 'result', key, data: encoded, mime: result.mime, recognition: recognitionCheck(result.report) });
     await recordResult({
       name, site, report: result.report, measured: result.measured, status: 'protected',
       before: { bytes: decodeBase64(data), mime },

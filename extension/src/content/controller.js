@@ -38,9 +38,12 @@ export function startController({ api, state, ours, held, outputs }, parts = {})
     onOriginal: (id) => queue.useOriginal(id),
   };
   const indicator = parts.makeIndicator?.(actions) ?? new Indicator(win.document, actions);
+  const checks = new WeakMap(); // protected file -> what unattacked recognisers made of it
   const queue = new UploadQueue({
-    protect: (item, ctx) => protectFile(link, item, ctx, outputs),
-    onChange: (item) => indicator.update(item),
+    protect: (item, ctx) => protectFile(link, item, ctx, outputs, checks),
+    // The indicator says whether recognisers never attacked still match the protected photo.
+    onChange: (item) => indicator.update(item.state === 'protected' && checks.has(item.output)
+      ? { ...item, recognition: checks.get(item.output) } : item),
   });
   win.addEventListener('pagehide', () => queue.cancelAll());
 
@@ -146,7 +149,7 @@ export async function classify(file) {
   return format ? { file, protectable: false, unsupported: format } : { file, protectable: false };
 }
 
-async function protectFile(link, item, { signal, onProgress }, outputs) {
+async function protectFile(link, item, { signal, onProgress }, outputs, checks) {
   const { file } = item;
   if (file.size > MAX_PHOTO_BYTES) {
     throw new LowKeyError('too-large', `the photo is ${Math.round(file.size / 1048576)} MB; LowKey takes up to 47 MB`);
@@ -160,5 +163,6 @@ async function protectFile(link, item, { signal, onProgress }, outputs) {
     type: file.type, lastModified: file.lastModified,
   });
   outputs.add(output);
+  if (reply.recognition) checks.set(output, reply.recognition);
   return output;
 }

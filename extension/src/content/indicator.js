@@ -8,6 +8,7 @@
  * (no face found; not protected on purpose).
  */
 import { explainError, phaseLabel } from '../lib/messages.js';
+import { recognitionText } from '../lib/report.js';
 
 const STYLE = `
 :host { all: initial; }
@@ -120,7 +121,8 @@ export class Indicator {
     row.what.textContent = describe(item);
     row.buttons.replaceChildren(...this._buttons(item, row));
     if (['protected', 'no-face', 'original', 'cancelled'].includes(state)) {
-      row.timer = setTimeout(() => this._remove(item.id), state === 'no-face' ? NOTICE_MS : LINGER_MS);
+      const notice = state === 'no-face' || (state === 'protected' && recognitionText(item.recognition));
+      row.timer = setTimeout(() => this._remove(item.id), notice ? NOTICE_MS : LINGER_MS);
     }
     this._show();
   }
@@ -244,7 +246,13 @@ export function describe(item) {
   switch (item.state) {
     case 'queued': return 'waiting to be protected';
     case 'protecting': return `${phaseLabel(item.phase)} ${Math.round(item.percent || 0)}%`;
-    case 'protected': return 'protected';
+    case 'protected': {
+      // What recognisers that were never attacked made of it, when the daemon says (a photo
+      // still recognised is not called protected).
+      const check = recognitionText(item.recognition);
+      if (!check) return 'protected';
+      return item.recognition.recognisedBy.length ? `uploaded with LowKey's change. ${check}` : `protected. ${check}`;
+    }
     case 'no-face': return 'no face found: uploaded as it is';
     case 'original': return 'uploading the original, as you chose';
     case 'cancelled': return 'cancelled: not uploaded';

@@ -73,7 +73,9 @@ export class BackgroundLink {
     }
     clearTimeout(entry.timer);
     this.pending.delete(message.key);
-    if (message.type === 'result') entry.resolve({ data: message.data, mime: message.mime });
+    if (message.type === 'result') {
+      entry.resolve({ data: message.data, mime: message.mime, recognition: message.recognition ?? null });
+    }
     else if (message.type === 'skip') entry.resolve({ skip: true });
     else entry.reject(new LowKeyError(String(message.code ?? 'internal'), message.message));
   }
@@ -82,7 +84,8 @@ export class BackgroundLink {
    * Protect one photo.
    * @param {{name: string, mime: string, data: string}} photo data: base64
    * @param {{signal?: AbortSignal, onProgress?: Function}} [options]
-   * @returns {Promise<{data?: string, mime?: string, skip?: boolean}>}
+   * @returns {Promise<{data?: string, mime?: string, recognition?: object|null, skip?: boolean}>}
+   *   recognition: what unattacked recognisers made of it (lib/report.js recognitionCheck)
    */
   protect(photo, { signal, onProgress } = {}) {
     const key = `${Date.now().toString(36)}-${this.next++}`;

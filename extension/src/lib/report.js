@@ -1,5 +1,5 @@
 /**
- * What the popup shows of the daemon's report on a protected photo
+ * What the popup and the in-page indicator show of the daemon's report on a protected photo
  * (`lowkey.measure.PhotoReport`, `daemon/openapi.json` `Report`).
  */
 
@@ -32,6 +32,41 @@ export function judgeCheck(report) {
   return { model: 'dlib', faces: faces.length, checked, distance, threshold, moved, verdict };
 }
 
+const NAME = /^[\w.@+-]{1,64}$/; // a recogniser's name as the daemon writes it (dlib, openface, ...)
+
+function names(value) {
+  if (!Array.isArray(value)) return null;
+  return [...new Set(value.filter((name) => typeof name === 'string' && NAME.test(name)))].slice(0, 16);
+}
+
+/**
+ * What recognisers that were never attacked made of the protected photo: `recognised_by` (those
+ * that still match at least one of its faces; empty: none) among `judges` (those checked). An
+ * older daemon sends neither: null (nothing is said). Names that are not plain names are dropped.
+ * @param {object} report the daemon's report
+ * @returns {{recognisedBy: string[], judges: string[]}|null}
+ */
+export function recognitionCheck(report) {
+  const recognisedBy = names(report?.recognised_by);
+  const judges = names(report?.judges);
+  if (recognisedBy === null && judges === null) return null;
+  return { recognisedBy: recognisedBy ?? [], judges: judges ?? [] };
+}
+
+/**
+ * The check in plain words: "Still recognised by dlib, openface" when any unattacked recogniser
+ * still matches a face, "Not recognised by dlib, openface" (the judges) when none does; null when
+ * there is nothing to say (no check, or none named).
+ * @param {{recognisedBy: string[], judges: string[]}|null|undefined} check
+ * @returns {string|null}
+ */
+export function recognitionText(check) {
+  if (!check) return null;
+  if (check.recognisedBy?.length) return `Still recognised by ${check.recognisedBy.join(', ')}`;
+  if (check.judges?.length) return `Not recognised by ${check.judges.join(', ')}`;
+  return null;
+}
+
 /**
  * A small record of one result for `storage.local` (what the popup lists).
  * @param {{name: string, site?: string|null, report?: object, measured?: boolean, status?: string,
@@ -53,5 +88,6 @@ export function summariseResult({ name, site = null, report = {}, measured = fal
     faceSsim: Number.isFinite(report.face_ssim) ? report.face_ssim : null,
     measured: Boolean(measured),
     judge: judgeCheck(report),
+    recognition: recognitionCheck(report),
   };
 }

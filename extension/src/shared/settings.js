@@ -7,12 +7,14 @@
  */
 import { EXTRA_SITES } from '../config.js';
 import { DEFAULT_SITES, parseSiteList } from '../lib/siteList.js';
+import { presetFrom } from './presets.js';
 
 /** storage.local keys. */
 export const LOCAL = Object.freeze({
   paused: 'paused', // boolean: protection paused by the user
   sites: 'sites', // string[]: enabled sites (absent: the default list)
   results: 'results', // summaries of the last results, newest first
+  preset: 'preset', // string: the preset the user chose (shared/presets.js; absent: the default)
   // Where older versions kept the preview (removed at install: thumbnails of the user's photos
   // must not stay on disk).
   preview: 'preview',
@@ -59,6 +61,23 @@ export async function getSites() {
  */
 export async function setSites(sites) {
   await api.storage.local.set({ [LOCAL.sites]: parseSiteList(sites, []) });
+}
+
+/**
+ * The preset photos are protected with (the user's choice, else the default).
+ * @returns {Promise<string>}
+ */
+export async function getPreset() {
+  const stored = await api.storage.local.get(LOCAL.preset);
+  return presetFrom(stored[LOCAL.preset]);
+}
+
+/**
+ * Store the user's choice of preset (one of shared/presets.js's).
+ * @param {string} name
+ */
+export async function setPreset(name) {
+  await api.storage.local.set({ [LOCAL.preset]: presetFrom(name) });
 }
 
 /**
