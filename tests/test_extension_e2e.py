@@ -267,6 +267,24 @@ def test_an_upload_frame_of_another_origin_is_protected(browser, request, daemon
     print(f"{browser} frame: dlib distance protected/original {distance:.2f}")
 
 
+def test_the_preset_chosen_in_the_options_goes_with_the_photo(request, daemon, built, photos,
+                                                              installed_home, tmp_path):
+    """Issue 20: the options page offers `default` and `subtle`, each with what it does to the
+    face; a photo uploaded after choosing `subtle` is protected with it (the daemon, started with
+    `default`, reports `subtle`, and the popup shows it with its label), then back to
+    `default`. Chromium only: Firefox's remote protocol cannot open the options page."""
+    driver = request.getfixturevalue("chromium_driver")
+    env = _browser_env(installed_home, daemon.env["LOWKEY_CONFIG_DIR"], daemon.port)
+    token = daemon.lowkey("token").stdout.strip()
+    assert call(daemon.port, "POST", "/v1/resume", token)[0] == 200
+    with UploadSite() as site:
+        _run("chromium", driver, built, site, photos, env, installed_home.chromium_profile, "up",
+             tmp_path, only="preset")
+        got = site.received()
+    assert [(u.page, u.name) for u in got] == [("subtle", "face.jpg")]
+    assert got[0].data != (photos / "face.jpg").read_bytes()
+
+
 def test_no_page_can_load_lowkeys_files(request, built, photos, installed_home, tmp_path):
     """A page tries LowKey's files under its fixed Chromium id (the manifest, config.js, the
     content script's modules, icons...): none loads, by fetch or by element. Firefox's

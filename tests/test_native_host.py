@@ -307,6 +307,23 @@ def test_daemon_errors_become_host_codes(host, daemon, astronaut_rgb):
 
 
 @pytest.mark.weights
+def test_the_preset_of_a_protect_request_reaches_the_daemon(host, astronaut_rgb):
+    """The extension sends the user's choice in ``preset``: the daemon (started with
+    ``default``) protects with it; without one, with its own."""
+    photo = base64.b64encode(encode(face_crop(astronaut_rgb), "JPEG")).decode()
+    for rid, preset in (("sub", "subtle"), ("own", None)):
+        request = {"id": rid, "type": "protect", "name": "a.jpg", "mime": "image/jpeg",
+                   "data": photo, "strength": 1}
+        if preset:
+            request["preset"] = preset
+        host.send(request)
+        result = host.until(rid, "result", 600)[-1]
+        assert result["type"] == "result", result
+        assert result["report"]["preset"] == (preset or "default")
+    assert not host.problems
+
+
+@pytest.mark.weights
 def test_a_down_daemon_is_started_by_the_host(tmp_path, astronaut_rgb):
     config = tmp_path / "config"
     config.mkdir()

@@ -37,10 +37,10 @@ try {
         const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.click(buttonSelector)]);
         await chooser.setFiles(paths);
       },
-      async openPopup() {
+      async openPopup(path = 'popup.html') {  // or another of the extension's pages
         const page = await context.newPage();
         await page.setViewportSize({ width: 420, height: 640 });
-        await page.goto(`chrome-extension://${id}/popup.html`);
+        await page.goto(`chrome-extension://${id}/${path}`);
         return page;
       },
       async setPaused(paused) {  // the popup's toggle: the toolbar click's code path

@@ -183,16 +183,51 @@ export const SCENARIOS = {
       const daemon = document.getElementById('daemon').textContent;
       const before = document.getElementById('before').src;
       const after = document.getElementById('after').src;
+      const preset = [document.getElementById('preset-name').textContent,
+        document.getElementById('preset-label').textContent];
       return results.length && daemon.includes('Ensemble') && before.startsWith('data:image/')
         && after.startsWith('data:image/') && !document.getElementById('preview').hidden
-        ? { results, daemon } : null;
+        ? { results, daemon, preset } : null;
     }, null, 30000, 'the popup shows the daemon, the results and a before/after preview');
-    const judged = shown.results.filter((r) => r.includes('dlib (not attacked)'));
+    // What recognisers never attacked made of each photo: the daemon's list when it sends one
+    // ("Still recognised by ..." / "Not recognised by ..."), else dlib's check.
+    const judged = shown.results.filter((r) => /dlib \(not attacked\)|(Still|Not) recognised by/.test(r));
     if (!judged.length) throw new Error(`no result shows the unattacked model's check: ${shown.results}`);
     if (!shown.daemon.includes('sface')) throw new Error(`the popup's daemon facts: ${shown.daemon}`);
+    // The preset in force (nothing chosen: the default) and what it does to the face.
+    if (shown.preset[0] !== 'default' || !shown.preset[1].startsWith('Protects:')) {
+      throw new Error(`the popup's preset: ${shown.preset}`);
+    }
     if (o.screenshots) await page.screenshot({ path: join(o.screenshots, 'extension-popup.png'), fullPage: true });
     await page.close();
-    return `${shown.results.length} results; ${judged[0]}`;
+    return `${shown.results.length} results; ${judged[0]}; preset ${shown.preset.join(': ')}`;
+  },
+  // The preset chosen on the options page goes with the photo to the daemon, whose report the
+  // popup shows (Chromium: Firefox's remote protocol cannot open extension pages).
+  async preset(a, o) {
+    const options = await a.openPopup('options.html');
+    await options.click('input[name="preset"][value="subtle"]');
+    await waitInPage(options, () => document.getElementById('preset-note').textContent, null, 10000, 'the choice was stored');
+    try {
+      const page = await a.newPage(`${o.site}/fetch.html?as=subtle`);
+      await a.upload(page, '#file', [join(o.files, 'face.jpg')]);
+      const done = await waitInPage(page, uploaded, null, PROTECT_MS, 'upload with the subtle preset');
+      const popup = await a.openPopup();
+      const shown = await waitInPage(popup, () => {
+        const first = document.querySelector('#results li')?.textContent ?? '';
+        const preset = document.getElementById('preset-name').textContent;
+        return first.includes('subtle') && preset === 'subtle'
+          ? [first, document.getElementById('preset-label').textContent] : null;
+      }, null, 30000, 'the popup shows the subtle preset and a result made with it');
+      if (!shown[1].startsWith('Looks unchanged, does NOT protect')) throw new Error(`subtle's label: ${shown[1]}`);
+      await popup.close();
+      return `${done}; ${shown.join('; ')}`;
+    } finally {
+      await options.click('input[name="preset"][value="default"]');
+      await waitInPage(options, () => document.getElementById('preset-note').textContent.includes('"default"'),
+        null, 10000, 'back to the default');
+      await options.close();
+    }
   },
   async paused(a, o) {
     await a.setPaused(true);
