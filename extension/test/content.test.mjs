@@ -198,6 +198,26 @@ test('a page is decided by its own origin, without asking the background', async
   }
 });
 
+test('Chromium: a frame reads its page\'s origin from ancestorOrigins, without waking the background', async () => {
+  const page = { location: { get origin() { throw new Error('cross-origin'); } } };
+  page.parent = page;
+  const widget = frameWin('https://upload.widgets.net', { parent: page });
+  widget.location.ancestorOrigins = ['https://www.example.com'];
+  const api = frameApi({ stored: { sites: ['example.com'] } });
+  const state = { enabled: false, paused: false };
+  await followFrameState({ api, win: widget, state }).decided;
+  assert.equal(state.enabled, true);
+  await flush();
+  assert.deepEqual(api.sent, ['frame-main-world']);
+  const other = frameWin('https://ads.net', { parent: page });
+  other.location.ancestorOrigins = ['https://news.other.net'];
+  const quiet = frameApi({ stored: { sites: ['example.com'] } });
+  const s2 = { enabled: true, paused: false };
+  await followFrameState({ api: quiet, win: other, state: s2 }).decided;
+  assert.equal(s2.enabled, false);
+  assert.deepEqual(quiet.sent, [], 'an ad frame elsewhere sends nothing');
+});
+
 test('a frame of another origin is decided by its page, and gets the page-world script', async () => {
   const page = { location: { get origin() { throw new Error('cross-origin'); } } };
   page.parent = page;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { frameEnabled, frameOrigins, needsMainWorld } from '../src/lib/frameSite.js';
+import { frameEnabled, frameOrigins, listedTopOrigin, needsMainWorld } from '../src/lib/frameSite.js';
 
 const sites = ['example.com'];
 
@@ -78,4 +78,13 @@ test('nothing known about an opaque frame: protect (fail closed)', () => {
   assert.deepEqual(frameOrigins(lone), { own: null, ancestors: [], topLevel: false });
   assert.equal(frameEnabled(sites, lone), true);
   assert.equal(frameEnabled(sites, win({ origin: 'null' })), true);
+});
+
+test('Chromium names the top-level page last in ancestorOrigins; Firefox and masked entries do not', () => {
+  const page = win({ origin: 'https://www.example.com', crossOrigin: true });
+  const listed = win({ origin: 'https://w.net', parent: page, ancestorOrigins: ['https://mid.org', 'https://www.example.com'] });
+  assert.equal(listedTopOrigin(listed), 'https://www.example.com');
+  assert.equal(listedTopOrigin(win({ origin: 'https://w.net', parent: page })), null);
+  assert.equal(listedTopOrigin(win({ origin: 'https://w.net', parent: page, ancestorOrigins: ['https://mid.org', 'null'] })), null);
+  assert.equal(listedTopOrigin(win({ origin: 'https://w.net', ancestorOrigins: [] })), null);
 });

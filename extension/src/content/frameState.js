@@ -4,11 +4,12 @@
  * known the frame counts as enabled (content.js holds a photo chosen meanwhile, and the
  * controller decides once `state.decided` resolves): nothing passes before LowKey knows.
  *
- * A frame inside another page asks the background for that page's address (a frame of another
- * origin cannot read it), and, when it is enabled only through that page or an ancestor, for the
+ * A frame inside another page reads that page's origin from `location.ancestorOrigins`
+ * (Chromium) or asks the background for its address (a frame of another origin cannot read it
+ * otherwise), and, when it is enabled only through that page or an ancestor, for the
  * page-world script (content/main-world.js), which nothing else injects into it.
  */
-import { FRAME_MESSAGES, frameEnabled, needsMainWorld } from '../lib/frameSite.js';
+import { FRAME_MESSAGES, frameEnabled, listedTopOrigin, needsMainWorld } from '../lib/frameSite.js';
 import { LOCAL, sitesFrom } from '../shared/settings.js';
 
 /**
@@ -23,8 +24,10 @@ export function followFrameState({ api, win, state }) {
   } catch {
     topLevel = false;
   }
-  // The page's own address when this is the page; the background's answer for a frame in one.
-  const top = topLevel ? Promise.resolve(null)
+  // Not needed for the page itself; for a frame: its page's origin as Chromium lists it, else
+  // the background's answer (Firefox, or a masked entry).
+  const listed = topLevel ? null : listedTopOrigin(win);
+  const top = topLevel || listed ? Promise.resolve(listed)
     : Promise.resolve()
       .then(() => api.runtime.sendMessage({ type: FRAME_MESSAGES.top }))
       .then((answer) => (typeof answer?.top === 'string' ? answer.top : null), () => null);

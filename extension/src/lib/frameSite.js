@@ -61,6 +61,19 @@ export function frameOrigins(win) {
 }
 
 /**
+ * The top-level page's origin as Chromium lists it (the last of `location.ancestorOrigins`), or
+ * null where it cannot be read this way (Firefox has no such list; a masked entry is "null").
+ * @param {Window|object} win
+ * @returns {string|null}
+ */
+export function listedTopOrigin(win) {
+  const listed = read(() => win.location.ancestorOrigins);
+  if (!listed || typeof listed.length !== 'number' || listed.length === 0) return null;
+  const last = listed[listed.length - 1];
+  return usable(last) ? last : null;
+}
+
+/**
  * Whether a frame is on an enabled site: its own origin, a known ancestor's or the top-level
  * page's. A frame in a page whose address is not known yet (`top` null) is protected, as is a
  * page with an opaque origin and nothing above it (fail closed).
