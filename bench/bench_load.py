@@ -10,7 +10,8 @@ all the same), and nothing is downloaded. Then, for ``--seconds``:
 
 - ``--clients`` unauthenticated clients (in ``--processes`` processes of their own) send
   ``GET /v1/status`` at ``--rate`` requests a second in all, on keep-alive connections: without
-  a token, with a wrong one, each with an ``X-LowKey-Client`` of its own choosing;
+  a token or with a wrong one, without ``X-LowKey-Client`` (as the authenticated client) or
+  with a new name each time;
 - ``--idle-sockets`` connections are opened and never sent anything (kept open again when the
   daemon closes them);
 - one authenticated client polls ``GET /v1/status`` every ``--interval`` seconds with the token,
@@ -78,8 +79,9 @@ def request(port: int, extra: dict[str, str], keep_alive: bool = True) -> bytes:
 async def attacker(index: int, port: int, interval: float, deadline: float,
                    counts: Counter) -> None:
     """Requests every ``interval`` s until ``deadline`` on a keep-alive connection (reopened when
-    the daemon closes it): no token, or a wrong one, and a client name of its own."""
-    kinds = [{}, {"Authorization": "Bearer not-the-token"}]
+    the daemon closes it), in turn: no token and no client name (as the native host used to
+    send), a wrong token and a client name of its own, no token and a name of its own."""
+    kinds = [{}, {"Authorization": "Bearer not-the-token"}, {}]
     reader = writer = None
     sent = 0
     next_at = time.monotonic()
@@ -88,7 +90,9 @@ async def attacker(index: int, port: int, interval: float, deadline: float,
             if writer is None:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port),
                                                         WAIT_S)
-            extra = dict(kinds[sent % 2], **{"X-LowKey-Client": f"spoof-{index}-{sent}"})
+            extra = dict(kinds[sent % 3])
+            if sent % 3:
+                extra["X-LowKey-Client"] = f"spoof-{index}-{sent}"
             writer.write(request(port, extra))
             sent += 1
             status, closing = await asyncio.wait_for(read_answer(reader), WAIT_S)
@@ -267,12 +271,13 @@ def main(argv: list[str] | None = None) -> int:
                 daemon.kill()
 
     sent = sum(v for k, v in attacks.items() if k.isdigit())
+    attack_seconds = args.seconds + 1.0  # they start a second before the first poll
     print(f"machine: {machine()}")
     print(f"settings: {args.clients} unauthenticated clients in {args.processes} process(es) at "
           f"{args.rate:g} req/s, {args.idle_sockets} idle sockets, {args.seconds:g} s; the "
           f"authenticated client every {args.interval:g} s on "
           f"{'one kept-alive connection' if args.keep_alive else 'a fresh connection each'}")
-    print(f"unauthenticated: {sent} answers ({sent / args.seconds:.0f} req/s): "
+    print(f"unauthenticated: {sent} answers ({sent / attack_seconds:.0f} req/s): "
           + ", ".join(f"{k} {v}" for k, v in sorted(attacks.items())))
     if latencies:
         ms = [x * 1000 for x in latencies]

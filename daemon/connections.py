@@ -6,10 +6,11 @@ daemon bounds them all together, and makes sure the bound cannot be held by clie
 nothing (:class:`ConnectionGuard`):
 
 - at most :data:`MAX_CONNECTIONS` are open at once; when a new one comes and the table is full,
-  the oldest connection with no request in progress is closed to make room, so silent or idle
-  sockets can never lock a client out; only when every open connection has a request in
-  progress (long requests need the token) is the newcomer answered 503
-  ``too_many_connections`` and closed;
+  the oldest connection that has not sent a byte is closed to make room, else the oldest with
+  no request in progress, so silent or idle sockets can never lock a client out (a client
+  sends its request at once: from its first byte it is no longer the first to go); only when
+  every open connection has a request in progress (long requests need the token) is the
+  newcomer answered 503 ``too_many_connections`` and closed;
 - a new connection must send a whole request head within :data:`HEADER_TIMEOUT_S` (slow
   headers), and a connection between requests is closed after :data:`IDLE_TIMEOUT_S` of
   silence (idle keep-alive);
@@ -46,9 +47,11 @@ MAX_CONNECTIONS = 256
 HEADER_TIMEOUT_S = 5.0
 #: A connection with no request in progress and nothing left to send is closed after this long.
 IDLE_TIMEOUT_S = 10.0
-#: Connections the kernel queues before the daemon accepts them (a short queue drops a
-#: newcomer's SYN under a connection flood, and it waits a second for the retry).
-BACKLOG = 1024
+#: Connections the kernel queues before the daemon accepts them. A short queue drops SYNs
+#: under a connection flood (the client retries a second later); a long one lets one wake-up
+#: accept so many that they push out a client accepted in the same batch before its first
+#: byte is read: kept under :data:`MAX_CONNECTIONS`.
+BACKLOG = 128
 #: How often the timeouts are checked.
 SWEEP_S = 0.5
 #: Request head limits: bytes in the request line or one header, and headers in all.
@@ -87,6 +90,7 @@ class ConnectionGuard:
         self.limit, self.header_timeout, self.idle_timeout = limit, header_timeout, idle_timeout
         self._clock = clock
         self._open: OrderedDict[object, _Connection] = OrderedDict()  # oldest first
+        self._silent: OrderedDict[object, None] = OrderedDict()  # no byte received yet
         self.refused = 0
         self.closed_silent = 0
         self._refusals_logged = 0
@@ -100,7 +104,9 @@ class ConnectionGuard:
         request in progress closed if needed), False when every open one is busy."""
         if len(self._open) < self.limit:
             return True
-        victim = next((c for c, state in self._open.items() if state.busy == 0), None)
+        victim = next(iter(self._silent), None)  # O(1): what a flood of sockets holds
+        if victim is None:
+            victim = next((c for c, state in self._open.items() if state.busy == 0), None)
         if victim is None:
             self.refused += 1
             self._log_refusal()
@@ -111,14 +117,21 @@ class ConnectionGuard:
     def add(self, connection: object) -> None:
         """A connection was accepted."""
         self._open[connection] = _Connection(self._clock())
+        self._silent[connection] = None
+
+    def heard(self, connection: object) -> None:
+        """Bytes came on ``connection``: it is no longer silent."""
+        self._silent.pop(connection, None)
 
     def discard(self, connection: object) -> None:
         """A connection closed."""
         self._open.pop(connection, None)
+        self._silent.pop(connection, None)
 
     def begin(self, connection: object) -> None:
         """A request on ``connection`` is being handled (unknown connections are ignored: an
         app served otherwise, as in tests)."""
+        self._silent.pop(connection, None)
         state = self._open.get(connection)
         if state is not None:
             state.busy += 1
@@ -151,7 +164,7 @@ class ConnectionGuard:
         return len(expired)
 
     def _close(self, connection: object) -> None:
-        self._open.pop(connection, None)
+        self.discard(connection)
         connection.force_close()  # type: ignore[attr-defined]
 
     def _log_refusal(self) -> None:
@@ -182,6 +195,10 @@ class GuardedRequestHandler(web.RequestHandler):
     def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs: object) -> None:
         super().__init__(manager, **kwargs)  # type: ignore[arg-type]
         self._guard = guard
+
+    def data_received(self, data: bytes) -> None:
+        self._guard.heard(self)
+        super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._guard.discard(self)

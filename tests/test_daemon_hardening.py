@@ -320,6 +320,42 @@ async def test_silent_slow_and_idle_connections_are_closed(served):
     assert 0.5 < await closed_within(idle_reader, 5) < 3  # idle after its answer
 
 
+class Connection:
+    """What the guard needs of a connection (aiohttp's request handler)."""
+
+    transport = None
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def force_close(self) -> None:
+        self.closed = True
+
+
+def test_room_is_made_from_silent_connections_first_then_idle_ones_never_busy_ones():
+    now = [0.0]
+    guard = ConnectionGuard(limit=3, header_timeout=5, idle_timeout=10, clock=lambda: now[0])
+    idle, silent, busy = Connection(), Connection(), Connection()
+    for connection in (idle, silent, busy):
+        assert guard.make_room()
+        guard.add(connection)
+    for connection in (idle, busy):
+        guard.heard(connection)
+        guard.begin(connection)
+    guard.end(idle)  # between two requests
+    assert guard.make_room() and silent.closed and not idle.closed  # silent first, though newer
+    guard.add(newcomer := Connection())
+    guard.heard(newcomer)
+    guard.begin(newcomer)
+    assert guard.make_room() and idle.closed  # then the oldest with no request in progress
+    guard.add(last := Connection())
+    guard.begin(last)
+    assert not guard.make_room() and guard.refused == 1  # every one busy: refused
+    assert not busy.closed and len(guard) == 3
+    now[0] = 100.0
+    assert guard.sweep() == 0  # busy connections never time out
+
+
 async def test_silent_connections_never_lock_a_client_out(served):
     port, token, app = await served(limit=4)
     sockets = [await asyncio.open_connection("127.0.0.1", port) for _ in range(10)]
