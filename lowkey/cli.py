@@ -23,20 +23,27 @@ from lowkey import __version__
 from lowkey.errors import LowKeyError
 
 if TYPE_CHECKING:
-    from lowkey.measure import PhotoReport
+    from lowkey.measure import PhotoReport, Verdict
 
 logger = logging.getLogger("lowkey")
 
 
 def _records(names: Sequence[str], everything: bool = False) -> list:
-    """Registry records by name (``lpips-alex`` is the LPIPS backbone); default: the ensemble."""
-    from lowkey.models.registry import LPIPS_ALEX, all_records, default_ensemble, get_record
+    """Registry records by name (``lpips-alex`` is the LPIPS backbone); default: the ensemble
+    and the models that judge every report."""
+    from lowkey.models.registry import (
+        LPIPS_ALEX,
+        all_records,
+        default_ensemble,
+        get_record,
+        report_judges,
+    )
 
     if everything:
         return all_records() + [LPIPS_ALEX]
     if names:
         return [LPIPS_ALEX if n == LPIPS_ALEX.name else get_record(n) for n in names]
-    return default_ensemble()
+    return default_ensemble() + report_judges()
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -265,13 +272,23 @@ def _print_report(report: PhotoReport) -> None:
                         for k, v in face.cosine.items())
         print(f"  face {i} at ({', '.join(f'{v:.0f}' for v in face.box)}):")
         print(f"    attacked models (white-box), cosine original->protected: {cos}")
-        if face.dlib_distance is not None:
-            verdict = ("no longer the same person to dlib" if face.dlib_distance
-                       > report.dlib_threshold else "dlib still matches it")
-            print(f"    dlib (never attacked, black-box): distance {face.dlib_distance:.3f} "
-                  f"(threshold {report.dlib_threshold}): {verdict}")
-        elif face.dlib_found_after is False:
-            print("    dlib (never attacked, black-box): no face found in the protected photo")
+        for name, verdict in face.judges.items():
+            print(f"    {name} (never attacked, black-box): {_verdict_text(name, verdict)}")
+    if report.judges:
+        print(f"  STILL RECOGNISED by {', '.join(report.recognised_by)}" if report.recognised_by
+              else f"  not recognised by {', '.join(report.judges)} (never attacked)")
+
+
+def _verdict_text(name: str, verdict: Verdict) -> str:
+    """One recogniser's verdict on a protected face, for people."""
+    if verdict.match is None:
+        return "found no face in the original (no say)"
+    if verdict.score is None:
+        return "no face found in the protected photo"
+    sense = "at least" if verdict.kind == "cosine" else "under"
+    figure = (f"{verdict.kind} {verdict.score:.3f} (same person {sense} "
+              f"{verdict.threshold:g})")
+    return f"{figure}: {'still matches it' if verdict.match else 'no longer the same person'}"
 
 
 def _protect_on_ray(args: argparse.Namespace, files: list[Path]) -> int:
@@ -519,8 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out the judges' fixed-detector variants (JUDGE@fixed: gallery "
                         "photos embedded at the face found in their clean source, which tells "
                         "defeated recognition from defeated detection)")
-    p.add_argument("--rank-k", type=int, default=50,
-                   help="k of rank-k accuracy, capped by the gallery size (default 50)")
+    p.add_argument("--rank-k", type=int, default=10,
+                   help="k of rank-k accuracy, capped by the gallery size (default 10; rank-1 "
+                        "and rank-10 are always reported)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_eval)

@@ -16,7 +16,10 @@ to it; SSIM and PSNR always judge the full resolution. Per face region:
   model of human vision (one JOD: 75% of observers would pick the better image).
 
 What a recogniser sees: each attacked model's cosine between the original face's embedding and
-the protected face's (white-box), and dlib's descriptor distance (never attacked: black-box).
+the protected face's (white-box), and the verdict of every recogniser that was never attacked
+(black-box; :data:`lowkey.models.registry.report_judges`, e.g. InsightFace's ArcFace model, and
+dlib): does it still take the protected face for the original one, at its own threshold
+(:class:`Verdict`)? ``PhotoReport.recognised_by`` names those that still do.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from lowkey.perceptual import LPIPSPenalty, pooled_under, whole_photo_distance
 
 logger = logging.getLogger(__name__)
 
+#: dlib's name in verdicts and ``recognised_by``.
+DLIB = "dlib"
 #: The face region is the detector's box widened by this fraction of its size on each side.
 FACE_REGION_WIDEN = 0.2
 #: ColorVideoVDP's display model: a 30-inch 4K monitor seen from about 0.7 m (its default).
@@ -53,6 +58,20 @@ FLIP_PPD = 67.0
 #: SSIM and PSNR always judge the full resolution (strip by strip, in bounded memory), so a
 #: change that shows only when zoomed in still counts.
 QUALITY_MAX_SIDE = 1024
+
+
+@dataclass
+class Verdict:
+    """What one never-attacked recogniser makes of a protected face against the original one:
+    ``score`` is a ``"cosine"`` (higher: more alike) or a ``"distance"`` (lower: more alike),
+    ``threshold`` its same-person threshold, ``match`` whether it still takes them for the same
+    person (None: it found no face in the original, so it has no say; ``score`` None with
+    ``match`` False: it found none in the protected photo)."""
+
+    kind: str
+    score: float | None
+    threshold: float
+    match: bool | None
 
 
 @dataclass
@@ -77,6 +96,12 @@ class FaceReport:
     #: is not installed or found no face here in the original or the protected photo.
     dlib_distance: float | None = None
     dlib_found_after: bool | None = None
+    #: every never-attacked recogniser's verdict (dlib's too), by name
+    judges: dict[str, Verdict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # a report read back from JSON
+        self.judges = {name: Verdict(**v) if isinstance(v, dict) else v
+                       for name, v in self.judges.items()}
 
 
 @dataclass
@@ -120,6 +145,10 @@ class PhotoReport:
     preset: str | None = None
     steps: int | None = None
     dlib_threshold: float = DLIB_SAME_PERSON
+    #: the never-attacked recognisers that judged this photo, and those of them that still
+    #: take at least one protected face for the original (empty: none does)
+    judges: list[str] = field(default_factory=list)
+    recognised_by: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -242,15 +271,18 @@ class PhotoMeasurer:
     """Measures written photos against their originals and fills a :class:`PhotoReport`.
 
     ``detector`` finds the faces again in the written photo; ``models`` are the attacked
-    ensemble (white-box cosines; may be empty); ``judge`` is dlib (black-box; None to skip);
-    ``lpips``: the LPIPS penalty when it is the preset's (whole-photo LPIPS), else None.
+    ensemble (white-box cosines; may be empty); ``held_out``: registry models that were never
+    attacked (black-box verdicts at their ``match_cosine``); ``judge`` is dlib (black-box; None
+    to skip); ``lpips``: the LPIPS penalty when it is the preset's (whole-photo LPIPS), else None.
     """
 
     def __init__(self, detector: FaceDetector, models: list[FaceRecognizer] | None = None,
                  judge: DlibJudge | None = None, lpips: LPIPSPenalty | None = None,
-                 lpips_max_side: int = 1536) -> None:
+                 lpips_max_side: int = 1536,
+                 held_out: list[FaceRecognizer] | None = None) -> None:
         self.detector = detector
         self.models = list(models or [])
+        self.held_out = [m for m in held_out or [] if m.name not in {x.name for x in self.models}]
         self.judge = judge
         self.lpips = lpips
         self.lpips_max_side = lpips_max_side
@@ -279,12 +311,16 @@ class PhotoMeasurer:
             report.lpips = round(whole_photo_distance(self.lpips, a, b, self.lpips_max_side), 5)
         if not faces:
             return report
-        device = next(self.models[0].parameters()).device if self.models else torch.device("cpu")
-        if before is None and self.models:
-            with torch.no_grad():
-                before = {m.name: embed_faces(a.to(device), faces, m) for m in self.models}
-        after = self.detector.detect(b) if self.models else []
-        b_device = b.to(device) if self.models else b
+        recognisers = self.models + self.held_out
+        device = (next(recognisers[0].parameters()).device if recognisers
+                  else torch.device("cpu"))
+        before = dict(before or {})
+        with torch.no_grad():
+            for m in recognisers:
+                if m.name not in before:
+                    before[m.name] = embed_faces(a.to(device), faces, m)
+        after = self.detector.detect(b) if recognisers else []
+        b_device = b.to(device) if recognisers else b
         judge_before = self.judge.faces(a) if self.judge else []
         judge_after = self.judge.faces(b) if self.judge else []
         for i, face in enumerate(faces):
@@ -297,17 +333,32 @@ class PhotoMeasurer:
             match = max(after, key=lambda f: box_iou(f.box, face.box), default=None)
             found = match is not None and box_iou(match.box, face.box) > 0.3
             with torch.no_grad():
-                for m in self.models:
-                    if not found:
-                        entry.cosine[m.name] = None
-                        continue
-                    emb = embed_faces(b_device, [match], m)[0]
-                    entry.cosine[m.name] = round(float(torch.nn.functional.cosine_similarity(
-                        before[m.name][i], emb, dim=0)), 4)
+                for m in recognisers:
+                    cosine = None
+                    if found:
+                        emb = embed_faces(b_device, [match], m)[0]
+                        cosine = round(float(torch.nn.functional.cosine_similarity(
+                            before[m.name][i], emb, dim=0)), 4)
+                    if m in self.models:
+                        entry.cosine[m.name] = cosine
+                    else:
+                        threshold = m.record.match_cosine
+                        entry.judges[m.name] = Verdict(
+                            "cosine", cosine, threshold,
+                            None if threshold is None else bool(
+                                cosine is not None and cosine >= threshold))
             if self.judge:
                 entry.dlib_distance, entry.dlib_found_after = dlib_distance(
                     face.box, judge_before, judge_after)
+                entry.judges[DLIB] = Verdict(
+                    "distance", entry.dlib_distance, DLIB_SAME_PERSON,
+                    None if entry.dlib_found_after is None else bool(
+                        entry.dlib_distance is not None
+                        and entry.dlib_distance < DLIB_SAME_PERSON))
             report.faces.append(entry)
+        report.judges = [m.name for m in self.held_out] + ([DLIB] if self.judge else [])
+        report.recognised_by = [name for name in report.judges
+                                if any(f.judges[name].match for f in report.faces)]
         _worst_face(report)
         return report
 
@@ -338,6 +389,6 @@ def dlib_distance(box: tuple[float, ...], before: list[DlibFace],
     return round(float(np.linalg.norm(a.descriptor - b.descriptor)), 4), True
 
 
-__all__ = ["FACE_REGION_WIDEN", "QUALITY_MAX_SIDE", "FaceReport", "PhotoMeasurer", "PhotoReport",
+__all__ = ["DLIB", "FACE_REGION_WIDEN", "Verdict", "QUALITY_MAX_SIDE", "FaceReport", "PhotoMeasurer", "PhotoReport",
            "RegionQuality", "as_viewed", "cvvdp_jod", "dlib_distance", "face_region", "flip_error",
            "region_pair", "region_quality", "ssim_psnr"]

@@ -30,7 +30,7 @@ from lowkey.attack import (
     StepCallback,
     StopCheck,
 )
-from lowkey.errors import LowKeyError
+from lowkey.errors import LowKeyError, WeightsError
 from lowkey.faces import Face, FaceSelection, select_faces
 from lowkey.image_io import (
     DEFAULT_MAX_BYTES,
@@ -43,7 +43,9 @@ from lowkey.image_io import (
     write_encoded,
 )
 from lowkey.jobs import JobCancelled, JobControl, JobProgress, ProtectOptions
-from lowkey.measure import FaceReport, PhotoMeasurer, PhotoReport, face_region
+from lowkey.measure import DLIB, FaceReport, PhotoMeasurer, PhotoReport, face_region
+from lowkey.models.recognizer import FaceRecognizer
+from lowkey.models.registry import report_judges
 from lowkey.objective import LowKeyObjective
 from lowkey.perceptual import LPIPSPenalty, load_penalty
 from lowkey.pool import ModelPool, shared_pool
@@ -99,13 +101,25 @@ class Protector:
                                          self.settings.penalty_max_side)
         self.attack = LowKeyAttack(self.objective, self.settings)
         self.judge = self.pool.judge() if judge else None
+        self.held_out = self._report_judges(download, progress) if judge else []
         self.measurer = PhotoMeasurer(
             self.detector, self.models, self.judge,
             self.penalty if isinstance(self.penalty, LPIPSPenalty) else None,
-            self.settings.penalty_max_side)
+            self.settings.penalty_max_side, held_out=self.held_out)
         logger.debug("protector: preset %s, %d models on %s, penalty %s, judge %s",
                      self.preset.name, len(self.models), self.device, self.penalty.name,
                      self.judge.name if self.judge else "none")
+
+    def _report_judges(self, download: bool, progress: bool) -> list[FaceRecognizer]:
+        """The registry's report judges that this protector does not attack; without their
+        weights (not fetched, and no download allowed) reports go without them, with a warning."""
+        names = [r.name for r in report_judges() if r.name not in self.preset.models]
+        try:
+            return self.pool.recognizers(names, download=download, progress=progress)
+        except WeightsError as exc:
+            logger.warning("protect reports will not be judged by %s: %s (lowkey models "
+                           "fetch)", ", ".join(names), exc)
+            return []
 
     @classmethod
     def for_options(cls, options: ProtectOptions, pool: ModelPool,
@@ -120,6 +134,7 @@ class Protector:
         return {"preset": self.preset.name, "models": [m.name for m in self.models],
                 "device": str(self.device), "penalty": self.penalty.name,
                 "judge": self.judge.name if self.judge else None,
+                "judges": [m.name for m in self.held_out] + ([DLIB] if self.judge else []),
                 "settings": asdict(self.settings), "linf_bound": self.settings.linf_bound}
 
     def find_faces(self, photo: Photo) -> list[Face]:

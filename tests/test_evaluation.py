@@ -812,3 +812,26 @@ def test_fixed_detector_finds_the_face_the_protected_photo_hides(astronaut):
         unscaled["sface"] @ own_small["sface"]) + 0.2
     if "dlib" in names:
         assert np.linalg.norm(scaled["dlib"] - own_small["dlib"]) < 0.3
+
+
+def test_protection_verdicts_hold_every_black_box_row_to_the_bar():
+    from lowkey.evaluation.report import markdown  # noqa: F401 - the section is rendered below
+    from lowkey.evaluation.runner import PROTECTION_BAR, protection_verdicts
+
+    assert PROTECTION_BAR == {"rank1": 0.05, "rank10": 0.10, "tar@0.01": 0.02}
+
+    def row(access, rank1, rank10, tar, judge="dlib"):
+        return {"judge": judge, "attack": "ensemble", "countermeasure": "none",
+                "access": access, "rank1": rank1, "rank10": rank10, "tar": {"0.01": tar}}
+
+    verdicts = protection_verdicts([
+        row(None, 1.0, 1.0, 1.0),            # clean: not a protection row
+        row("white-box", 0.0, 0.0, 0.0),     # an attacked judge proves nothing
+        row("black-box", 0.05, 0.10, 0.02),  # exactly at the bar
+        row("black-box", 0.0, 0.11, 0.0),    # rank-10 over it
+        row("black-box", 0.0, 0.0, 0.03),    # TAR over it
+        row("black-box", 0.0, None, 0.0),    # gallery under 10: unknown
+    ])
+    assert [v["protects"] for v in verdicts] == [True, False, False, None]
+    assert verdicts[0] == {"judge": "dlib", "attack": "ensemble", "countermeasure": "none",
+                           "rank1": 0.05, "rank10": 0.10, "tar@0.01": 0.02, "protects": True}

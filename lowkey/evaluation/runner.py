@@ -65,6 +65,11 @@ from lowkey.evaluation.protection import Attack, ProtectedPhoto, protect_gallery
 
 logger = logging.getLogger(__name__)
 
+#: What "protects" means (issue 20), for a judge that was never attacked, with distractors in
+#: the gallery: at most these rates of the users' trials (rank-1, rank-10) and genuine pairs
+#: (true-accept rate at a false-accept rate of 1%), under every counter-measure.
+PROTECTION_BAR = {"rank1": 0.05, "rank10": 0.10, "tar@0.01": 0.02}
+
 #: Impostor pairs used to calibrate thresholds are subsampled (seeded) above this many.
 MAX_IMPOSTOR_PAIRS = 5_000_000
 
@@ -90,7 +95,7 @@ class EvalConfig:
     transfer: bool = False
     judges: list[str] | None = None
     countermeasures: list[str] | None = None
-    rank_k: int = 50
+    rank_k: int = 10
     fars: tuple[float, ...] = (1e-2, 1e-1)
     device: str | None = None
     knn_backend: Backend = "auto"
@@ -310,6 +315,7 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
         "thresholds": thresholds,
         "knn": {"backend": backend, "gallery_photos": len(clean_files), "k": k},
         "results": rows,
+        "protection": protection_verdicts(rows),
         "quality": {a.name: _quality(protected[a.name]) for a in attacks},
         "cache": {"protected_now": protected_now,
                   "protected_reused": sum(len(p) for p in protected.values()) - protected_now,
@@ -321,6 +327,23 @@ def run_evaluation(config: EvalConfig, progress: bool = False) -> dict:
                  "cpu": platform.processor() or platform.machine(),
                  "torch_threads": torch.get_num_threads()},
     }
+
+
+def protection_verdicts(rows: list[dict]) -> list[dict]:
+    """Per black-box result row (a judge that was never attacked by that row's attack), its
+    rank-1, rank-10 and TAR@FAR=1% and whether they are all within :data:`PROTECTION_BAR`
+    (``protects``; None when a figure is missing, e.g. rank-10 with a gallery under 10)."""
+    verdicts = []
+    for row in rows:
+        if row["access"] != "black-box":
+            continue
+        figures = {"rank1": row.get("rank1"), "rank10": row.get("rank10"),
+                   "tar@0.01": row.get("tar", {}).get(_far_key(0.01))}
+        known = all(v is not None and math.isfinite(v) for v in figures.values())
+        verdicts.append({key: row[key] for key in ("judge", "attack", "countermeasure")}
+                        | figures | {"protects": all(figures[k] <= PROTECTION_BAR[k]
+                                                     for k in figures) if known else None})
+    return verdicts
 
 
 def _far_key(far: float) -> str:
@@ -388,7 +411,8 @@ def _scores(trials: tuple[np.ndarray, np.ndarray, np.ndarray], gallery: np.ndarr
         probes, probe_found, probe_labels, gallery, found, labels)
     n = int(len(probe_labels))
     row: dict = {"trials": n, "k": k}
-    for name, depth in (("rank1", 1), ("rank_k", k)):
+    for name, depth in (("rank1", 1),) + ((("rank10", 10),) if k >= 10 else ()) + (
+            ("rank_k", k),):
         hits = ranks <= depth
         row[name] = rank_k_accuracy(ranks, depth)
         row[f"{name}_ci"] = list(wilson_interval(int(hits.sum()), n))

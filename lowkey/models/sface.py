@@ -154,7 +154,7 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _make_batch_dynamic(model: onnx.ModelProto) -> None:
+def make_batch_dynamic(model: onnx.ModelProto) -> None:
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
         if dims:
@@ -184,7 +184,7 @@ def convert_sface(source: Path, dest: Path) -> None:
             f"{[i.name for i in model.graph.input]} and outputs "
             f"{[o.name for o in model.graph.output]}"
         )
-    _make_batch_dynamic(model)
+    make_batch_dynamic(model)
     onnx_opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if onnx_opset != TARGET_OPSET:
         model = version_converter.convert_version(model, TARGET_OPSET)

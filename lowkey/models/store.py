@@ -68,7 +68,7 @@ def source_path(record: WeightRecord | AuxiliaryWeights) -> Path:
 def converted_path(record: WeightRecord) -> Path:
     """Where the converted model of ``record`` is cached; the name carries the source hash."""
     sha = expected_sha256(record) or "unpinned"
-    ext = ".onnx" if record.converter == "sface_onnx" else ".safetensors"
+    ext = ".onnx" if record.converter in ("sface_onnx", "onnx") else ".safetensors"
     return cache_dir() / "converted" / f"{record.name}-{sha[:12]}{ext}"
 
 
@@ -203,6 +203,10 @@ def _convert(record: WeightRecord, source: Path, dest: Path) -> None:
         from lowkey.models.sface import convert_sface
 
         convert_sface(source, dest)
+    elif record.converter == "onnx":
+        from lowkey.models.onnx_float import convert_onnx
+
+        convert_onnx(source, dest)
     elif record.converter == "keras_h5":
         from lowkey.models.facenet import convert_keras_h5
 
@@ -224,6 +228,10 @@ def _build(record: WeightRecord, path: Path) -> torch.nn.Module:
         from lowkey.models.sface import load_sface
 
         return load_sface(path)
+    if record.converter == "onnx":
+        from lowkey.models.onnx_float import load_onnx
+
+        return load_onnx(path)
     if record.converter in ("keras_h5", "tf_graphdef"):
         from lowkey.models.facenet import load_inception_resnet_v1
 
