@@ -41,8 +41,9 @@ try {
       },
     };
     // Not in Firefox: paste (its ClipboardEvent constructor drops clipboardData), the popup,
-    // preset and paused (its remote protocol may neither open extension pages, where the popup and its
-    // toggle are, nor click the toolbar, and a key press does not reach an add-on's shortcuts).
+    // preset and paused (its remote protocol may neither open extension pages, where the popup,
+    // the options and the toggle are, nor click the toolbar, and a key press does not reach an
+    // add-on's shortcuts), probe (its extension address is random per profile: no page knows it).
     ok = await runScenarios(adapter, opts, { skip: ['paste', 'popup', 'paused', 'preset', 'probe'] });
     process.stdout.write(`${JSON.stringify({ browser: 'firefox', version: await browser.version(), extension_id: id })}\n`);
   })()]);
