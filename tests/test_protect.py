@@ -307,11 +307,11 @@ def test_a_batch_the_gpu_cannot_hold_is_attacked_one_photo_at_a_time(quick, tmp_
     run_many = quick.attack.run_many
     sizes = []
 
-    def only_one_fits(photos, on_step=None):
+    def only_one_fits(photos, on_step=None, stop=None):
         sizes.append(len(photos))
         if len(photos) > 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return run_many(photos, on_step)
+        return run_many(photos, on_step, stop)
 
     monkeypatch.setattr(quick.attack, "run_many", only_one_fits)
     reports = quick.protect_files(paths, tmp_path / "out")
