@@ -239,6 +239,7 @@ async def status(request: web.Request) -> web.Response:
         "ensemble": info.get("models") or list(config.models or preset.models),
         "penalty": info.get("penalty") or preset.penalty,
         "judge": info.get("judge"),
+        "judges": info.get("judges", []),
         "presets": list(PRESETS),
         "paused": queue.paused,
         "queue": {"queued": queue.queued_count, "running": queue.running_count,

@@ -97,7 +97,8 @@ async function renderDaemon() {
     // What a request without a preset gets (other tools); this extension sends its own.
     fact(list, 'Daemon default', s.preset ?? '—');
     fact(list, 'Device', (s.devices ?? []).join(', ') || '—');
-    if (s.judge) fact(list, 'Checked by', `${s.judge} (not attacked)`);
+    if (s.judges?.length) fact(list, 'Checked by', `${s.judges.join(', ')} (never attacked)`);
+    else if (s.judge) fact(list, 'Checked by', `${s.judge} (not attacked)`);
     if (s.queue) fact(list, 'Queue', `${s.queue.running} running, ${s.queue.queued} waiting`);
     if (s.paused) fact(list, 'Paused', 'yes, on this computer');
     fact(list, 'Version', s.version ?? daemon.version ?? '—');
