@@ -395,7 +395,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         strength=args.strength, seed=args.seed, users=args.users,
         fixed_detector=args.fixed_detector,
         distractors=Path(args.distractors) if args.distractors else None,
-        transfer=args.transfer,
+        transfer=args.transfer, leave_one_out=args.leave_one_out,
         judges=[j.strip() for j in args.judges.split(",") if j.strip()] if args.judges else None,
         countermeasures=([c.strip() for c in args.countermeasures.split(",") if c.strip()]
                          if args.countermeasures is not None else None),
@@ -527,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer", action="store_true",
                    help="also protect with each ensemble model alone and with the ensemble "
                         "less each model (the transfer matrix; multiplies the protection cost)")
+    p.add_argument("--leave-one-out", action="store_true",
+                   help="also protect with the ensemble less each model, judged by the model "
+                        "it leaves out (the transfer matrix's leave-one-out rows only)")
     p.add_argument("--judges", help="comma-separated judges: registry model names and/or dlib "
                                     "(default: every model whose weights are on disk, and dlib); "
                                     "each also judges as JUDGE@fixed")

@@ -206,6 +206,8 @@ def test_transfer_adds_single_model_and_leave_one_out_attacks(tmp_path):
         ("facenet128", "facenet512"), ("sface", "facenet512"), ("sface", "facenet128")]
     assert attacks[4].label == "without sface (facenet128+facenet512)"
     assert len(attacks_for(EvalConfig(tmp_path, tmp_path, preset="subtle"))) == 1
+    only = attacks_for(EvalConfig(tmp_path, tmp_path, preset="subtle", leave_one_out=True))
+    assert [a.tag for a in only] == [attacks[0].tag] + [a.tag for a in attacks[4:]]
     with pytest.raises(ValueError, match="kind"):
         type(attacks[0])("x", "subtle", ("sface",), 50, 0, kind="pair")
 

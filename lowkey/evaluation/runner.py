@@ -93,6 +93,8 @@ class EvalConfig:
     users: Users = None
     distractors: Path | None = None
     transfer: bool = False
+    #: only the leave-one-out attacks of ``transfer`` (each judged by the model it leaves out)
+    leave_one_out: bool = False
     judges: list[str] | None = None
     countermeasures: list[str] | None = None
     rank_k: int = 10
@@ -126,7 +128,8 @@ class _Condition:
 
 def attacks_for(config: EvalConfig) -> list[Attack]:
     """The ensemble attack of ``config.preset`` and, with ``transfer``, one per model alone and,
-    for ensembles of three or more, one per model left out (judged by that model, black-box)."""
+    for ensembles of three or more, one per model left out (judged by that model, black-box);
+    with ``leave_one_out``, only the latter."""
     from lowkey.presets import get_preset
 
     preset = get_preset(config.preset)
@@ -134,7 +137,7 @@ def attacks_for(config: EvalConfig) -> list[Attack]:
     if config.transfer and len(preset.models) > 1:
         attacks += [Attack(m, preset.name, (m,), config.strength, config.seed, kind="single")
                     for m in preset.models]
-    if config.transfer and len(preset.models) > 2:
+    if (config.transfer or config.leave_one_out) and len(preset.models) > 2:
         attacks += [Attack(f"without-{m}", preset.name,
                            tuple(other for other in preset.models if other != m),
                            config.strength, config.seed, kind="leave-one-out")
