@@ -74,8 +74,9 @@ DEFAULT_PRESET = "default"
 PRESETS: dict[str, Preset] = {
     "default": Preset("default", "protects: the paper's attack on the offline ensemble (SFace, "
                       "FaceNet-128, FaceNet-512; colour sign steps, no bound or floor), 50 steps; "
-                      "recognisers never attacked stop matching the face, which shows a fine "
-                      "texture up close (docs/results.md)", _OFFLINE),
+                      "recognisers never attacked stopped matching most faces in our tests (not "
+                      "all); the face looks visibly textured up close (docs/results.md)",
+                      _OFFLINE),
     "subtle": Preset("subtle", "looks unchanged and does NOT protect: in our measurements every "
                      "recogniser still recognised every face. Luma-only change where texture "
                      "hides it, at most 0.03 a pixel, then scaled down until every face region "

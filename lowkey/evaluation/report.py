@@ -354,7 +354,8 @@ def _protection_section(results: dict) -> list[str]:
              f"The bar, for every judge that was never attacked and every counter-measure, with "
              f"the distractors in the gallery: rank-1 at most {_pct(bar['rank1'])}, rank-10 at "
              f"most {_pct(bar['rank10'])}, TAR@FAR=0.01 at most {_pct(bar['tar@0.01'])}. "
-             "Leave-one-out attacks (with `--transfer`) are judged by the model they leave out.",
+             "Leave-one-out attacks (`--transfer`, `--leave-one-out`) are judged by the model "
+             "they leave out.",
              ""]
     if not verdicts:
         return lines + ["No black-box judge: nothing here says whether it protects."]

@@ -15,8 +15,8 @@ export const PRESETS = Object.freeze([
     name: 'default',
     title: 'Protect (default)',
     protects: true,
-    label: 'Protects: recognisers we never attacked no longer match your face (measured); '
-      + 'the face shows a fine texture up close',
+    label: 'Protects: in our tests, recognisers we never attacked stopped matching most faces '
+      + '(not all); the face looks visibly textured up close',
   }),
   Object.freeze({
     name: 'subtle',
