@@ -2,7 +2,7 @@
 
 Each preset runs in its own subprocess, so its peak memory is its own. See bench/README.md.
 
-    .venv/bin/python bench/bench_protect.py --presets default,fast --out bench/out/cpu.json
+    .venv/bin/python bench/bench_protect.py --presets default,subtle --out bench/out/cpu.json
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ COLUMNS = [("s/photo", "total_s"), ("s/MP", "s_per_mp"), ("decode", "decode_s"),
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--presets", default="paper,default,fast", help="comma-separated preset names")
+    p.add_argument("--presets", default="paper,default,subtle", help="comma-separated preset names")
     p.add_argument("--photos", type=int, default=None, help="first N photos (sorted); default all")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of personNN/*.jpg")
     p.add_argument("--strength", type=int, default=None,

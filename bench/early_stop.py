@@ -1,15 +1,15 @@
 """Would stopping a face early, once every attacked model is past its margin, keep protection?
 
 Issue 13 asks to stop an attack "once every ensemble member is past its margin, only if the
-frontier shows protection and quality hold". For ``strong`` (no bound, uniform budget, no floor)
+frontier shows protection and quality hold". For ``default`` (then called ``strong``; no bound, uniform budget, no floor)
 the first k steps of a strength-50 attack are exactly a strength-k attack, so a frontier run at
-several strengths (``bench/frontier.py --variants strong --strengths 5,10,15,20,30,50``) holds
+several strengths (``bench/frontier.py --variants default --strengths 5,10,15,20,30,50``) holds
 what an early stop would give: for each photo, the stop is the smallest strength at which every
 attacked model's cosine between the original and the protected face (measured on the written
 photo, faces found afresh) is below that model's threshold at FAR ``--far`` on faces-dev's clean
 impostor pairs, less ``--margin``; the protection at the stop is that row's held-out figures.
 
-    .venv/bin/python bench/frontier.py --variants strong --strengths 5,10,15,20,30,50 \
+    .venv/bin/python bench/frontier.py --variants default --strengths 5,10,15,20,30,50 \
         --photos 6 --out bench/out/frontier-early-stop.jsonl
     .venv/bin/python bench/early_stop.py bench/out/frontier-early-stop.jsonl
 

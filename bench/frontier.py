@@ -11,7 +11,7 @@ the clean photo gives the baseline. Also dlib's distance between original and pr
 the held-out model's cosine. Figures go to ``--out`` as JSON lines, one per (variant, strength,
 photo); ``--plot FILE`` draws the frontier from that file (and runs nothing else).
 
-    .venv/bin/python bench/frontier.py --variants default,strong,sharp --strengths 10,20,50
+    .venv/bin/python bench/frontier.py --variants subtle,default,sharp --strengths 10,20,50
     .venv/bin/python bench/frontier.py --plot docs/img/frontier.png
 
 Variants are preset names (their attack settings and quality floor) or the development settings
@@ -73,12 +73,12 @@ VARIANTS: dict[str, dict] = {
 
 
 #: names in the plot's legend
-LABELS = {"strong": "strong (paper-style)", "sharp": "luma, texture budget, momentum, jitter"}
+LABELS = {"default": "default (paper-style)", "sharp": "luma, texture budget, momentum, jitter"}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", default="default,strong,sharp",
+    p.add_argument("--variants", default="subtle,default,sharp",
                    help="comma-separated preset names and/or keys of VARIANTS, each at every "
                         "--strengths value or, written NAME:S, at strength S only")
     p.add_argument("--strengths", default="10,20,50")
