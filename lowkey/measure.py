@@ -64,13 +64,14 @@ QUALITY_MAX_SIDE = 1024
 class Verdict:
     """What one never-attacked recogniser makes of a protected face against the original one:
     ``score`` is a ``"cosine"`` (higher: more alike) or a ``"distance"`` (lower: more alike),
-    ``threshold`` its same-person threshold, ``match`` whether it still takes them for the same
-    person (None: it found no face in the original, so it has no say; ``score`` None with
-    ``match`` False: it found none in the protected photo)."""
+    ``threshold`` its same-person threshold (None: not known, then ``match`` is None too),
+    ``match`` whether it still takes them for the same person (None: it found no face in the
+    original, so it has no say; ``score`` None with ``match`` False: it found none in the
+    protected photo)."""
 
     kind: str
     score: float | None
-    threshold: float
+    threshold: float | None
     match: bool | None
 
 
@@ -354,7 +355,7 @@ class PhotoMeasurer:
                     "distance", entry.dlib_distance, DLIB_SAME_PERSON,
                     None if entry.dlib_found_after is None else bool(
                         entry.dlib_distance is not None
-                        and entry.dlib_distance < DLIB_SAME_PERSON))
+                        and entry.dlib_distance <= DLIB_SAME_PERSON))
             report.faces.append(entry)
         report.judges = [m.name for m in self.held_out] + ([DLIB] if self.judge else [])
         report.recognised_by = [name for name in report.judges

@@ -68,13 +68,14 @@ MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
 class Protector:
     """Protects photos one after another with fixed settings, over a shared model pool.
 
-    ``preset``: a key of :data:`lowkey.presets.PRESETS`; ``strength``: see :class:`Preset` (None: the
-    preset's own); ``faces``: protect
-    every face (default) or only the largest; ``device``: default CUDA when present, else CPU;
-    ``judge``: also measure with dlib when it is installed; ``models``: attack these registry
-    models instead of the preset's ensemble (same step settings; e.g. one model, for the
-    evaluation's transfer matrix); ``pool``: where the models come from (default: the
-    process-wide pool of ``device``); ``download``: fetch missing weights (False: raise
+    ``preset``: a key of :data:`lowkey.presets.PRESETS`; ``strength``: see :class:`Preset`
+    (None: the preset's own); ``faces``: protect every face (default) or only the largest;
+    ``device``: default CUDA when present, else CPU; ``judge``: also measure with the
+    never-attacked judges (dlib when it is installed, and the registry's report judges that
+    this protector does not attack); ``models``: attack these registry models instead of the
+    preset's ensemble (same step settings; e.g. one model, for the evaluation's transfer
+    matrix); ``pool``: where the models come from (default: the process-wide pool of
+    ``device``); ``download``: fetch missing weights (False: raise
     :class:`~lowkey.pool.ModelsMissing` instead, as the daemon does).
     """
 

@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 from lowkey.device import default_device
-from lowkey.presets import DEFAULT_PRESET
 from lowkey.evaluation.countermeasures import get_countermeasures
 from lowkey.evaluation.dataset import Split, Users, scan_dataset, split_dataset
 from lowkey.evaluation.embed import EmbeddingTable
@@ -62,6 +61,7 @@ from lowkey.evaluation.metrics import (
     wilson_interval,
 )
 from lowkey.evaluation.protection import Attack, ProtectedPhoto, protect_gallery
+from lowkey.presets import DEFAULT_PRESET
 
 logger = logging.getLogger(__name__)
 
