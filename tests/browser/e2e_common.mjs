@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { sleep } from './common.mjs';
+import { emit, sleep } from './common.mjs';
 
 export function e2eArgs() {
   const { values } = parseArgs({
@@ -300,4 +300,25 @@ export async function runScenarios(adapter, opts, { skip = [] } = {}) {
     }
   }
   return ok;
+}
+
+/**
+ * Named checks that each emit one JSON line ({scenario, try, ok, ms, detail or error}):
+ * `check(scenario, attempt, fn)` runs `fn` and records its outcome, `fail()` marks the run
+ * failed, `passed()` says whether every check passed.
+ */
+export function checker() {
+  let ok = true;
+  async function check(scenario, attempt, fn) {
+    const started = Date.now();
+    process.stderr.write(`${new Date().toISOString()} ${scenario} ${attempt}: start\n`);
+    try {
+      const detail = await fn();
+      emit({ scenario, try: attempt, ok: true, ms: Date.now() - started, detail });
+    } catch (err) {
+      ok = false;
+      emit({ scenario, try: attempt, ok: false, ms: Date.now() - started, error: String(err?.stack ?? err) });
+    }
+  }
+  return { check, fail: () => { ok = false; }, passed: () => ok };
 }

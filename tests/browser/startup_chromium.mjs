@@ -9,8 +9,8 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { closeWithin, deadline, emit, requireTool } from './common.mjs';
-import { expectHeld, lowkeyInPage, waitFor, waitInPage } from './e2e_common.mjs';
+import { closeWithin, deadline, requireTool } from './common.mjs';
+import { checker, expectHeld, lowkeyInPage, waitFor, waitInPage } from './e2e_common.mjs';
 
 const { chromium } = requireTool('playwright-core');
 const { values: opts } = parseArgs({
@@ -21,19 +21,7 @@ const { values: opts } = parseArgs({
 });
 const photo = join(opts.files, 'face.jpg');
 const limit = deadline(Number(opts.timeout), 'chromium start-up run');
-let ok = true;
-
-async function check(scenario, attempt, fn) {
-  const started = Date.now();
-  process.stderr.write(`${new Date().toISOString()} ${scenario} ${attempt}: start\n`);
-  try {
-    const detail = await fn();
-    emit({ scenario, try: attempt, ok: true, ms: Date.now() - started, detail });
-  } catch (err) {
-    ok = false;
-    emit({ scenario, try: attempt, ok: false, ms: Date.now() - started, error: String(err?.stack ?? err) });
-  }
-}
+const { check, fail, passed } = checker();
 
 /** chrome.management from the extensions page (the one page allowed to switch extensions). */
 async function setEnabled(context, id, enabled) {
@@ -107,8 +95,8 @@ try {
   })()]);
 } catch (err) {
   process.stderr.write(`startup_chromium: ${err?.stack ?? err}\n`);
-  ok = false;
+  fail();
 } finally {
   limit.cancel();
 }
-process.exit(ok ? 0 : 1);
+process.exit(passed() ? 0 : 1);

@@ -8,8 +8,8 @@
 // One JSON line per check ({scenario, try, ok}); exit 0 when all passed.
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { closeWithin, deadline, emit, requireTool } from './common.mjs';
-import { expectHeld, lowkeyInPage, waitInPage } from './e2e_common.mjs';
+import { closeWithin, deadline, requireTool } from './common.mjs';
+import { checker, expectHeld, lowkeyInPage, waitInPage } from './e2e_common.mjs';
 
 const puppeteer = requireTool('puppeteer-core');
 const { values: opts } = parseArgs({
@@ -20,19 +20,7 @@ const { values: opts } = parseArgs({
 });
 const photo = join(opts.files, 'face.jpg');
 const limit = deadline(Number(opts.timeout), 'firefox start-up run');
-let ok = true;
-
-async function check(scenario, attempt, fn) {
-  const started = Date.now();
-  process.stderr.write(`${new Date().toISOString()} ${scenario} ${attempt}: start\n`);
-  try {
-    const detail = await fn();
-    emit({ scenario, try: attempt, ok: true, ms: Date.now() - started, detail });
-  } catch (err) {
-    ok = false;
-    emit({ scenario, try: attempt, ok: false, ms: Date.now() - started, error: String(err?.stack ?? err) });
-  }
-}
+const { check, fail, passed } = checker();
 
 async function choose(page) {
   const input = await page.$('#file');
@@ -68,8 +56,8 @@ try {
   })()]);
 } catch (err) {
   process.stderr.write(`startup_firefox: ${err?.stack ?? err}\n`);
-  ok = false;
+  fail();
 } finally {
   limit.cancel();
 }
-process.exit(ok ? 0 : 1);
+process.exit(passed() ? 0 : 1);
