@@ -377,3 +377,17 @@ def test_the_subtle_preset_keeps_every_face_above_the_floor_without_visible_edge
     ring = np.concatenate([box[:4].ravel(), box[-4:].ravel(), box[:, :4].ravel(),
                            box[:, -4:].ravel()])
     assert ring.max() <= 2 < box.max()
+
+
+def test_an_old_preset_name_says_what_it_became(capsys):
+    from lowkey.presets import get_preset
+
+    with pytest.raises(ValueError, match="'strong' is now default"):
+        get_preset("strong")
+    with pytest.raises(ValueError, match="'fast' is now subtle"):
+        get_preset("fast")
+    with pytest.raises(ValueError, match="choose from default, subtle, paper"):
+        Protector(preset="nonsense")
+    with pytest.raises(SystemExit):
+        main(["protect", "x.jpg", "--preset", "strong"])
+    assert "'strong' is now default" in capsys.readouterr().err
