@@ -306,5 +306,26 @@ def test_protector_keeps_its_old_interface(pool, face, tmp_path):
     assert report.faces[0].cosine["sface"] is not None  # measured
 
 
-def test_warm_up_runs(pool):
-    Protector(preset="tiny", strength=2, pool=pool, judge=False).warm_up(measure=False)
+def test_warm_up_finds_the_sample_face_and_runs_one_attack_step(pool, monkeypatch, caplog):
+    from lowkey.attack import LowKeyAttack
+
+    protector = Protector(preset="tiny", strength=2, pool=pool, judge=False)
+    found, attacks = [], []
+    find_faces, run_many = Protector.find_faces, LowKeyAttack.run_many
+
+    def counted_find(self, photo):
+        found.append(find_faces(self, photo))
+        return found[-1]
+
+    def counted_run(self, photos, on_step=None, stop=None):
+        attacks.append((self.settings.steps, len(photos)))
+        return run_many(self, photos, on_step, stop)
+
+    monkeypatch.setattr(Protector, "find_faces", counted_find)
+    monkeypatch.setattr(LowKeyAttack, "run_many", counted_run)
+    with caplog.at_level("INFO", logger="lowkey.protect"):
+        protector.warm_up(measure=False)
+    assert [len(faces) for faces in found] == [1]  # the detector found the astronaut
+    assert attacks == [(1, 1)]  # one step of one photo, not the protector's two
+    assert protector.settings.steps == 2  # its own settings untouched
+    assert any("warmed up tiny on cpu" in r.getMessage() for r in caplog.records)

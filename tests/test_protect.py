@@ -271,28 +271,44 @@ def test_cli_batch_reports_failures_and_goes_on(tmp_path, astronaut_rgb, capsys)
 def test_cli_batch_attacks_photos_together_with_the_results_of_one_by_one(
         tmp_path, astronaut_rgb, capsys):
     """--batch 4: the two faces' photos share one attack, the broken and the faceless photo get
-    their own statuses, and every output is what --batch 1 writes (up to float summation)."""
+    their own statuses, and every output is protected as --batch 1 protects it.
+
+    What holds on any CPU: batched and single model calls may sum in another order (oneDNN
+    picks kernels by batch size), and a gradient within float error of 0 then takes the other
+    sign. Both runs start from the same noise (each photo's own generator) and take 3 signed
+    steps of 0.0025, so they are at most 2 x 3 x 0.0025 = 0.015 apart, 4 levels after 8-bit
+    rounding; each attacked model's cosine is the same within 0.01 and the face region's SSIM
+    within 0.005 (measured here: bit-identical; another CPU: 3 levels apart)."""
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "a_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
     (folder / "b_face.png").write_bytes(_png(astronaut_rgb))
     (folder / "c_noface.png").write_bytes(_png(np.full((64, 80, 3), 120, np.uint8)))
     (folder / "d_face.png").write_bytes(_png(np.ascontiguousarray(astronaut_rgb[:400, 60:460])))
-    outputs = {}
+    outputs, reports = {}, {}
     for batch in ("1", "4"):
         code = main(["protect", str(folder), "-o", str(tmp_path / batch), "--preset", "default",
                      "--strength", "3", "--batch", batch, "--json"])
         out = json.loads(capsys.readouterr().out)
         assert code == 1
-        status = {r["source"].rsplit("/", 1)[-1]: r["status"] for r in out["photos"]}
-        assert status == {"a_broken.jpg": "failed", "b_face.png": "protected",
-                          "c_noface.png": "no-face", "d_face.png": "protected"}
+        reports[batch] = {r["source"].rsplit("/", 1)[-1]: r for r in out["photos"]}
+        assert {name: r["status"] for name, r in reports[batch].items()} == {
+            "a_broken.jpg": "failed", "b_face.png": "protected", "c_noface.png": "no-face",
+            "d_face.png": "protected"}
         outputs[batch] = {n: np.asarray(Image.open(tmp_path / batch / f"{n}_lowkey.png"),
                                         np.int16) for n in ("b_face", "d_face")}
     for name, one_by_one in outputs["1"].items():
         together = outputs["4"][name]
         assert np.abs(together - _original_of(name, astronaut_rgb)).max() > 0  # changed
-        assert np.abs(together - one_by_one).max() <= 1, name  # 8-bit rounding at most
+        assert np.abs(together - one_by_one).max() <= 4, name  # 3 steps the other way at most
+        alone, batched = reports["1"][f"{name}.png"], reports["4"][f"{name}.png"]
+        assert len(batched["faces"]) == len(alone["faces"]) == 1
+        cosines = alone["faces"][0]["cosine"]
+        assert set(batched["faces"][0]["cosine"]) == set(cosines) and cosines
+        for model, cosine in cosines.items():
+            assert cosine < 0.99, (name, model)  # the protection moved it
+            assert abs(batched["faces"][0]["cosine"][model] - cosine) <= 0.01, (name, model)
+        assert abs(batched["face_ssim"] - alone["face_ssim"]) <= 0.005, name
 
 
 def test_a_batch_the_gpu_cannot_hold_is_attacked_one_photo_at_a_time(quick, tmp_path,
