@@ -35,9 +35,8 @@ FACES_DEV = ROOT.parent / "shared" / "data" / "faces-dev"
 #: ArcFace 112x112 five-point template (eye centres, nose tip, mouth corners).
 ARCFACE_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655),
                (70.7299, 92.2041))
-#: OpenFace's 96x96 template (openface/align_dlib.py MINMAX_TEMPLATE x 96) at the same five points:
-#: eye centres = mean of dlib points 36-41 / 42-47, nose = 30, mouth corners = 48 / 54.
-OPENFACE_96 = ((26.63, 16.06), (67.79, 15.26), (47.24, 40.52), (29.48, 61.62), (66.76, 60.88))
+sys.path.insert(0, str(ROOT))
+from lowkey.models.openface import OPENFACE_TEMPLATE_96 as OPENFACE_96  # noqa: E402
 
 SOURCES = {
     "openface_nn4small2v1": dict(
@@ -147,122 +146,7 @@ def fetch(args, names):
     (args.out / "SOURCE.md").write_text("\n".join(lines))
 
 
-# --- OpenFace nn4.small2 in torch (own port; weights from the Keras-OpenFace h5) -------------------
-
-def openface_module():
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    class ConvBN(nn.Module):
-        def __init__(self, cin, cout, k, stride=1, pad=0):
-            super().__init__()
-            self.conv = nn.Conv2d(cin, cout, k, stride, pad)
-            self.bn = nn.BatchNorm2d(cout, eps=1e-5)
-
-        def forward(self, x):
-            return F.relu(self.bn(self.conv(x)))
-
-    def lrn(x):  # tf.nn.lrn(alpha=1e-4, beta=0.75, depth_radius=5, bias=1): torch averages the window
-        return F.local_response_norm(x, 11, alpha=1e-4 * 11, beta=0.75, k=1.0)
-
-    class Inception(nn.Module):
-        """Branches: 3x3 (reduce, out), 5x5 (reduce, out), pool (kind, conv out or 0, pad), 1x1."""
-
-        def __init__(self, cin, b3, b5, pool, b1, stride=1):
-            super().__init__()
-            self.b3 = nn.Sequential(ConvBN(cin, b3[0], 1), ConvBN(b3[0], b3[1], 3, stride, 1))
-            self.b5 = (nn.Sequential(ConvBN(cin, b5[0], 1), ConvBN(b5[0], b5[1], 5, stride, 2))
-                       if b5 else None)
-            self.pool_kind, pool_out, self.pool_pad = pool
-            self.bp = ConvBN(cin, pool_out, 1) if pool_out else None
-            self.b1 = ConvBN(cin, b1, 1) if b1 else None
-
-        def forward(self, x):
-            out = [self.b3(x)] + ([self.b5(x)] if self.b5 is not None else [])
-            if self.pool_kind == "max":
-                p = F.max_pool2d(x, 3, 2)
-            else:  # L2 pooling: sqrt of the sum of squares over 3x3 windows, stride 3
-                p = torch.sqrt(F.avg_pool2d(x * x, 3, 3) * 9)
-            if self.bp is not None:
-                p = self.bp(p)
-            out.append(F.pad(p, self.pool_pad))
-            if self.b1 is not None:
-                out.append(self.b1(x))
-            return torch.cat(out, 1)
-
-    class OpenFaceNN4Small2(nn.Module):
-        """Input N x 3 x 96 x 96, RGB in 0..1; output N x 128, L2-normalised."""
-
-        def __init__(self):
-            super().__init__()
-            self.conv1, self.conv2 = ConvBN(3, 64, 7, 2, 3), ConvBN(64, 64, 1)
-            self.conv3 = ConvBN(64, 192, 3, 1, 1)
-            self.inception_3a = Inception(192, (96, 128), (16, 32), ("max", 32, (3, 4, 3, 4)), 64)
-            self.inception_3b = Inception(256, (96, 128), (32, 64), ("l2", 64, (4, 4, 4, 4)), 64)
-            self.inception_3c = Inception(320, (128, 256), (32, 64), ("max", 0, (0, 1, 0, 1)), 0, 2)
-            self.inception_4a = Inception(640, (96, 192), (32, 64), ("l2", 128, (2, 2, 2, 2)), 256)
-            self.inception_4e = Inception(640, (160, 256), (64, 128), ("max", 0, (0, 1, 0, 1)), 0, 2)
-            self.inception_5a = Inception(1024, (96, 384), None, ("l2", 96, (1, 1, 1, 1)), 256)
-            self.inception_5b = Inception(736, (96, 384), None, ("max", 96, (1, 1, 1, 1)), 256)
-            self.dense = nn.Linear(736, 128)
-
-        def forward(self, x):
-            x = lrn(F.max_pool2d(F.pad(self.conv1(x), (1, 1, 1, 1)), 3, 2))
-            x = lrn(self.conv3(self.conv2(x)))
-            x = F.max_pool2d(F.pad(x, (1, 1, 1, 1)), 3, 2)
-            for block in (self.inception_3a, self.inception_3b, self.inception_3c,
-                          self.inception_4a, self.inception_4e, self.inception_5a,
-                          self.inception_5b):
-                x = block(x)
-            x = self.dense(torch.flatten(F.avg_pool2d(x, 3, 1), 1))
-            return F.normalize(x, dim=1)
-
-    return OpenFaceNN4Small2()
-
-
-def load_openface_h5(model, path: Path):
-    """Copy the Keras-OpenFace h5 (layer names conv1, bn1, inception_3a_3x3_conv1, ...) into the
-    port; every layer with weights must be used exactly once."""
-    import h5py
-    import numpy as np
-    import torch
-
-    f = h5py.File(path, "r")
-    used = set()
-
-    def get(layer, weight):
-        used.add(layer)
-        return torch.from_numpy(np.array(f[layer][layer][weight + ":0"]))
-
-    def set_cbn(cbn, conv, bn):
-        cbn.conv.weight.data = get(conv, "kernel").permute(3, 2, 0, 1).contiguous()
-        cbn.conv.bias.data = get(conv, "bias")
-        cbn.bn.weight.data, cbn.bn.bias.data = get(bn, "gamma"), get(bn, "beta")
-        cbn.bn.running_mean.data = get(bn, "moving_mean")
-        cbn.bn.running_var.data = get(bn, "moving_variance")
-
-    for i in (1, 2, 3):
-        set_cbn(getattr(model, f"conv{i}"), f"conv{i}", f"bn{i}")
-    for block in ("3a", "3b", "3c", "4a", "4e", "5a", "5b"):
-        m, p = getattr(model, f"inception_{block}"), f"inception_{block}_"
-        set_cbn(m.b3[0], p + "3x3_conv1", p + "3x3_bn1")
-        set_cbn(m.b3[1], p + "3x3_conv2", p + "3x3_bn2")
-        if m.b5 is not None:
-            set_cbn(m.b5[0], p + "5x5_conv1", p + "5x5_bn1")
-            set_cbn(m.b5[1], p + "5x5_conv2", p + "5x5_bn2")
-        if m.bp is not None:
-            set_cbn(m.bp, p + "pool_conv", p + "pool_bn")
-        if m.b1 is not None:
-            set_cbn(m.b1, p + "1x1_conv", p + "1x1_bn")
-    model.dense.weight.data = get("dense", "kernel").t().contiguous()
-    model.dense.bias.data = get("dense", "bias")
-    names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
-    with_weights = {n for n in names if len(f[n].attrs["weight_names"])}
-    if with_weights != used:
-        raise ValueError(f"unmatched layers: {sorted(with_weights ^ used)}")
-    return model.eval()
-
+# --- OpenFace nn4.small2: LowKey's own port (lowkey/models/openface.py) ---------------------------
 
 def onnx_module(path: Path):
     import numpy as np
@@ -345,10 +229,11 @@ def check(args, names):
     for name in names:
         path = args.out / SOURCES[name]["out"]
         if name == "openface_nn4small2v1":
-            net = load_openface_h5(openface_module(), path)
-            from safetensors.torch import save_file
-            save_file({k: v.contiguous() for k, v in net.state_dict().items()},
-                      str(args.out / "openface_nn4small2v1.safetensors"))
+            from lowkey.models.openface import convert_openface_h5, load_openface
+
+            converted = args.out / "openface_nn4small2v1.safetensors"
+            convert_openface_h5(path, converted)
+            net = load_openface(converted)
             parity = "n/a (no ONNX graph; layer-by-layer port of the h5)"
         else:
             import onnxruntime as ort

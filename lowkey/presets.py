@@ -50,11 +50,12 @@ class Preset:
                               **dict(self.attack))
 
     def fingerprint(self) -> str:
-        """8 hex digits that change whenever how this preset changes a photo changes (step
-        size, attack settings, penalty, quality floor; not the name, models, strength or
+        """8 hex digits that change whenever how this preset changes a photo changes (models,
+        step size, attack settings, penalty, quality floor; not the name, strength or
         description): caches of protected photos are keyed on it."""
         floor = None if self.quality_floor is None else asdict(self.quality_floor)
-        what = json.dumps([self.step_size, sorted(self.attack), self.penalty, floor],
+        what = json.dumps([sorted(self.models), self.step_size, sorted(self.attack), self.penalty,
+                           floor],
                           sort_keys=True, default=str)
         return hashlib.sha256(what.encode()).hexdigest()[:8]
 

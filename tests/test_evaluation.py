@@ -197,17 +197,20 @@ def test_probe_count():
 def test_transfer_adds_single_model_and_leave_one_out_attacks(tmp_path):
     attacks = attacks_for(EvalConfig(tmp_path, tmp_path, preset="subtle", transfer=True))
     fingerprint = PRESETS["subtle"].fingerprint()
+    models = PRESETS["subtle"].models
+    n = len(models)
+    assert n >= 3
     assert [a.tag for a in attacks] == [f"subtle{name}-1-ssim-s10-seed0-{fingerprint}" for name in (
-        "", "-sface", "-facenet128", "-facenet512", "-without-sface", "-without-facenet128",
-        "-without-facenet512")]
-    assert [a.kind for a in attacks] == ["ensemble"] + ["single"] * 3 + ["leave-one-out"] * 3
-    assert [a.models for a in attacks[1:4]] == [("sface",), ("facenet128",), ("facenet512",)]
-    assert [a.models for a in attacks[4:]] == [
-        ("facenet128", "facenet512"), ("sface", "facenet512"), ("sface", "facenet128")]
-    assert attacks[4].label == "without sface (facenet128+facenet512)"
+        [""] + [f"-{m}" for m in models] + [f"-without-{m}" for m in models])]
+    assert [a.kind for a in attacks] == ["ensemble"] + ["single"] * n + ["leave-one-out"] * n
+    assert [a.models for a in attacks[1:n + 1]] == [(m,) for m in models]
+    assert [a.models for a in attacks[n + 1:]] == [
+        tuple(m for m in models if m != left) for left in models]
+    rest = "+".join(models[1:])
+    assert attacks[n + 1].label == f"without {models[0]} ({rest})"
     assert len(attacks_for(EvalConfig(tmp_path, tmp_path, preset="subtle"))) == 1
     only = attacks_for(EvalConfig(tmp_path, tmp_path, preset="subtle", leave_one_out=True))
-    assert [a.tag for a in only] == [attacks[0].tag] + [a.tag for a in attacks[4:]]
+    assert [a.tag for a in only] == [attacks[0].tag] + [a.tag for a in attacks[n + 1:]]
     with pytest.raises(ValueError, match="kind"):
         type(attacks[0])("x", "subtle", ("sface",), 50, 0, kind="pair")
 

