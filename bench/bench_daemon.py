@@ -132,8 +132,7 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
 
-    from daemon.config import daemon_config_dir, port_from_env
-    from daemon.token import TokenStore
+    from lowkey.service import TokenStore, daemon_config_dir, port_from_env
 
     url = (args.url or f"http://127.0.0.1:{port_from_env()}").rstrip("/")
     token = args.token or TokenStore(daemon_config_dir()).get(create=False)

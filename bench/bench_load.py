@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_load.py                       # 8 clients, 1,000 req/s, 20 s
     .venv/bin/python bench/bench_load.py --clients 32 --rate 2000 --seconds 30 --idle-sockets 200
 
-Starts its own ``lowkey daemon`` on a free 127.0.0.1 port (``python -m daemon``, as the native
+Starts its own ``lowkey daemon`` on a free 127.0.0.1 port (``python -m lowkey_daemon``, as the native
 host does) with its config, state and model cache in a temporary folder: the model cache is
 empty, so the daemon loads no model (its state is ``models missing``; ``GET /v1/status`` answers
 all the same), and nothing is downloaded. Then, for ``--seconds``:
@@ -185,13 +185,13 @@ async def poller(port: int, token: str, interval: float, deadline: float,
 # -- the daemon ---------------------------------------------------------------------------------
 
 def start_daemon(folder: Path, port: int) -> tuple[subprocess.Popen, str]:
-    """``python -m daemon`` on ``port`` with everything in ``folder`` and no model; its token."""
+    """``python -m lowkey_daemon`` on ``port`` with everything in ``folder`` and no model; its token."""
     env = dict(os.environ, LOWKEY_CONFIG_DIR=str(folder / "config"),
                LOWKEY_CACHE_DIR=str(folder / "cache"), XDG_STATE_HOME=str(folder / "state"),
                LOWKEY_OFFLINE="1", PYTHON_KEYRING_BACKEND="keyring.backends.fail.Keyring")
     env.pop("LOWKEY_DAEMON_PORT", None)
     log = (folder / "daemon.out").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "daemon", "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "lowkey_daemon", "--port", str(port),
                                 "--no-warm-up"], env=env, stdout=log, stderr=subprocess.STDOUT)
     token_file = folder / "config" / "daemon-token"
     end = time.monotonic() + 120

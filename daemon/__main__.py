@@ -1,7 +1,7 @@
-"""``python -m daemon``: the same as ``lowkey daemon``."""
+"""``python -m lowkey_daemon``: the same as ``lowkey daemon``."""
 
 import sys
 
-from daemon.cli import main
+from lowkey_daemon.cli import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """The daemon's HTTP API under ``/v1`` (described by ``daemon/openapi.json``).
 
-:func:`create_app` builds the application; :mod:`daemon.cli` runs it. Handlers only parse,
+:func:`create_app` builds the application; :mod:`lowkey_daemon.cli` runs it. Handlers only parse,
 check and answer: the work is the core's, in the job queue's device threads.
 """
 
@@ -16,24 +16,24 @@ from pathlib import Path
 
 from aiohttp import web
 
-from daemon.budget import decode_cost
-from daemon.config import DaemonConfig
-from daemon.connections import (
+from lowkey import __version__
+from lowkey.jobs import ProtectOptions
+from lowkey.pool import ModelPool, shared_pool
+from lowkey.service import TokenStore
+from lowkey_daemon.budget import decode_cost
+from lowkey_daemon.config import DaemonConfig
+from lowkey_daemon.connections import (
     HEADER_TIMEOUT_S,
     IDLE_TIMEOUT_S,
     MAX_CONNECTIONS,
     ConnectionGuard,
 )
-from daemon.errors import CODES, ApiError
-from daemon.images import ACCEPTED_TYPES, check_image
-from daemon.keys import CONFIG, CONNECTIONS, LIMITER, OPENAPI, QUEUE, STOP, TOKENS
-from daemon.queue import Job, JobQueue
-from daemon.ratelimit import RateLimiter
-from daemon.security import MIDDLEWARES
-from daemon.token import TokenStore
-from lowkey import __version__
-from lowkey.jobs import ProtectOptions
-from lowkey.pool import ModelPool, shared_pool
+from lowkey_daemon.errors import CODES, ApiError
+from lowkey_daemon.images import ACCEPTED_TYPES, check_image
+from lowkey_daemon.keys import CONFIG, CONNECTIONS, LIMITER, OPENAPI, QUEUE, STOP, TOKENS
+from lowkey_daemon.queue import Job, JobQueue
+from lowkey_daemon.ratelimit import RateLimiter
+from lowkey_daemon.security import MIDDLEWARES
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def protect_options(request: web.Request,
 
 
 async def _image_body(request: web.Request) -> tuple[bytes, int]:
-    """The uploaded image and its decode cost (:func:`daemon.budget.decode_cost`), checked from
+    """The uploaded image and its decode cost (:func:`lowkey_daemon.budget.decode_cost`), checked from
     its header: type, pixels, and the decode budget."""
     config = request.app[CONFIG]
     if request.content_type not in ACCEPTED_TYPES:

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from daemon.errors import ApiError
+from lowkey_daemon.errors import ApiError
 
 #: Bytes a job holds per pixel and channel of its photo: the float32 pixels and their protected
 #: copy (measured: a 36-megapixel RGB PNG took about 1 GB while it was decoded and attacked).

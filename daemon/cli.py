@@ -2,7 +2,7 @@
 
     lowkey daemon [--port N] [--device D] [--preset P] ...   run it (systemd/launchd run this)
                                                             (defaults: daemon.toml, see
-                                                            daemon.settings)
+                                                            lowkey.service)
     lowkey daemon status [--port N] [--json]                  is one running, and how is it
     lowkey daemon stop [--port N]                             stop it gracefully
     lowkey daemon token [--rotate]                            print (or replace) the token
@@ -22,13 +22,19 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon.config import DEFAULT_HOST, DaemonConfig, daemon_config_dir, port_from_env
-from daemon.logs import private_log_handler
-from daemon.ratelimit import CLIENT_HEADER
-from daemon.settings import load_settings
-from daemon.token import TokenStore
+from lowkey.private_log import private_log_handler
+from lowkey.service import (
+    CLI_CLIENT,
+    CLIENT_HEADER,
+    DEFAULT_HOST,
+    TokenStore,
+    daemon_config_dir,
+    load_settings,
+    port_from_env,
+)
+from lowkey_daemon.config import DaemonConfig
 
-logger = logging.getLogger("daemon")
+logger = logging.getLogger("lowkey_daemon")
 
 LOG_FILE = "daemon.log"
 LOG_BYTES = 5 * 1024 * 1024
@@ -89,7 +95,7 @@ def _setup_logging(state_dir: Path, verbose: bool) -> Path:
     root = logging.getLogger()
     root.handlers[:] = [file_handler, stderr]
     level = logging.DEBUG if verbose else logging.INFO
-    for name in ("daemon", "lowkey"):
+    for name in ("lowkey_daemon", "lowkey"):
         logging.getLogger(name).setLevel(level)
     root.setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
@@ -97,8 +103,8 @@ def _setup_logging(state_dir: Path, verbose: bool) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon.app import create_app
-    from daemon.connections import serve
+    from lowkey_daemon.app import create_app
+    from lowkey_daemon.connections import serve
 
     settings = load_settings(daemon_config_dir())
     models = ([m.strip() for m in args.models.split(",") if m.strip()] if args.models
@@ -132,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 def _call(port: int, method: str, path: str, token: str | None = None,
           timeout: float = 5.0) -> tuple[int, dict]:
     request = urllib.request.Request(f"http://{DEFAULT_HOST}:{port}{path}", method=method)
-    request.add_header(CLIENT_HEADER, "cli")
+    request.add_header(CLIENT_HEADER, CLI_CLIENT)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -206,6 +212,7 @@ def token(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The local protection service: run it, or status, stop, token."""
     args = build_parser().parse_args(argv)
     try:
         if args.action is None:

@@ -1,65 +1,21 @@
-"""The daemon's settings, address and folders.
+"""The daemon's configuration: :class:`DaemonConfig`.
 
-Config (the token file when no keyring backend exists) lives in LowKey's config folder
-(:func:`lowkey.paths.config_dir`, ``LOWKEY_CONFIG_DIR``); state (the log) in the platform's state
-folder, or under ``LOWKEY_CACHE_DIR/daemon`` when that override is set. The port is ``--port``,
-else ``LOWKEY_DAEMON_PORT``, else ``port`` in ``daemon.toml`` (:mod:`daemon.settings`), else
-:data:`DEFAULT_PORT`; the address is always loopback.
+Where it listens, its settings file (``daemon.toml``), its folders and its token store are shared
+with its clients and live in :mod:`lowkey.service`; the address is always loopback.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import platformdirs
-
-from lowkey.paths import APP_NAME, config_dir
-
-DEFAULT_PORT = 7787
-DEFAULT_HOST = "127.0.0.1"
-PORT_ENV = "LOWKEY_DAEMON_PORT"
-
-
-def port_from_env(explicit: int | None = None) -> int:
-    """``explicit`` when given, else ``LOWKEY_DAEMON_PORT``, else the settings file's ``port``,
-    else 7787. The daemon, its CLI and the native host all find the daemon this way."""
-    from daemon.settings import load_settings
-
-    if explicit is not None:
-        port = explicit
-    else:
-        text = os.environ.get(PORT_ENV, "").strip()
-        try:
-            port = int(text) if text else int(load_settings(daemon_config_dir()).get(
-                "port", DEFAULT_PORT))
-        except ValueError as exc:
-            if not text:
-                raise
-            raise ValueError(f"{PORT_ENV}={text!r} is not a port number") from exc
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is not in 1..65535")
-    return port
-
-
-def daemon_config_dir() -> Path:
-    """Where the daemon's configuration lives (the token file, when there is no keyring)."""
-    return config_dir()
-
-
-def daemon_state_dir() -> Path:
-    """Where the daemon's state lives (its log)."""
-    override = os.environ.get("LOWKEY_CACHE_DIR")
-    if override:
-        return Path(override) / "daemon"
-    return Path(platformdirs.user_state_dir(APP_NAME))
+from lowkey.service import DEFAULT_HOST, DEFAULT_PORT, daemon_config_dir, daemon_state_dir
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    """Everything :func:`daemon.app.create_app` needs; the defaults are the daemon's.
+    """Everything :func:`lowkey_daemon.app.create_app` needs; the defaults are the daemon's.
 
     ``devices``: one worker each (None: CUDA when present, else the CPU); ``preset``: loaded and
     warmed at start and used when a request names none; ``models``: attack this ensemble under
@@ -69,7 +25,7 @@ class DaemonConfig:
     ``result_ttl`` and ``result_max_bytes``: how long and how much finished results are kept;
     ``rate`` and ``burst``: requests per second per authenticated client kind (token bucket);
     ``decode_budget_bytes``: the memory the photos being worked on at once may take, judged
-    from their headers (:mod:`daemon.budget`); ``warm_up``: run one
+    from their headers (:mod:`lowkey_daemon.budget`); ``warm_up``: run one
     dummy step at start; ``batch``: the most queued jobs (with the same attack options) a
     worker protects with one attack (None: :data:`~lowkey.protect.BATCH_ON_GPU` on a GPU, 1 on
     a CPU, where batching a 1-MP measured job gained 5% throughput and lengthened the latency

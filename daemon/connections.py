@@ -37,7 +37,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_request import BaseRequest
 
-from daemon.errors import error_response
+from lowkey_daemon.errors import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class ConnectionGuard:
 @web.middleware
 async def connection_activity(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost middleware: tells the app's :class:`ConnectionGuard` when a request runs."""
-    from daemon.keys import CONNECTIONS
+    from lowkey_daemon.keys import CONNECTIONS
 
     guard = request.app[CONNECTIONS]
     guard.begin(request.protocol)
@@ -313,7 +313,7 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
                                                                            GuardedSite]:
     """Set ``app`` up and serve it on ``host:port`` through its guard (``port`` 0: any free
     one, see ``site.port``). ``await runner.cleanup()`` stops it."""
-    from daemon.keys import CONNECTIONS
+    from lowkey_daemon.keys import CONNECTIONS
 
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=10.0)

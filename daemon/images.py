@@ -5,9 +5,9 @@ makes."""
 
 from __future__ import annotations
 
-from daemon.errors import ApiError
 from lowkey.errors import ImageError, TooManyPixels, UnsupportedImage
 from lowkey.image_io import ImageHeader, probe_header
+from lowkey_daemon.errors import ApiError
 
 #: Content-Types the daemon accepts (the image's real type is read from its bytes).
 ACCEPTED_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/heic",

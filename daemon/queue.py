@@ -14,7 +14,7 @@ jobs keep their result for ``result_ttl`` seconds, and the oldest are deleted fi
 results together exceed ``result_max_bytes``.
 
 Before a worker decodes its jobs it reserves their memory in the decode budget shared by every
-worker (:mod:`daemon.budget`), waiting while it does not fit. A full queue's ``Retry-After`` is
+worker (:mod:`lowkey_daemon.budget`), waiting while it does not fit. A full queue's ``Retry-After`` is
 estimated from how long recent jobs took (:class:`RunTimes`).
 """
 
@@ -30,9 +30,6 @@ from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from daemon.budget import DecodeBudget
-from daemon.config import DaemonConfig
-from daemon.errors import ApiError
 from lowkey.jobs import (
     JobControl,
     JobError,
@@ -42,6 +39,9 @@ from lowkey.jobs import (
 )
 from lowkey.pool import ModelPool, ModelsMissing
 from lowkey.protect import BATCH_ON_GPU, Protector, ProtectOutcome, protect_bytes_batch
+from lowkey_daemon.budget import DecodeBudget
+from lowkey_daemon.config import DaemonConfig
+from lowkey_daemon.errors import ApiError
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Job:
     options: ProtectOptions
     data: bytes | None
     control: JobControl
-    #: bytes of the decode budget the job holds while it is worked on (:mod:`daemon.budget`)
+    #: bytes of the decode budget the job holds while it is worked on (:mod:`lowkey_daemon.budget`)
     cost: int = 0
     created: float = field(default_factory=time.time)
     #: when a worker took it (monotonic)
@@ -253,7 +253,7 @@ class JobQueue:
     def submit(self, data: bytes, options: ProtectOptions, timeout: float | None = None,
                cost: int = 0) -> Job:
         """Queue a job (see :meth:`check_accepting` for why it may be refused); ``cost``: the
-        bytes of the decode budget it will hold (:func:`daemon.budget.decode_cost`, checked
+        bytes of the decode budget it will hold (:func:`lowkey_daemon.budget.decode_cost`, checked
         against the budget by the caller)."""
         self.check_accepting()
         seconds = min(timeout or self.config.job_timeout, self.config.job_timeout)

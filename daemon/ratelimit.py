@@ -4,8 +4,8 @@ Every local client connects from 127.0.0.1, so the address says nothing; and a h
 writes itself is no identity either: a bucket per header value lets a client make itself a fresh
 bucket per request, and grows a table without end. So limits are keyed on what only an
 authenticated client can reach: the request has shown the daemon's token (checked before any
-of this, :mod:`daemon.security`), and its ``X-LowKey-Client`` names one of the few known
-:data:`CLIENT_KINDS`; any other value, or none, is ``other``. The table is bounded anyway
+of this, :mod:`lowkey_daemon.security`), and its ``X-LowKey-Client`` names one of the few known
+:data:`lowkey.service.CLIENT_KINDS`; any other value, or none, is ``other``. The table is bounded anyway
 (:class:`RateLimiter` forgets the least recently used bucket past ``max_clients``), and each
 request costs O(1).
 """
@@ -16,10 +16,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-#: The header a local client may send to say what it is.
-CLIENT_HEADER = "X-LowKey-Client"
-#: The client kinds with a bucket of their own; every other client shares ``other``.
-CLIENT_KINDS = frozenset({"native-host", "cli"})
+from lowkey.service import CLIENT_KINDS
+
+#: The bucket every client shares whose kind is not one of :data:`CLIENT_KINDS`.
 OTHER = "other"
 
 
@@ -63,4 +62,4 @@ class RateLimiter:
         return wait
 
 
-__all__ = ["CLIENT_HEADER", "CLIENT_KINDS", "OTHER", "RateLimiter", "client_kind"]
+__all__ = ["OTHER", "RateLimiter", "client_kind"]

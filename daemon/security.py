@@ -1,6 +1,6 @@
 """The middlewares between a request and a handler, outermost first:
 
-0. :func:`daemon.connections.connection_activity`: tells the connection guard a request runs
+0. :func:`lowkey_daemon.connections.connection_activity`: tells the connection guard a request runs
    (a connection with a request in progress is never closed to make room).
 1. :func:`error_envelope`: every error leaves as ``{"error": {"code", "message"}}``; an
    unexpected exception is logged and answered ``internal``, never with a traceback or a path.
@@ -13,7 +13,7 @@
    :data:`PUBLIC_ROUTES`, compared in constant time. A request without the token is refused
    here, before it reaches any state it shares with other clients: it costs an authenticated
    client nothing but the event loop's time for one cheap answer.
-5. :func:`rate_limit`: a token bucket per authenticated client kind (:mod:`daemon.ratelimit`;
+5. :func:`rate_limit`: a token bucket per authenticated client kind (:mod:`lowkey_daemon.ratelimit`;
    health is not counted).
 """
 
@@ -24,10 +24,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from daemon.connections import connection_activity
-from daemon.errors import HTTP_STATUS_CODES, ApiError, error_response
-from daemon.keys import CONFIG, LIMITER, TOKENS
-from daemon.ratelimit import CLIENT_HEADER, client_kind
+from lowkey.service import CLIENT_HEADER
+from lowkey_daemon.connections import connection_activity
+from lowkey_daemon.errors import HTTP_STATUS_CODES, ApiError, error_response
+from lowkey_daemon.keys import CONFIG, LIMITER, TOKENS
+from lowkey_daemon.ratelimit import client_kind
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 @web.middleware
 async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Only authenticated requests get here: a bucket per client kind (never per address or
-    per free header value; see :mod:`daemon.ratelimit`)."""
+    per free header value; see :mod:`lowkey_daemon.ratelimit`)."""
     if (request.method, request.path) in PUBLIC_ROUTES:  # cheap, and polled for readiness
         return await handler(request)
     wait = request.app[LIMITER].take(client_kind(request.headers.get(CLIENT_HEADER)))

@@ -1,4 +1,4 @@
-"""Carry a :class:`~installers.plan.Plan` out on this machine, and undo it exactly.
+"""Carry a :class:`~lowkey_installers.plan.Plan` out on this machine, and undo it exactly.
 
 Install writes every action, records what it wrote (with each file's sha256) and every folder or
 registry key it had to create in a receipt (JSON), and never replaces a file that is not
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from installers.ids import ExtensionIds, load_extension_ids
-from installers.plan import Plan, RegistryValue, Symlink, WriteFile, is_lowkey_file
+from lowkey_installers.ids import ExtensionIds, load_extension_ids
+from lowkey_installers.plan import Plan, RegistryValue, Symlink, WriteFile, is_lowkey_file
 
 log = logging.getLogger(__name__)
 

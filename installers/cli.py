@@ -1,6 +1,8 @@
 """``lowkey install`` / ``lowkey uninstall``: the browser's native host and the daemon at login.
 
-``main(["install", ...])`` is what ``lowkey install ...`` calls. Options: ``--dry-run`` (print
+``lowkey install ...`` calls :func:`install_main` and ``lowkey uninstall ...``
+:func:`uninstall_main` (the ``lowkey.commands`` entry points in pyproject.toml); both are
+``main([action, ...])``. Options: ``--dry-run`` (print
 every file, link and registry value it would write or remove, each file's content indented under
 its path; nothing is touched), ``--user`` (default) or ``--system`` (all users; needs root on
 Linux/macOS, an administrator on Windows).
@@ -19,7 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from installers.plan import (
+from lowkey_installers.plan import (
     OSES,
     Plan,
     RegistryValue,
@@ -129,7 +131,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"{err} --system writes to system folders and needs root: run it with sudo "
               f"(or drop --system to {action} for yourself only)", file=sys.stderr)
         return 1
-    from installers import apply
+    from lowkey_installers import apply
 
     try:
         if action == "install":
@@ -158,3 +160,13 @@ def main(argv: Sequence[str]) -> int:
         print(f"\nThe browser starts the native host (and the host the daemon) when the "
               f"extension needs it. To start the daemon now: {plan.start_now}")
     return 0
+
+
+def install_main(argv: Sequence[str]) -> int:
+    """Register the native host with the browsers and the daemon's start at login."""
+    return main(["install", *argv])
+
+
+def uninstall_main(argv: Sequence[str]) -> int:
+    """Remove exactly what `lowkey install` wrote."""
+    return main(["uninstall", *argv])

@@ -37,7 +37,7 @@ def chromium_id_from_key(key_b64: str) -> str:
 
 def load_extension_ids() -> ExtensionIds:
     """Read ``native_host/extension_ids.json``; refuse it if the Chromium id and key disagree."""
-    text = resources.files("native_host").joinpath("extension_ids.json").read_text("utf-8")
+    text = resources.files("lowkey_native_host").joinpath("extension_ids.json").read_text("utf-8")
     data = json.loads(text)
     ids = ExtensionIds(
         native_host_name=data["native_host_name"],

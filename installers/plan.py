@@ -1,7 +1,7 @@
 """What ``lowkey install`` writes, where, for each OS and scope: a pure function of a :class:`Target`.
 
 Nothing here touches the machine, so a plan for macOS or Windows can be built (and tested against
-golden files) on Linux. :mod:`installers.apply` carries a plan out.
+golden files) on Linux. :mod:`lowkey_installers.apply` carries a plan out.
 
 Where each native-messaging location comes from (checked against the browsers' own docs/source):
 
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 
-from installers.ids import ExtensionIds, load_extension_ids
+from lowkey_installers.ids import ExtensionIds, load_extension_ids
 
 OSES = ("linux", "macos", "windows")
 SCOPES = ("user", "system")
@@ -168,7 +168,7 @@ class Plan:
 
 
 def _template(name: str) -> str:
-    return resources.files("installers").joinpath("templates", name).read_text("utf-8")
+    return resources.files(__package__).joinpath("templates", name).read_text("utf-8")
 
 
 def manifest_json(family: str, ids: ExtensionIds, host: PurePath) -> str:
@@ -336,9 +336,9 @@ def _windows_plan(t: Target, ids: ExtensionIds) -> tuple[PurePath, list[Action],
                                      f"registers the host with {_names(_covered(key, WINDOWS_REGISTRY))}"))
     pythonw = t.python.parent / "pythonw.exe"
     actions.append(RegistryValue(root, "Software\\Microsoft\\Windows\\CurrentVersion\\Run",
-                                 RUN_VALUE_NAME, f'"{pythonw}" -m daemon',
+                                 RUN_VALUE_NAME, f'"{pythonw}" -m lowkey_daemon',
                                  "starts the daemon at login"))
-    start = f'Start-Process -WindowStyle Hidden "{pythonw}" "-m daemon"'
+    start = f'Start-Process -WindowStyle Hidden "{pythonw}" "-m lowkey_daemon"'
     receipt = (folder if t.scope == "system" else t.config_dir) / RECEIPT_NAME
     return host, actions, start, receipt, folder
 

@@ -3,9 +3,11 @@
 ``lowkey models list | fetch | verify | add`` manage the face-recognition weights;
 ``lowkey faces PHOTO...`` shows the faces found and what each model makes of them;
 ``lowkey protect`` protects photos and ``lowkey eval`` measures how well that works;
-``lowkey daemon`` runs (or talks to) the local protection service in ``daemon/``;
-``lowkey install`` / ``lowkey uninstall`` register the browser's native host and the daemon's
-start at login (``installers/``).
+``lowkey daemon`` runs (or talks to) the local protection service (``daemon/``, imported as
+``lowkey_daemon``); ``lowkey install`` / ``lowkey uninstall`` register the browser's native host
+and the daemon's start at login (``installers/``, ``lowkey_installers``). Those live above the
+core, which never imports them: they register as ``lowkey.commands`` entry points
+(pyproject.toml) and this module runs whatever is registered there.
 Output is for people by default and JSON with ``--json``; progress bars go to stderr.
 """
 
@@ -15,7 +17,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +29,11 @@ if TYPE_CHECKING:
     from lowkey.measure import PhotoReport, Verdict
 
 logger = logging.getLogger("lowkey")
+
+#: The entry-point group of the subcommands that live outside the core (``lowkey daemon``,
+#: ``install``, ``uninstall``): each is ``main(argv) -> exit code``, its docstring's first line
+#: its help.
+COMMAND_GROUP = "lowkey.commands"
 
 
 def _records(names: Sequence[str], everything: bool = False) -> list:
@@ -547,18 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("daemon", add_help=False,
-                       help="the local protection service: run it, or status, stop, token "
-                            "(`lowkey daemon --help`)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-
-    p = sub.add_parser("install", add_help=False,
-                       help="register the native host with the browsers and the daemon's start "
-                            "at login (`lowkey install --help`)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p = sub.add_parser("uninstall", add_help=False,
-                       help="remove exactly what `lowkey install` wrote")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    for name, entry in registered_commands().items():
+        p = sub.add_parser(name, add_help=False, help=_command_help(name, entry))
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(registered=name)
 
     p = sub.add_parser("faces", help="faces found in photos and their embeddings")
     p.add_argument("photos", nargs="*", help="photo files")
@@ -570,35 +570,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_daemon(argv: Sequence[str]) -> int:
-    """``lowkey daemon ...``: handed to the daemon's own package (the core never imports it)."""
-    import importlib
+def registered_commands() -> dict[str, EntryPoint]:
+    """The subcommands installed outside the core, by name (:data:`COMMAND_GROUP`)."""
+    return {entry.name: entry for entry in entry_points(group=COMMAND_GROUP)}
 
+
+def _load_command(name: str, entry: EntryPoint) -> Callable[[list[str]], int]:
+    """The ``main(argv)`` of a registered subcommand; LowKeyError when it cannot be imported."""
     try:
-        daemon_cli = importlib.import_module("daemon.cli")
+        return entry.load()
     except ImportError as exc:
-        print(f"lowkey: error: the daemon is not installed ({exc}); reinstall LowKey "
-              "(installers/setup.sh)", file=sys.stderr)
+        raise LowKeyError(f"`lowkey {name}` is registered but cannot be imported ({exc}); "
+                          "reinstall LowKey (installers/setup.sh)") from exc
+
+
+def _command_help(name: str, entry: EntryPoint) -> str:
+    try:
+        doc = _load_command(name, entry).__doc__ or ""
+    except LowKeyError as exc:
+        return str(exc)
+    first = doc.strip().splitlines()[0].rstrip(".") if doc.strip() else name
+    return f"{first[:1].lower()}{first[1:]} (`lowkey {name} --help`)"
+
+
+def _run_registered(name: str, entry: EntryPoint, argv: Sequence[str]) -> int:
+    """``lowkey daemon|install|uninstall ...``: handed to the package that registered it."""
+    try:
+        command = _load_command(name, entry)
+    except LowKeyError as exc:
+        print(f"lowkey: error: {exc}", file=sys.stderr)
         return 1
-    return daemon_cli.main(list(argv))
-
-
-def _run_installer(action: str, argv: Sequence[str]) -> int:
-    """``lowkey install|uninstall ...``: handed to ``installers`` (no torch, no models)."""
-    from installers.cli import main as installer_main
-
-    return installer_main([action, *argv])
+    return command(list(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["daemon"]:
-        return _run_daemon(argv[1:])
-    if argv[:1] in (["install"], ["uninstall"]):
-        return _run_installer(argv[0], argv[1:])
+    commands = registered_commands()
+    if argv[:1] and argv[0] in commands:
+        return _run_registered(argv[0], commands[argv[0]], argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command == "daemon":  # `lowkey -v daemon ...`
-        return _run_daemon(["-v", *args.rest] if args.verbose else args.rest)
+    name = getattr(args, "registered", None)
+    if name is not None:  # `lowkey -v daemon ...`
+        return _run_registered(name, commands[name],
+                               ["-v", *args.rest] if args.verbose else args.rest)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -1,7 +1,7 @@
-"""``python -m native_host``: the same as ``lowkey-native-host`` (the Windows wrapper runs this)."""
+"""``python -m lowkey_native_host``: the same as ``lowkey-native-host`` (the Windows wrapper runs this)."""
 
 import sys
 
-from native_host.host import main
+from lowkey_native_host.host import main
 
 sys.exit(main())

@@ -1,8 +1,8 @@
 """The host's side of the daemon's HTTP API (``daemon/openapi.json``): an ordinary local client.
 
-The address and the token are found exactly as the daemon keeps them (:func:`daemon.config.
-port_from_env`, :class:`daemon.token.TokenStore`), read again for every call so a rotated token or
-a restarted daemon is picked up. Daemon errors become :class:`HostError` with the host's stable
+The address and the token are found exactly as the daemon keeps them (:func:`lowkey.service.
+port_from_env`, :class:`lowkey.service.TokenStore`: the host never imports the daemon), read again
+for every call so a rotated token or a restarted daemon is picked up. Daemon errors become :class:`HostError` with the host's stable
 codes (:data:`DAEMON_CODES`). Nothing here imports torch or the models.
 """
 
@@ -16,14 +16,19 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from daemon.config import DEFAULT_HOST, daemon_config_dir, port_from_env
-from daemon.ratelimit import CLIENT_HEADER
-from daemon.token import TokenStore
+from lowkey.service import (
+    CLIENT_HEADER,
+    DEFAULT_HOST,
+    NATIVE_HOST_CLIENT,
+    TokenStore,
+    daemon_config_dir,
+    port_from_env,
+)
 
 logger = logging.getLogger(__name__)
 
 #: What the host tells the daemon it is (``X-LowKey-Client``): its rate limit is its own.
-CLIENT_KIND = "native-host"
+CLIENT_KIND = NATIVE_HOST_CLIENT
 
 #: The types the daemon accepts as Content-Type; anything else goes as octet-stream (the daemon
 #: reads the real type from the bytes).

@@ -1,8 +1,8 @@
 """``lowkey-native-host``: the program the browser starts for the extension.
 
-It speaks native messaging on stdin/stdout (:mod:`native_host.protocol`, messages defined in
+It speaks native messaging on stdin/stdout (:mod:`lowkey_native_host.protocol`, messages defined in
 ``native_host/messages.schema.json``) and is an ordinary HTTP client of the daemon
-(:mod:`native_host.daemon_client`): it never imports torch or the models, so it starts in a
+(:mod:`lowkey_native_host.daemon_client`): it never imports torch or the models, so it starts in a
 fraction of a second. The daemon's token stays here; the extension never sees it.
 
 - A thread reads messages from stdin; each request is handled in its own task, so several photos
@@ -10,7 +10,7 @@ fraction of a second. The daemon's token stays here; the extension never sees it
 - ``protect``: the photo goes to ``POST /v1/jobs``; the job's events become ``progress``
   messages; the protected file comes back as ``chunk`` messages under 1 MB each, then
   ``result`` with its size and sha256; the daemon's copy is deleted at once.
-- When the daemon is down, ``hello``, ``status`` and ``protect`` start it (:mod:`native_host.
+- When the daemon is down, ``hello``, ``status`` and ``protect`` start it (:mod:`lowkey_native_host.
   launcher`) and protect waits for it (``progress`` phase ``starting``).
 - When the browser closes the pipe, every running job is cancelled in the daemon and the host
   exits (status 0).
@@ -33,12 +33,12 @@ import time
 from collections.abc import Sequence
 from typing import BinaryIO
 
-from daemon.config import daemon_state_dir
-from daemon.logs import private_log_handler
 from lowkey import __version__
-from native_host.daemon_client import DAEMON_CODES, DaemonClient, DaemonDown, HostError
-from native_host.launcher import Launcher
-from native_host.protocol import (
+from lowkey.private_log import private_log_handler
+from lowkey.service import daemon_state_dir
+from lowkey_native_host.daemon_client import DAEMON_CODES, DaemonClient, DaemonDown, HostError
+from lowkey_native_host.launcher import Launcher
+from lowkey_native_host.protocol import (
     BadMessage,
     MessageTooLarge,
     StreamClosed,
@@ -48,7 +48,7 @@ from native_host.protocol import (
     write_message,
 )
 
-logger = logging.getLogger("native_host")
+logger = logging.getLogger("lowkey_native_host")
 
 PROTOCOL = 1
 LOG_FILE = "native-host.log"
@@ -344,7 +344,7 @@ def _reader(stdin: BinaryIO, loop: asyncio.AbstractEventLoop, inbox: asyncio.Que
     """Read messages from the browser into ``inbox`` until the pipe closes (a thread).
 
     A frame's content never ends the reader: whatever one body holds is a message or a
-    ``bad`` item (:func:`~native_host.protocol.parse_body`). Whatever ends the reader (the
+    ``bad`` item (:func:`~lowkey_native_host.protocol.parse_body`). Whatever ends the reader (the
     pipe closing, a read error, a bug), its last item is ``closed``, so :func:`serve` ends."""
 
     def put(item: tuple) -> None:
@@ -413,7 +413,7 @@ def _setup_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(logging.WARNING)
-    logging.getLogger("native_host").setLevel(logging.INFO)
+    logging.getLogger("lowkey_native_host").setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

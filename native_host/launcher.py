@@ -1,10 +1,11 @@
 """Starting the daemon when the browser needs it and it is not running.
 
-The host runs ``python -m daemon`` (what ``lowkey daemon`` runs) with the same interpreter,
-detached: its own session (POSIX) or a detached process group without a console (Windows), with
-stdin, stdout and stderr closed, so it outlives the browser and can never write into the
-protocol pipe. The daemon takes its options from ``daemon.toml`` (:mod:`daemon.settings`) and its
-port from the environment the browser passed on. ``LOWKEY_NO_AUTOSTART=1`` turns this off.
+The host runs ``python -m lowkey.cli daemon`` (the ``lowkey daemon`` command: the host never
+imports or names the daemon's package) with the same interpreter, detached: its own session
+(POSIX) or a detached process group without a console (Windows), with stdin, stdout and stderr
+closed, so it outlives the browser and can never write into the protocol pipe. The daemon takes
+its options from ``daemon.toml`` (:func:`lowkey.service.load_settings`) and its port from the
+environment the browser passed on. ``LOWKEY_NO_AUTOSTART=1`` turns this off.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Launcher:
         return None if self.process is None else self.process.poll()
 
     def start(self) -> bool:
-        """Start ``python -m daemon`` detached unless one was started recently or autostart is
+        """Start ``python -m lowkey.cli daemon`` detached unless one was started recently or autostart is
         off. True when a daemon process is (now) starting."""
         if not autostart_allowed():
             return False
@@ -53,7 +54,7 @@ class Launcher:
         now = time.monotonic()
         if self.started_at is not None and now - self.started_at < self.RETRY_S:
             return False  # it started and died: do not start it again in a loop
-        command = [sys.executable, "-m", "daemon"]
+        command = [sys.executable, "-m", "lowkey.cli", "daemon"]
         kwargs: dict = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
                         "stderr": subprocess.DEVNULL, "close_fds": True}
         if sys.platform == "win32":

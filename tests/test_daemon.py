@@ -27,12 +27,12 @@ from test_daemon_helpers import (
     wait_ready,
 )
 
-import daemon.queue
-from daemon.app import create_app
+import lowkey_daemon.queue
 from lowkey.image_io import load_photo
 from lowkey.jobs import ProtectOptions
 from lowkey.pool import ModelPool
 from lowkey.protect import protect_bytes
+from lowkey_daemon.app import create_app
 
 pytestmark = pytest.mark.weights
 
@@ -197,7 +197,7 @@ async def test_missing_wrong_and_rotated_token(make_client, face):
         body = json.loads(await checked(response, "/v1/status", "GET"))
         assert response.status == 401 and body["error"]["code"] == "unauthorized"
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    from daemon.keys import TOKENS
+    from lowkey_daemon.keys import TOKENS
 
     new = client.app[TOKENS].rotate()
     assert new != token
@@ -370,7 +370,7 @@ async def test_queue_full_then_a_cancelled_job_frees_its_slot_at_once(make_clien
 def hold_at(monkeypatch, phase: str) -> threading.Event:
     """Make the next job wait in ``phase`` until it is cancelled; the event says it got there."""
     reached = threading.Event()
-    real = daemon.queue.protect_bytes_batch
+    real = lowkey_daemon.queue.protect_bytes_batch
 
     def protect_bytes_batch(jobs, pool, **kwargs):
         for _, _, control in jobs:
@@ -387,7 +387,7 @@ def hold_at(monkeypatch, phase: str) -> threading.Event:
             control.on_progress = hold
         return real(jobs, pool, **kwargs)
 
-    monkeypatch.setattr(daemon.queue, "protect_bytes_batch", protect_bytes_batch)
+    monkeypatch.setattr(lowkey_daemon.queue, "protect_bytes_batch", protect_bytes_batch)
     return reached
 
 
@@ -469,13 +469,13 @@ async def test_many_clients_at_once_none_lost_none_crossed(make_client, astronau
 def spy_batches(monkeypatch) -> list[list[tuple[int, str | None]]]:
     """Record each batch the workers run, as (seed, format) of its jobs (the real code runs)."""
     batches: list[list[tuple[int, str | None]]] = []
-    real = daemon.queue.protect_bytes_batch
+    real = lowkey_daemon.queue.protect_bytes_batch
 
     def recorded(jobs, pool, **kwargs):
         batches.append([(options.seed, options.format) for _, options, _ in jobs])
         return real(jobs, pool, **kwargs)
 
-    monkeypatch.setattr(daemon.queue, "protect_bytes_batch", recorded)
+    monkeypatch.setattr(lowkey_daemon.queue, "protect_bytes_batch", recorded)
     return batches
 
 
@@ -545,7 +545,7 @@ async def test_a_job_stopped_in_a_batch_frees_its_slot_and_the_others_go_on(make
 async def test_a_crash_or_out_of_memory_in_one_job_is_that_jobs_error(make_client, face,
                                                                       monkeypatch, failure):
     client, token = await make_client()
-    real = daemon.queue.protect_bytes_batch
+    real = lowkey_daemon.queue.protect_bytes_batch
     calls = []
 
     def crash_once(*args, **kwargs):
@@ -554,7 +554,7 @@ async def test_a_crash_or_out_of_memory_in_one_job_is_that_jobs_error(make_clien
             raise failure
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(daemon.queue, "protect_bytes_batch", crash_once)
+    monkeypatch.setattr(lowkey_daemon.queue, "protect_bytes_batch", crash_once)
     response, body = await post_image(client, token, face)
     expected = ("internal", 500) if isinstance(failure, RuntimeError) and not isinstance(
         failure, torch.cuda.OutOfMemoryError) else ("out_of_memory", 503)
@@ -592,7 +592,7 @@ async def test_shutdown_route_and_graceful_close_cancel_running_jobs(make_client
     assert json.loads(await checked(response, "/v1/shutdown", "POST")) == {"stopping": True}
     await asyncio.sleep(0.3)
     assert stopped == [True]
-    from daemon.keys import QUEUE
+    from lowkey_daemon.keys import QUEUE
 
     queue = client.app[QUEUE]
     start = time.monotonic()

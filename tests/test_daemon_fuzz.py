@@ -17,10 +17,10 @@ from aiohttp import web
 from hypothesis import HealthCheck, Phase, settings
 from test_daemon_helpers import OPENAPI, file_tokens, install_tiny_preset, small_config
 
-from daemon.app import create_app
-from daemon.token import TokenStore
 from lowkey.paths import cache_dir
 from lowkey.pool import ModelPool
+from lowkey.service import TokenStore
+from lowkey_daemon.app import create_app
 
 pytestmark = pytest.mark.weights
 
@@ -59,7 +59,7 @@ def live_daemon():
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        from daemon.keys import QUEUE
+        from lowkey_daemon.keys import QUEUE
 
         while app[QUEUE].state == "loading":
             await asyncio.sleep(0.05)
@@ -97,9 +97,9 @@ def test_api_never_fails_and_keeps_its_contract(case, live_daemon):
 
 
 def test_the_document_lists_the_presets_and_error_codes():
-    from daemon.errors import CODES
     from lowkey.jobs import PHASES, STATUSES
     from lowkey.presets import PRESETS
+    from lowkey_daemon.errors import CODES
 
     protect = OPENAPI["paths"]["/v1/protect"]["post"]
     preset = next(p for p in protect["parameters"] if p["name"] == "preset")

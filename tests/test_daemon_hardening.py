@@ -29,12 +29,12 @@ from test_daemon_helpers import (
     wait_ready,
 )
 
-from daemon.app import create_app
-from daemon.budget import DecodeBudget, decode_cost
-from daemon.connections import ConnectionGuard, start_site
-from daemon.keys import CONNECTIONS, LIMITER, QUEUE
-from daemon.queue import MAX_RETRY_AFTER_S, RunTimes
-from daemon.ratelimit import RateLimiter, client_kind
+from lowkey_daemon.app import create_app
+from lowkey_daemon.budget import DecodeBudget, decode_cost
+from lowkey_daemon.connections import ConnectionGuard, start_site
+from lowkey_daemon.keys import CONNECTIONS, LIMITER, QUEUE
+from lowkey_daemon.queue import MAX_RETRY_AFTER_S, RunTimes
+from lowkey_daemon.ratelimit import RateLimiter, client_kind
 
 pytestmark = pytest.mark.weights
 
@@ -109,7 +109,7 @@ def test_client_kinds_are_a_fixed_set():
 
 async def test_the_native_host_names_itself_and_keeps_no_idle_connection(tmp_path,
                                                                          monkeypatch):
-    from native_host.daemon_client import DaemonClient
+    from lowkey_native_host.daemon_client import DaemonClient
 
     monkeypatch.setenv("LOWKEY_CONFIG_DIR", str(tmp_path))
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
@@ -408,16 +408,16 @@ async def test_malformed_http_is_answered_in_the_envelope_with_one_log_line(serv
 # -- private logs -------------------------------------------------------------------------------
 
 def test_the_daemons_log_is_0600_in_a_0700_folder_and_stays_so_when_rotated(tmp_path):
-    from daemon.cli import _setup_logging
+    from lowkey_daemon.cli import _setup_logging
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     umask = os.umask(0o022)  # the usual umask, which would make files 0644
     try:
         path = _setup_logging(tmp_path / "state", verbose=False)
-        logging.getLogger("daemon").info("hello")
+        logging.getLogger("lowkey_daemon").info("hello")
         root.handlers[0].doRollover()
-        logging.getLogger("daemon").info("again")
+        logging.getLogger("lowkey_daemon").info("again")
     finally:
         os.umask(umask)
         for handler in root.handlers:

@@ -13,9 +13,9 @@ import jsonschema
 import numpy as np
 from PIL import Image
 
-from daemon.config import DaemonConfig
-from daemon.token import TokenStore
 from lowkey.presets import PRESETS, Preset
+from lowkey.service import TokenStore
+from lowkey_daemon.config import DaemonConfig
 
 REPO = Path(__file__).resolve().parents[1]
 OPENAPI = json.loads((REPO / "daemon" / "openapi.json").read_text())

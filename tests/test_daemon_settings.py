@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon import cli
-from daemon.config import port_from_env
-from daemon.settings import load_settings
+from lowkey.service import load_settings, port_from_env
+from lowkey_daemon import cli
 
 
 def test_no_file_means_no_settings(tmp_path):
@@ -61,7 +60,7 @@ def test_the_command_line_wins_over_the_file(tmp_path, monkeypatch):
         seen["config"] = config
         raise SystemExit(0)
 
-    monkeypatch.setattr("daemon.app.create_app", fake_create_app)
+    monkeypatch.setattr("lowkey_daemon.app.create_app", fake_create_app)
     monkeypatch.setattr(cli, "_setup_logging", lambda state_dir, verbose: tmp_path / "log")
     with pytest.raises(SystemExit):
         cli.main(["--preset", "subtle", "--port", "9000", "--batch", "2"])

@@ -5,6 +5,7 @@ Regenerate the golden files after a deliberate change:
     LOWKEY_UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_install.py
 """
 
+import importlib.util
 import json
 import os
 import plistlib
@@ -14,9 +15,9 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from installers import apply, cli
-from installers.ids import chromium_id_from_key, load_extension_ids
-from installers.plan import (
+from lowkey_installers import apply, cli
+from lowkey_installers.ids import chromium_id_from_key, load_extension_ids
+from lowkey_installers.plan import (
     Plan,
     RegistryValue,
     WriteFile,
@@ -93,15 +94,24 @@ def test_chromium_id_is_derived_from_the_key():
 
 
 def test_ids_live_only_in_extension_ids_json():
+    checked = set()
     for path in (REPO / "installers").rglob("*"):
         if path.is_file() and path.suffix in {".py", ".json", ".sh", ".ps1", ".bat", ".plist",
                                               ".service"}:
             text = path.read_text(encoding="utf-8")
             assert IDS.chromium_id not in text and IDS.firefox_id not in text, path
+            checked.add(path.relative_to(REPO).as_posix())
+    # the filter above must have let the files that could hold an id through
+    assert {"installers/plan.py", "installers/ids.py", "installers/install.ps1",
+            "installers/templates/native-host-chromium.json",
+            "installers/templates/native-host-firefox.json",
+            "installers/templates/lowkey-native-host.bat",
+            "installers/templates/lowkey-daemon.service",
+            "installers/templates/org.lowkey.daemon.plist"} <= checked
 
 
 def test_installers_never_import_torch():
-    code = ("import sys, installers.cli, installers.apply, installers.plan;"
+    code = ("import sys, lowkey_installers.cli, lowkey_installers.apply, lowkey_installers.plan;"
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
 
@@ -128,11 +138,16 @@ def test_windows_wrapper_is_crlf_and_runs_the_host_module():
     plan = build_plan(synthetic_target("windows", "user", home, python))
     (bat,) = [a for a in plan.actions if isinstance(a, WriteFile) and a.kind == "bat"]
     assert str(bat.path) == "C:\\Users\\alice\\AppData\\Local\\LowKey\\lowkey-native-host.bat"
-    assert b'"C:\\Users\\alice\\lowkey\\.venv\\Scripts\\python.exe" -m native_host %*\r\n' in bat.data()
+    assert b'"C:\\Users\\alice\\lowkey\\.venv\\Scripts\\python.exe" -m lowkey_native_host %*\r\n' in bat.data()
     assert b"\n" not in bat.data().replace(b"\r\n", b"")
     run = [a for a in plan.actions if isinstance(a, RegistryValue) and a.key.endswith("Run")]
     assert run[0].root == "HKCU"
-    assert run[0].data == '"C:\\Users\\alice\\lowkey\\.venv\\Scripts\\pythonw.exe" -m daemon'
+    assert run[0].data == '"C:\\Users\\alice\\lowkey\\.venv\\Scripts\\pythonw.exe" -m lowkey_daemon'
+    assert plan.start_now.endswith('"-m lowkey_daemon"')
+    # the modules they run are LowKey's own, installed, and runnable with -m
+    for module in ("lowkey_native_host", "lowkey_daemon"):
+        spec = importlib.util.find_spec(f"{module}.__main__")
+        assert spec is not None and spec.origin, module
 
 
 # --- on this machine (Linux): a real install into a temporary HOME -------------------------

@@ -23,8 +23,8 @@ from PIL import Image
 from test_daemon_e2e import RunningDaemon, call, free_port
 from test_daemon_helpers import encode, face_crop
 
-from native_host import data_file
-from native_host.protocol import MAX_INCOMING, MAX_OUTGOING, encode_message, read_message
+from lowkey_native_host import data_file
+from lowkey_native_host.protocol import MAX_INCOMING, MAX_OUTGOING, encode_message, read_message
 
 ONE_MB = 1024 * 1024
 
@@ -41,7 +41,7 @@ def lone_host(tmp_path):
 
 
 def test_the_host_never_imports_torch():
-    code = ("import sys, native_host.host\n"
+    code = ("import sys, lowkey_native_host.host\n"
             "assert 'torch' not in sys.modules and 'lowkey.protect' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -96,7 +96,7 @@ def test_deeply_nested_json_is_a_bad_message_and_the_host_goes_on_then_exits(lon
 
 
 def test_whatever_a_body_holds_it_is_a_message_or_bad_message():
-    from native_host.protocol import BadMessage, parse_body
+    from lowkey_native_host.protocol import BadMessage, parse_body
 
     for body in (b"[" * 100_000, b'{"a":' * 5000, b"\xff\xfe", b"1e999999", b"", b"null"):
         with pytest.raises(BadMessage):
@@ -160,7 +160,7 @@ def test_framing_is_native_order_and_outgoing_messages_stay_under_1_mb():
 def test_the_schema_file_is_valid_and_names_every_request_type():
     import jsonschema
 
-    from native_host.host import REQUEST_TYPES
+    from lowkey_native_host.host import REQUEST_TYPES
 
     schema = json.loads(data_file("messages.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -168,7 +168,7 @@ def test_the_schema_file_is_valid_and_names_every_request_type():
     codes = set(schema["$defs"]["message_error"]["properties"]["code"]["enum"])
     assert {"daemon-down", "starting", "paused", "bad-image", "no-face", "too-large",
             "timeout", "cancelled", "internal"} <= codes
-    from native_host.daemon_client import DAEMON_CODES
+    from lowkey_native_host.daemon_client import DAEMON_CODES
 
     assert set(DAEMON_CODES.values()) <= codes
 
@@ -353,7 +353,7 @@ def test_a_down_daemon_is_started_by_the_host(tmp_path, astronaut_rgb):
         assert status == 200 and json.loads(body)["ready"] is True
     finally:
         host.stop()
-        subprocess.run([sys.executable, "-m", "daemon", "stop"],
+        subprocess.run([sys.executable, "-m", "lowkey_daemon", "stop"],
                        env=env, capture_output=True, timeout=60)
         _wait_down(port)
 

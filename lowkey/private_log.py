@@ -3,7 +3,7 @@
 A log says when photos were protected and what failed; another local user has no business
 reading it. :class:`PrivateRotatingFileHandler` creates the file (and each file it rotates to)
 0600, and tightens an existing one; :func:`private_log_handler` also makes the folder 0700.
-Used by the daemon and the native host.
+Used by the daemon and the native host (both write to :func:`lowkey.service.daemon_state_dir`).
 """
 
 from __future__ import annotations
