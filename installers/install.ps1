@@ -17,7 +17,6 @@ if (-not (Test-Path $lowkey)) {
     $pip = @("-m", "pip", "--disable-pip-version-check", "-q")
     & .venv\Scripts\python.exe @pip install @torch; if ($LASTEXITCODE) { exit $LASTEXITCODE }
     & .venv\Scripts\python.exe @pip install -e ".[dev]"; if ($LASTEXITCODE) { exit $LASTEXITCODE }
-    & .venv\Scripts\python.exe @pip install --no-deps "facenet-pytorch==2.6.0"; if ($LASTEXITCODE) { exit $LASTEXITCODE }
     & $lowkey models fetch; if ($LASTEXITCODE) { exit $LASTEXITCODE }
 }
 & $lowkey install @args

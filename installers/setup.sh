@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set LowKey up in ./.venv: torch, the package (core, daemon, native host) with its test tools,
-# MTCNN, the default models; then, where Node 20+ is installed, the browser extension
-# (extension/dist) and its test tools.
+# Set LowKey up in ./.venv: torch, the package (core, daemon, native host; MTCNN comes with it as
+# a dependency) with its test tools, the default models; then, where Node 20+ is installed, the
+# browser extension (extension/dist) and its test tools.
 # Safe to run again: everything it does is idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,17 +14,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 
-echo "[1/5] torch ($TORCH_SPEC)"
+echo "[1/4] torch ($TORCH_SPEC)"
 # shellcheck disable=SC2086
 pip install $TORCH_SPEC
-echo "[2/5] lowkey, its daemon and their dependencies (aiohttp, keyring; pytest-aiohttp,"
-echo "      schemathesis and jsonschema for the tests: all in pyproject.toml)"
+echo "[2/4] lowkey, its daemon and their dependencies (facenet-pytorch, aiohttp, keyring;"
+echo "      pytest-aiohttp, schemathesis, jsonschema, python-daemon for the tests: pyproject.toml)"
 pip install -e ".[dev]"
-echo "[3/5] facenet-pytorch (MTCNN face detection; its metadata pins torch<2.3, so --no-deps)"
-pip install --no-deps "facenet-pytorch==2.6.0"
-echo "[4/5] default face-recognition models (verified, converted once, cached)"
+echo "[3/4] default face-recognition models (verified, converted once, cached)"
 .venv/bin/lowkey models fetch
-echo "[5/5] the browser extension: npm ci and npm run build in extension/ (needs Node 20+)"
+echo "[4/4] the browser extension: npm ci and npm run build in extension/ (needs Node 20+)"
 if command -v npm >/dev/null && node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)'; then
     if npm ci --prefix extension --no-audit --no-fund --loglevel=error; then
         npm run --prefix extension --silent build

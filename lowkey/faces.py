@@ -82,8 +82,8 @@ def _load_mtcnn(device: torch.device, min_face_size: int) -> torch.nn.Module:
         from facenet_pytorch import MTCNN
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
-            "face detection needs facenet-pytorch: pip install --no-deps facenet-pytorch==2.6.0 "
-            "(installers/setup.sh does this)"
+            "face detection needs facenet-pytorch, a dependency of LowKey: reinstall LowKey "
+            "(pip install lowkey, or bash installers/setup.sh)"
         ) from exc
     return MTCNN(keep_all=True, min_face_size=min_face_size, device=device)
 

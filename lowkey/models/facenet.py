@@ -48,8 +48,8 @@ try:
     from facenet_pytorch.models.inception_resnet_v1 import InceptionResnetV1
 except ImportError as _exc:  # pragma: no cover - depends on the installation
     raise ImportError(
-        "the FaceNet models need facenet-pytorch; install it without its stale pins: "
-        "pip install --no-deps facenet-pytorch==2.6.0"
+        "the FaceNet models need facenet-pytorch, a dependency of LowKey: reinstall LowKey "
+        "(pip install lowkey, or bash installers/setup.sh)"
     ) from _exc
 
 logger = logging.getLogger(__name__)
