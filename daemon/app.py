@@ -56,17 +56,14 @@ routes = web.RouteTableDef()
 
 # -- parameters -------------------------------------------------------------------------------
 
-def _int(query: dict, name: str, default: int | None, low: int, high: int) -> int | None:
+def _int(query: dict, name: str, default: int | None) -> int | None:
+    """An integer parameter as written (its range is :class:`ProtectOptions`'s to check)."""
     text = query.get(name)
     if text is None:
         return default
     if not _DIGITS.fullmatch(text):
-        raise ApiError("bad_request", f"{name} must be an integer written in ASCII digits "
-                                      f"(0-9), between {low} and {high}")
-    value = int(text)
-    if not low <= value <= high:
-        raise ApiError("bad_request", f"{name} must be between {low} and {high}")
-    return value
+        raise ApiError("bad_request", f"{name} must be an integer written in ASCII digits (0-9)")
+    return int(text)
 
 
 def _choice(query: dict, name: str, default: str | None, choices: tuple[str, ...]) -> str | None:
@@ -105,12 +102,13 @@ def only(request: web.Request, allowed: frozenset[str] = frozenset()) -> None:
 def protect_options(request: web.Request,
                     allowed: frozenset[str] = PROTECT_PARAMETERS
                     ) -> tuple[ProtectOptions, float | None]:
-    """The job's options and timeout from the query string."""
-    from lowkey.presets import PRESETS
+    """The job's options and timeout from the query string (:class:`ProtectOptions` checks
+    them; the API names output formats in lower case, without aliases)."""
+    from lowkey.image_io import DEFAULT_QUALITY, FORMATS
 
     only(request, allowed)
     config, q = request.app[CONFIG], request.query
-    fmt = _choice(q, "format", None, ("jpeg", "png", "webp", "heif"))
+    fmt = _choice(q, "format", None, tuple(f.lower() for f in FORMATS))
     timeout = q.get("timeout")
     if timeout is not None:
         if not _SECONDS.fullmatch(timeout):
@@ -121,12 +119,12 @@ def protect_options(request: web.Request,
             raise ApiError("bad_request", f"timeout must be in (0, {config.job_timeout:g}]")
     try:
         options = ProtectOptions(
-            preset=_choice(q, "preset", config.preset, tuple(PRESETS)),
-            strength=_int(q, "strength", None, 1, 200),
-            seed=_int(q, "seed", 0, 0, 2**31 - 1),
-            faces=_choice(q, "faces", "all", ("all", "largest")),
+            preset=q.get("preset", config.preset),
+            strength=_int(q, "strength", None),
+            seed=_int(q, "seed", 0),
+            faces=q.get("faces", "all"),
             format=fmt,
-            quality=_int(q, "quality", 95, 1, 100),
+            quality=_int(q, "quality", DEFAULT_QUALITY),
             keep_location=_bool(q, "keep_location", False),
             measure=_bool(q, "measure", True),
             models=config.models)

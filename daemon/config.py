@@ -53,9 +53,9 @@ class DaemonConfig:
     state_dir: Path = field(default_factory=daemon_state_dir)
 
     def __post_init__(self) -> None:
-        from lowkey.presets import get_preset
+        from lowkey.jobs import ProtectOptions
 
-        get_preset(self.preset)
+        ProtectOptions(preset=self.preset, models=self.models)  # the default request's rules
         if not ipaddress.ip_address(self.host).is_loopback:
             raise ValueError(f"the daemon binds to loopback only, not {self.host}")
         if (self.queue_size < 1 or self.max_body_bytes < 1 or self.max_pixels < 1

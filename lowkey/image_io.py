@@ -82,13 +82,16 @@ __all__ = [
     "DEFAULT_QUALITY",
     "FORMATS",
     "IMAGE_SUFFIXES",
+    "MEDIA_TYPES",
     "MAX_SIDE",
     "ImageHeader",
     "OUTPUT_SUFFIX",
     "Photo",
     "encode_photo",
     "is_photo_file",
+    "check_quality",
     "load_photo",
+    "normalise_format",
     "output_path_for",
     "probe_header",
     "probe_image",
@@ -106,6 +109,9 @@ DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 MAX_SIDE = 20_000
 #: Default quality of the lossy encoders (JPEG, lossy WebP, HEIF).
 DEFAULT_QUALITY = 95
+#: The MIME type of each of :data:`FORMATS`, as LowKey writes it.
+MEDIA_TYPES: dict[str, str] = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
+                               "HEIF": "image/heif"}
 
 #: File extensions per format; the first is the one :func:`output_path_for` picks.
 EXTENSIONS: dict[str, tuple[str, ...]] = {
@@ -701,9 +707,8 @@ def encode_photo(
         ValueError: bad arguments (pixel shape, size or NaN, quality, format, alpha into JPEG).
         ImageError: HEIF output without pillow-heif.
     """
-    fmt = _normalise_format(format) if format is not None else photo.format
-    if not isinstance(quality, int) or not 1 <= quality <= 100:
-        raise ValueError(f"quality must be an integer in 1..100, not {quality!r}")
+    fmt = normalise_format(format) if format is not None else photo.format
+    check_quality(quality)
     if fmt == "JPEG" and photo.alpha is not None:
         raise ValueError("this photo has an alpha channel, which JPEG cannot hold: use PNG or WEBP")
     if fmt == "HEIF":
@@ -786,20 +791,21 @@ def save_photo(
         ValueError: see :func:`encode_photo`.
         OSError: the file system refused the write (missing folder, permissions, full disk).
     """
-    fmt = _normalise_format(format) if format is not None else photo.format
+    fmt = normalise_format(format) if format is not None else photo.format
     data = encode_photo(photo, pixels, keep_location=keep_location, quality=quality, format=fmt)
-    return write_encoded(photo, data, dest, overwrite=overwrite)
+    return write_encoded(data, dest, source=photo.source, overwrite=overwrite)
 
 
-def write_encoded(photo: Photo, data: bytes, dest: Path, *, overwrite: bool = False) -> Path:
-    """Write bytes from :func:`encode_photo` of ``photo`` to ``dest`` atomically.
+def write_encoded(data: bytes, dest: Path, *, source: Path | None = None,
+                  overwrite: bool = False) -> Path:
+    """Write bytes from :func:`encode_photo` to ``dest`` atomically.
 
-    Refuses ``photo``'s own source file, a folder, and (unless ``overwrite``) an existing file,
-    with :class:`ImageError`; ``dest`` is either absent or complete afterwards.
+    Refuses the photo's own ``source`` file, a folder, and (unless ``overwrite``) an existing
+    file, with :class:`ImageError`; ``dest`` is either absent or complete afterwards.
     """
     dest = Path(dest)
-    if photo.source is not None and _same_file(dest, photo.source):
-        raise ImageError(f"refusing to write over the original photo {photo.source}")
+    if source is not None and _same_file(dest, Path(source)):
+        raise ImageError(f"refusing to write over the original photo {source}")
     if dest.is_dir():
         raise ImageError(f"{dest} is a folder, not a file name")
     if dest.exists() and not overwrite:
@@ -835,7 +841,7 @@ def output_path_for(
     """
     source = Path(source)
     if format is not None:
-        fmt = _normalise_format(format)
+        fmt = normalise_format(format)
     else:
         try:
             with source.open("rb") as f:
@@ -888,11 +894,20 @@ def _round_to_levels(x: torch.Tensor, bits: int) -> torch.Tensor:
     return levels.to(torch.int32 if bits == 16 else torch.uint8)
 
 
-def _normalise_format(format: str) -> str:
+def normalise_format(format: str) -> str:
+    """The name in :data:`FORMATS` of ``format`` (any case, a leading dot, ``JPG`` and ``HEIC``
+    too); ValueError for a format LowKey does not write."""
     fmt = _FORMAT_ALIASES.get(str(format).strip().upper().lstrip("."))
     if fmt is None:
         raise ValueError(f"unsupported output format {format!r}; use one of {', '.join(FORMATS)}")
     return fmt
+
+
+def check_quality(quality: int) -> int:
+    """``quality`` of the lossy encoders, checked: an integer in 1..100 (ValueError otherwise)."""
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"quality must be an integer in 1..100, not {quality!r}")
+    return quality
 
 
 def _quantise(pixels: torch.Tensor, photo: Photo, bits: int, gray: bool) -> np.ndarray:

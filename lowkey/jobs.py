@@ -15,11 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from lowkey.errors import ImageError, LowKeyError, NoFaceError, TooManyPixels, WeightsError
 from lowkey.faces import FaceSelection
-from lowkey.image_io import DEFAULT_QUALITY, FORMATS
+from lowkey.image_io import DEFAULT_QUALITY, check_quality, normalise_format
 from lowkey.presets import DEFAULT_PRESET
 
 logger = logging.getLogger(__name__)
@@ -38,17 +38,31 @@ _PHASE_START = {"queued": 0.0, "decode": 0.0, "detect": 3.0, "attack": 8.0, "flo
                 "encode": 88.0, "measure": 90.0, "done": 100.0}
 _PHASE_START_UNMEASURED = _PHASE_START | {"floor": 90.0, "encode": 95.0}
 
+#: The largest seed of the initial noise (a signed 32-bit integer, as the daemon's API says).
+MAX_SEED = 2**31 - 1
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 @dataclass(frozen=True)
 class ProtectOptions:
-    """What a caller chooses per photo; the models themselves come from a shared pool.
+    """What a caller chooses per photo, checked: the one place that holds a request's rules.
 
-    ``preset``: a key of :data:`lowkey.presets.PRESETS`; ``strength``: its change budget
-    (1..200; None: the preset's own); ``seed``: of the initial noise; ``faces``: "all" or "largest"; ``format``: output
-    format (JPEG, PNG, WEBP, HEIF; None: the input's); ``quality``: 1..100 for lossy formats;
+    The CLI, the daemon's HTTP layer and :class:`~lowkey.protect.Protector` only convert their
+    inputs into it and turn its ``ValueError`` into their own errors. The rules themselves come
+    from where their subject lives: preset names and the strength's range from
+    :meth:`lowkey.presets.Preset.settings`, formats and quality from :mod:`lowkey.image_io`.
+
+    ``preset``: a key of :data:`lowkey.presets.PRESETS` (an old name says what it became);
+    ``strength``: the number of attack steps (None: the preset's own); ``seed``: of the initial
+    noise, 0..:data:`MAX_SEED`; ``faces``: "all" or "largest"; ``format``: output format, any
+    spelling :func:`~lowkey.image_io.normalise_format` takes, stored as its name in
+    :data:`~lowkey.image_io.FORMATS` (None: the input's); ``quality``: 1..100 for lossy formats;
     ``keep_location``: keep GPS/XMP; ``measure``: measure the written photo for the report
-    (faces found again, face-region quality, cosines); ``judge``: also ask dlib when measuring;
-    ``models``: another ensemble than the preset's (same step settings).
+    (faces found again, face-region quality, cosines); ``judge``: also ask the never-attacked
+    judges when measuring; ``models``: another ensemble than the preset's (same step settings).
     """
 
     preset: str = DEFAULT_PRESET
@@ -66,23 +80,16 @@ class ProtectOptions:
     def __post_init__(self) -> None:
         from lowkey.presets import get_preset
 
-        get_preset(self.preset)
-        if self.strength is not None and (not isinstance(self.strength, int)
-                                          or not 1 <= self.strength <= 200):
-            raise ValueError("strength must be an integer between 1 and 200")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError("seed must be a non-negative integer")
-        if self.faces not in ("all", "largest"):
-            raise ValueError("faces must be 'all' or 'largest'")
+        if self.strength is not None and not _is_int(self.strength):
+            raise ValueError("strength must be an integer")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in 0..{MAX_SEED}")
+        get_preset(self.preset).settings(self.strength, self.seed)  # name and strength
+        if self.faces not in get_args(FaceSelection):
+            raise ValueError(f"faces must be one of {', '.join(get_args(FaceSelection))}")
         if self.format is not None:
-            fmt = self.format.strip().upper().lstrip(".")
-            fmt = {"JPG": "JPEG", "HEIC": "HEIF"}.get(fmt, fmt)
-            if fmt not in FORMATS:
-                raise ValueError(f"unsupported output format {self.format!r}; use one of "
-                                 f"{', '.join(FORMATS)}")
-            object.__setattr__(self, "format", fmt)
-        if not isinstance(self.quality, int) or not 1 <= self.quality <= 100:
-            raise ValueError("quality must be an integer in 1..100")
+            object.__setattr__(self, "format", normalise_format(self.format))
+        check_quality(self.quality)
         if self.models is not None:
             if isinstance(self.models, str) or not self.models:
                 raise ValueError("models must be a non-empty list of registry model names")
@@ -254,6 +261,6 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-__all__ = ["PHASES", "STATUSES", "JobCancelled", "JobControl", "JobError", "JobProgress",
+__all__ = ["MAX_SEED", "PHASES", "STATUSES", "JobCancelled", "JobControl", "JobError", "JobProgress",
            "JobStopped", "JobTimedOut", "Phase", "ProgressCallback", "ProtectOptions",
            "job_error"]

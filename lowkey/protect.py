@@ -6,18 +6,25 @@ settings over it (preset, strength, seed, which faces), so a caller may make one
 Every report is measured on the *encoded* output (after 8-bit rounding and JPEG/WebP
 compression), with faces found afresh in it, because that is what a recognition system will see.
 
-:func:`protect_bytes` is the servable form: bytes in, bytes out, nothing written to disk, with
-phases, cancellation and a deadline through a :class:`~lowkey.jobs.JobControl`;
-:func:`protect_bytes_batch` the same for several photos with one attack (the daemon's queue on a
-GPU).
+One core, :meth:`Protector.protect_jobs`: decode, find faces, (no face: done), one attack for
+every photo of a batch, then each photo's floor, encoding and measuring, with an outcome per
+photo as it is ready. The ways in are thin adapters over it:
+
+- :meth:`Protector.protect_photo` (a decoded photo), :meth:`Protector.protect_file` and
+  :meth:`Protector.protect_files` (files in, files out: output naming, skipping what exists,
+  writing; the CLI and each Ray actor of :mod:`lowkey.ray_protect`);
+- :func:`protect_bytes` and :func:`protect_bytes_batch`: the servable form, bytes in, bytes
+  out, nothing written to disk, with phases, cancellation and a deadline through a
+  :class:`~lowkey.jobs.JobControl` (the daemon's queue).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,13 +43,14 @@ from lowkey.image_io import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_QUALITY,
+    MEDIA_TYPES,
     Photo,
     encode_photo,
     load_photo,
     output_path_for,
     write_encoded,
 )
-from lowkey.jobs import JobCancelled, JobControl, JobProgress, ProtectOptions
+from lowkey.jobs import JobControl, JobProgress, JobStopped, ProtectOptions
 from lowkey.measure import DLIB, FaceReport, PhotoMeasurer, PhotoReport, face_region
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.models.registry import report_judges
@@ -59,10 +67,6 @@ logger = logging.getLogger(__name__)
 #: default is 1: batching 3 small photos measured 0.86 of the time one by one, while every photo
 #: of a batch is held in memory at once and no output appears before the batch is done.
 BATCH_ON_GPU = 8
-
-#: MIME types of the formats LowKey writes.
-MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp",
-               "HEIF": "image/heif"}
 
 
 class Protector:
@@ -84,11 +88,13 @@ class Protector:
                  judge: bool = True, progress: bool = False,
                  models: Sequence[str] | None = None, *, pool: ModelPool | None = None,
                  download: bool = True) -> None:
-        chosen = get_preset(preset)
-        if models is not None and (isinstance(models, str) or not models):
-            raise ValueError("models must be a non-empty list of registry model names")
-        self.preset = chosen if models is None else replace(chosen, models=tuple(models))
-        self.settings = self.preset.settings(strength, seed)
+        #: the settings this protector attacks with (checked there: :class:`ProtectOptions`)
+        self.options = ProtectOptions(preset=preset, strength=strength, seed=seed, faces=faces,
+                                      judge=judge, models=models)
+        chosen = get_preset(self.options.preset)
+        self.preset = (chosen if self.options.models is None
+                       else replace(chosen, models=self.options.models))
+        self.settings = self.preset.settings(self.options.strength, self.options.seed)
         self.quality_floor = self.preset.quality_floor
         self.face_selection = faces
         self.pool = pool if pool is not None else shared_pool(device)
@@ -139,7 +145,99 @@ class Protector:
                 "settings": asdict(self.settings), "linf_bound": self.settings.linf_bound}
 
     def find_faces(self, photo: Photo) -> list[Face]:
+        """The faces this protector protects in ``photo`` (all, or the largest)."""
         return select_faces(self.detector.detect(photo.pixels), self.face_selection)
+
+    def protect_jobs(self, jobs: Sequence[PhotoJob], on_step: StepCallback | None = None,
+                     ) -> Iterator[tuple[int, ProtectOutcome | Exception]]:
+        """The pipeline, for every way in: decode, find faces, (no face: done), one attack for
+        every photo with faces, then each photo's quality floor, encoding and measuring.
+
+        Every step of the attack runs each model once on every face of every photo
+        (:meth:`LowKeyAttack.run_many`; each photo gets the result it would get alone, up to
+        float summation order). Each job's :class:`JobControl` hears its phases and steps and
+        may stop it: a job stopped during the attack goes on with the batch (its result is
+        dropped, it gets its ``JobCancelled``/``JobTimedOut``) and the attack stops when every
+        job has stopped. ``on_step`` returning False stops the attack for all
+        (:class:`AttackCancelled`).
+
+        Yields ``(index in jobs, outcome or the exception that job raised)`` once per job, as
+        each is ready: a photo that fails to decode or has no face at once, the others one by
+        one after the attack. Raises ValueError when a job's options ask for other attack
+        settings than this protector's (:attr:`ProtectOptions.batch_key`).
+        """
+        if any(job.options.batch_key != self.options.batch_key for job in jobs):
+            raise ValueError("the jobs of a batch must have the same preset, strength, seed, "
+                             "faces, models and judging as their protector")
+        waiting: list[_Waiting] = []
+        for index, job in enumerate(jobs):
+            start = time.perf_counter()
+            try:
+                job.enter("decode")
+                photo = job.load()
+                report = self._new_report(photo, job.options.format)
+                job.enter("detect")
+                faces = self.find_faces(photo)
+                if faces:
+                    waiting.append(_Waiting(index, job, photo, faces, report, start))
+                    continue
+                report.status = "no-face"
+                report.seconds = time.perf_counter() - start
+                job.enter("done")
+                yield index, ProtectOutcome(None, None, report, job.options.measure)
+            except Exception as exc:
+                yield index, _released(exc)
+        ready = []
+        for item in waiting:
+            item.job.progress("attack", 0, self.settings.steps)
+            stop = item.job.control.stopped()
+            if stop is None:
+                ready.append(item)
+            else:
+                yield item.index, stop
+        if not ready:
+            return
+
+        def step(k: int, n: int, terms: Mapping[str, float]) -> bool:
+            """Each running job's progress; False (stop the attack) when every job has
+            stopped or ``on_step`` says so."""
+            for item in ready:
+                if item.job.control.stopped() is None:
+                    item.job.progress("attack", k, n)
+            if on_step is not None and on_step(k, n, terms) is False:
+                return False
+            return any(item.job.control.stopped() is None for item in ready)
+
+        def all_stopped() -> bool:  # asked before each model call: a cancel ends the attack there
+            return all(item.job.control.stopped() is not None for item in ready)
+
+        try:
+            results = self._attack_batch([(item.photo, item.faces) for item in ready], step,
+                                         all_stopped)
+        except AttackCancelled as exc:
+            for item in ready:
+                yield item.index, item.job.control.stopped() or exc
+            return
+        except Exception as exc:
+            exc = _released(exc)
+            for item in ready:
+                yield item.index, exc
+            return
+        for item, result in zip(ready, results, strict=True):
+            try:
+                item.job.control.check()
+                options = item.job.options
+                encoded = self._finish(item.photo, item.faces, result, item.report,
+                                       item.job.control, keep_location=options.keep_location,
+                                       format=options.format, quality=options.quality,
+                                       measure=options.measure)
+                item.report.seconds = time.perf_counter() - item.start
+                item.job.enter("done")
+                yield item.index, ProtectOutcome(
+                    encoded, MEDIA_TYPES[options.format or item.photo.format], item.report,
+                    options.measure)
+            except Exception as exc:
+                yield item.index, _released(exc)
 
     def protect_photo(self, photo: Photo, on_step: StepCallback | None = None,
                       keep_location: bool = False) -> tuple[bytes | None, PhotoReport]:
@@ -148,19 +246,12 @@ class Protector:
         ``on_step`` returning False raises :class:`~lowkey.attack.AttackCancelled`. (As a job,
         with phases, cancellation and a deadline: :func:`protect_bytes`.)
         """
-        start = time.perf_counter()
-        report = self._new_report(photo)
-        faces = self.find_faces(photo)
-        if not faces:
-            report.status = "no-face"
-            report.seconds = time.perf_counter() - start
-            return None, report
-        result = self.attack.run(photo.pixels.to(self.device), faces, grayscale=photo.grayscale,
-                                 on_step=on_step)
-        encoded = self._finish(photo, faces, result, report, JobControl(),
-                               keep_location=keep_location)
-        report.seconds = time.perf_counter() - start
-        return encoded, report
+        job = PhotoJob(lambda: photo, replace(self.options, keep_location=keep_location))
+        for _, outcome in self.protect_jobs([job], on_step):
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome.output, outcome.report
+        raise AssertionError("protect_jobs gave no outcome")  # pragma: no cover
 
     def _new_report(self, photo: Photo, format: str | None = None) -> PhotoReport:
         return PhotoReport(source=str(photo.source or "<bytes>"), status="protected",
@@ -238,54 +329,45 @@ class Protector:
     def protect_files(self, sources: Sequence[Path], out_dir: Path | None = None,
                       on_step: StepCallback | None = None,
                       keep_location: bool = False) -> list[PhotoReport]:
-        """:meth:`protect_file` of each source, with one attack for all of them: every step
-        runs each model once on every face of every photo (:meth:`LowKeyAttack.run_many`;
-        each photo gets the result it would get alone). What fits in one batch is the
-        caller's choice (``lowkey protect --batch``). Reports come in the order of ``sources``.
+        """:meth:`protect_file` of each source, with one attack for all of them
+        (:meth:`protect_jobs`). What fits in one batch is the caller's choice (``lowkey protect
+        --batch``). Reports come in the order of ``sources``.
         """
-        start = time.perf_counter()
-        reports: list[PhotoReport | None] = [None] * len(sources)
-        pending = []  # (index, photo, faces, report, destination)
+        reports: dict[int, PhotoReport] = {}
+        jobs: list[PhotoJob] = []
+        destinations: list[tuple[int, Path]] = []  # (index in sources, output) of each job
+        options = replace(self.options, keep_location=keep_location)
         for i, source in enumerate(sources):
+            start = time.perf_counter()
             try:
                 dest = output_path_for(source, out_dir)
-                if dest.exists():
-                    logger.info("%s: %s exists already: skipped", source, dest)
-                    reports[i] = PhotoReport(
-                        source=str(source), status="skipped", output=str(dest),
-                        error=f"{dest} exists already (delete it to protect the photo again)",
-                        seconds=time.perf_counter() - start)
-                    continue
-                photo = load_photo(source)
-                report = self._new_report(photo)
-                faces = self.find_faces(photo)
-                if not faces:
-                    report.status = "no-face"
-                    report.seconds = time.perf_counter() - start
-                    reports[i] = report
-                    continue
-                pending.append((i, photo, faces, report, dest))
             except (LowKeyError, ValueError, OSError) as exc:
-                reports[i] = self._failed(source, exc, start)
-        if pending:
+                reports[i] = _failed(source, exc, start)
+                continue
+            if dest.exists():
+                logger.info("%s: %s exists already: skipped", source, dest)
+                reports[i] = PhotoReport(
+                    source=str(source), status="skipped", output=str(dest),
+                    error=f"{dest} exists already (delete it to protect the photo again)",
+                    seconds=time.perf_counter() - start)
+                continue
+            jobs.append(PhotoJob(partial(load_photo, source), options))
+            destinations.append((i, dest))
+        for j, outcome in self.protect_jobs(jobs, on_step):
+            i, dest = destinations[j]
+            start = time.perf_counter()
             try:
-                results = self._attack_batch([(p, faces) for _, p, faces, _, _ in pending],
-                                             on_step)
-            except (LowKeyError, ValueError, OSError) as exc:
-                for i, *_ in pending:
-                    reports[i] = self._failed(sources[i], exc, start)
-                pending, results = [], []
-            for (i, photo, faces, report, dest), result in zip(pending, results, strict=True):
-                try:
-                    encoded = self._finish(photo, faces, result, report, JobControl(),
-                                           keep_location=keep_location)
+                if isinstance(outcome, Exception):
+                    raise outcome
+                if outcome.output is not None:
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    report.output = str(write_encoded(photo, encoded, dest))
-                    report.seconds = time.perf_counter() - start
-                    reports[i] = report
-                except (LowKeyError, ValueError, OSError) as exc:
-                    reports[i] = self._failed(sources[i], exc, start)
-        return [r for r in reports if r is not None]
+                    outcome.report.output = str(write_encoded(outcome.output, dest,
+                                                              source=sources[i]))
+                    outcome.report.seconds += time.perf_counter() - start
+                reports[i] = outcome.report
+            except (LowKeyError, ValueError, OSError) as exc:
+                reports[i] = _failed(sources[i], exc, start)
+        return [reports[i] for i in sorted(reports)]
 
     def _attack_batch(self, photos: list[tuple[Photo, list[Face]]],
                       on_step: StepCallback | None,
@@ -304,23 +386,59 @@ class Protector:
             return [self.attack.run(p.pixels.to(self.device), faces, p.grayscale, on_step, stop)
                     for p, faces in photos]
 
-    @staticmethod
-    def _failed(source: Path, exc: Exception, start: float) -> PhotoReport:
-        status = "cancelled" if isinstance(exc, AttackCancelled) else "failed"
-        logger.warning("%s %s: %s", source, status, exc)
-        return PhotoReport(source=str(source), status=status, error=str(exc),
-                           seconds=time.perf_counter() - start)
+
+
+def _failed(source: Path, exc: Exception, start: float) -> PhotoReport:
+    """The report of a file that could not be protected: ``cancelled`` or ``timed out`` when
+    it was stopped, else ``failed``, and why."""
+    status = (exc.status if isinstance(exc, JobStopped)
+              else "cancelled" if isinstance(exc, AttackCancelled) else "failed")
+    logger.warning("%s %s: %s", source, status, exc)
+    return PhotoReport(source=str(source), status=status, error=str(exc),
+                       seconds=time.perf_counter() - start)
 
 
 @dataclass
 class ProtectOutcome:
-    """What :func:`protect_bytes` made: the encoded photo (None when no face was found, then
-    nothing changes), its MIME type, the report and whether the report was measured."""
+    """What :meth:`Protector.protect_jobs` made of one job: the encoded photo (None when no face
+    was found, then nothing changes), its MIME type, the report and whether the report was
+    measured."""
 
     output: bytes | None
     media_type: str | None
     report: PhotoReport
     measured: bool
+
+
+@dataclass(frozen=True)
+class PhotoJob:
+    """One photo for :meth:`Protector.protect_jobs`: ``load`` decodes it (called once, in the
+    ``decode`` phase: its errors are the job's), ``options`` say how its output is written and
+    reported (format, quality, keep_location, measure; the attack settings must be the
+    protector's), ``control`` hears its phases and may stop it."""
+
+    load: Callable[[], Photo]
+    options: ProtectOptions
+    control: JobControl = field(default_factory=JobControl)
+
+    def enter(self, phase: str) -> None:
+        """Report ``phase`` to the control, then stop here if the job must stop."""
+        self.control.enter(JobProgress.at(phase, measure=self.options.measure))
+
+    def progress(self, phase: str, step: int | None = None, steps: int | None = None) -> None:
+        self.control.report(JobProgress.at(phase, step, steps, self.options.measure))
+
+
+@dataclass
+class _Waiting:
+    """A job of :meth:`Protector.protect_jobs` whose photo has faces, waiting for the attack."""
+
+    index: int
+    job: PhotoJob
+    photo: Photo
+    faces: list[Face]
+    report: PhotoReport
+    start: float
 
 
 def protect_bytes(data: bytes, options: ProtectOptions, pool: ModelPool,
@@ -347,110 +465,31 @@ def protect_bytes(data: bytes, options: ProtectOptions, pool: ModelPool,
 BytesJob = tuple[bytes, ProtectOptions, JobControl]
 
 
-@dataclass
-class _Decoded:
-    """A job of :func:`protect_bytes_batch` whose photo has faces, waiting for the attack."""
-
-    index: int
-    photo: Photo
-    faces: list[Face]
-    report: PhotoReport
-    control: JobControl
-    options: ProtectOptions
-    start: float
-
-    def progress(self, phase: str, step: int | None = None, steps: int | None = None) -> None:
-        self.control.report(JobProgress.at(phase, step, steps, self.options.measure))
-
-
 def protect_bytes_batch(jobs: Sequence[BytesJob], pool: ModelPool, *,
                         max_pixels: int = DEFAULT_MAX_PIXELS,
                         max_bytes: int = DEFAULT_MAX_BYTES,
                         ) -> Iterator[tuple[int, ProtectOutcome | Exception]]:
     """:func:`protect_bytes` of several photos, ``(data, options, control)`` each, with one
-    attack for all of them (each gets the result it would get alone; see
-    :meth:`LowKeyAttack.run_many`). Their options must have the same
+    attack for all of them (:meth:`Protector.protect_jobs`, over a protector of ``pool`` with
+    the first job's options). Their options must have the same
     :attr:`~lowkey.jobs.ProtectOptions.batch_key` (ValueError otherwise).
 
     Yields ``(index in jobs, outcome or the exception that job raised)`` once per job, as each
-    is ready: a photo that fails to decode or has no face at once, the others one by one after
-    the attack (floor, encoding and measuring are each photo's own). A job whose control stops
-    during the attack goes on with the batch (its result is dropped; it gets its
-    ``JobCancelled``/``JobTimedOut``); the attack stops when every job of the batch has stopped.
+    is ready (see :meth:`Protector.protect_jobs`).
     """
-    if len({options.batch_key for _, options, _ in jobs}) > 1:
-        raise ValueError("the jobs of a batch must have the same preset, strength, seed, faces, "
-                         "models and judging")
-    protector: Protector | None = None
-    decoded: list[_Decoded] = []
-    for index, (data, options, control) in enumerate(jobs):
-        try:
-            start = time.perf_counter()
-            control.enter(JobProgress.at("decode", measure=options.measure))
-            photo = load_photo(bytes(data), max_pixels=max_pixels, max_bytes=max_bytes)
-            protector = protector or Protector.for_options(options, pool)
-            report = protector._new_report(photo, options.format)
-            control.enter(JobProgress.at("detect", measure=options.measure))
-            faces = protector.find_faces(photo)
-            if faces:
-                decoded.append(_Decoded(index, photo, faces, report, control, options, start))
-                continue
-            report.status = "no-face"
-            report.seconds = time.perf_counter() - start
-            control.enter(JobProgress.at("done"))
-            yield index, ProtectOutcome(None, None, report, options.measure)
-        except Exception as exc:
-            yield index, _released(exc)
-    if protector is None:
+    if not jobs:
         return
-    ready = []
-    for job in decoded:
-        job.progress("attack", 0, protector.settings.steps)
-        stop = job.control.stopped()
-        if stop is None:
-            ready.append(job)
-        else:
-            yield job.index, stop
-    if not ready:
-        return
-
-    def step(k: int, n: int, terms: Mapping[str, float]) -> bool:
-        """Each running job's progress; False (stop the attack) when every job has stopped."""
-        for job in ready:
-            if job.control.stopped() is None:
-                job.progress("attack", k, n)
-        return any(job.control.stopped() is None for job in ready)
-
-    def all_stopped() -> bool:  # asked before each model call: a cancel ends the attack there
-        return all(job.control.stopped() is not None for job in ready)
-
+    photo_jobs = [PhotoJob(partial(load_photo, bytes(data), max_pixels=max_pixels,
+                                   max_bytes=max_bytes), options, control)
+                  for data, options, control in jobs]
     try:
-        results = protector._attack_batch([(job.photo, job.faces) for job in ready], step,
-                                          all_stopped)
-    except AttackCancelled:
-        for job in ready:
-            yield job.index, job.control.stopped() or JobCancelled("cancelled during attack")
-        return
+        protector = Protector.for_options(jobs[0][1], pool)
     except Exception as exc:
         exc = _released(exc)
-        for job in ready:
-            yield job.index, exc
+        for index in range(len(jobs)):
+            yield index, exc
         return
-    for job, result in zip(ready, results, strict=True):
-        try:
-            job.control.check()
-            options = job.options
-            encoded = protector._finish(job.photo, job.faces, result, job.report, job.control,
-                                        keep_location=options.keep_location,
-                                        format=options.format, quality=options.quality,
-                                        measure=options.measure)
-            job.report.seconds = time.perf_counter() - job.start
-            job.control.enter(JobProgress.at("done"))
-            yield job.index, ProtectOutcome(encoded,
-                                            MEDIA_TYPES[options.format or job.photo.format],
-                                            job.report, options.measure)
-        except Exception as exc:
-            yield job.index, _released(exc)
+    yield from protector.protect_jobs(photo_jobs)
 
 
 def _released(exc: Exception) -> Exception:
@@ -460,5 +499,5 @@ def _released(exc: Exception) -> Exception:
     return exc
 
 
-__all__ = ["BATCH_ON_GPU", "MEDIA_TYPES", "BytesJob", "Preset", "ProtectOutcome",
-           "Protector", "protect_bytes", "protect_bytes_batch"]
+__all__ = ["BATCH_ON_GPU", "BytesJob", "PhotoJob", "Preset", "ProtectOutcome", "Protector",
+           "protect_bytes", "protect_bytes_batch"]
