@@ -104,7 +104,7 @@ def protect_options(request: web.Request,
                     ) -> tuple[ProtectOptions, float | None]:
     """The job's options and timeout from the query string (:class:`ProtectOptions` checks
     them; the API names output formats in lower case, without aliases)."""
-    from lowkey.image_io import DEFAULT_QUALITY, FORMATS
+    from lowkey.image_formats import DEFAULT_QUALITY, FORMATS
 
     only(request, allowed)
     config, q = request.app[CONFIG], request.query

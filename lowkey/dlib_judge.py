@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lowkey.faces import detection_copy
-from lowkey.image_io import to_uint8_hwc
+from lowkey.pixels import to_uint8_hwc
 
 logger = logging.getLogger(__name__)
 

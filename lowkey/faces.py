@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lowkey.image_io import to_uint8_hwc
+from lowkey.pixels import to_uint8_hwc
 
 logger = logging.getLogger(__name__)
 

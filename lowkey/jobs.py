@@ -19,7 +19,7 @@ from typing import Literal, get_args
 
 from lowkey.errors import ImageError, LowKeyError, NoFaceError, TooManyPixels, WeightsError
 from lowkey.faces import FaceSelection
-from lowkey.image_io import DEFAULT_QUALITY, check_quality, normalise_format
+from lowkey.image_formats import DEFAULT_QUALITY, check_quality, normalise_format
 from lowkey.presets import DEFAULT_PRESET
 
 logger = logging.getLogger(__name__)
@@ -53,13 +53,13 @@ class ProtectOptions:
     The CLI, the daemon's HTTP layer and :class:`~lowkey.protect.Protector` only convert their
     inputs into it and turn its ``ValueError`` into their own errors. The rules themselves come
     from where their subject lives: preset names and the strength's range from
-    :meth:`lowkey.presets.Preset.settings`, formats and quality from :mod:`lowkey.image_io`.
+    :meth:`lowkey.presets.Preset.settings`, formats and quality from :mod:`lowkey.image_formats`.
 
     ``preset``: a key of :data:`lowkey.presets.PRESETS` (an old name says what it became);
     ``strength``: the number of attack steps (None: the preset's own); ``seed``: of the initial
     noise, 0..:data:`MAX_SEED`; ``faces``: "all" or "largest"; ``format``: output format, any
-    spelling :func:`~lowkey.image_io.normalise_format` takes, stored as its name in
-    :data:`~lowkey.image_io.FORMATS` (None: the input's); ``quality``: 1..100 for lossy formats;
+    spelling :func:`~lowkey.image_formats.normalise_format` takes, stored as its name in
+    :data:`~lowkey.image_formats.FORMATS` (None: the input's); ``quality``: 1..100 for lossy formats;
     ``keep_location``: keep GPS/XMP; ``measure``: measure the written photo for the report
     (faces found again, face-region quality, cosines); ``judge``: also ask the never-attacked
     judges when measuring; ``models``: another ensemble than the preset's (same step settings).

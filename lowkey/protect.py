@@ -39,22 +39,15 @@ from lowkey.attack import (
 )
 from lowkey.errors import LowKeyError, WeightsError
 from lowkey.faces import Face, FaceSelection, select_faces
-from lowkey.image_io import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_QUALITY,
-    MEDIA_TYPES,
-    Photo,
-    encode_photo,
-    load_photo,
-    output_path_for,
-    write_encoded,
-)
+from lowkey.image_decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Photo, load_photo
+from lowkey.image_encode import encode_photo
+from lowkey.image_formats import DEFAULT_QUALITY, MEDIA_TYPES
 from lowkey.jobs import JobControl, JobProgress, JobStopped, ProtectOptions
 from lowkey.measure import DLIB, FaceReport, PhotoMeasurer, PhotoReport, face_region
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.models.registry import report_judges
 from lowkey.objective import LowKeyObjective
+from lowkey.output_files import output_path_for, write_encoded
 from lowkey.perceptual import LPIPSPenalty, load_penalty
 from lowkey.pool import ModelPool, shared_pool
 from lowkey.presets import DEFAULT_PRESET, Preset, get_preset

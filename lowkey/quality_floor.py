@@ -20,7 +20,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from lowkey.faces import Face
-from lowkey.image_io import DEFAULT_QUALITY, Photo, encode_photo, load_photo
+from lowkey.image_decode import Photo, load_photo
+from lowkey.image_encode import encode_photo
+from lowkey.image_formats import DEFAULT_QUALITY
 from lowkey.measure import (
     RegionQuality,
     as_viewed,
@@ -145,7 +147,7 @@ def apply_floor(photo: Photo, protected: torch.Tensor, windows: list[Window],
     """``protected`` (3, H, W) RGB in [0, 1] on the CPU with each window's change from
     ``photo``'s pixels scaled so that every face region in the window meets ``floor``, as the
     output will be written (``format`` and ``quality`` as for
-    :func:`~lowkey.image_io.encode_photo`).
+    :func:`~lowkey.image_encode.encode_photo`).
 
     Returns the new pixels and the scale of each window (1.0: untouched).
     """

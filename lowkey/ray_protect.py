@@ -3,7 +3,7 @@
 Ray is an optional extra (``pip install 'lowkey[ray]'``) and is imported only here, only when
 asked for. Nothing is scheduled by hand:
 
-1. The driver plans: for each photo, the output :func:`~lowkey.image_io.output_path_for` names
+1. The driver plans: for each photo, the output :func:`~lowkey.output_files.output_path_for` names
    (as ``lowkey protect`` does) and, beside it, the photo's JSON report
    (:func:`report_path_for`: the output's name plus ``.json``). A photo whose report or output
    exists is *done*: it is reported ``skipped`` and nothing at all is done for it, so a re-run
@@ -41,8 +41,8 @@ from types import ModuleType
 from typing import Any
 
 from lowkey.errors import ImageError, LowKeyError
-from lowkey.image_io import report_path_for
 from lowkey.measure import PhotoReport
+from lowkey.output_files import output_path_for, report_path_for
 from lowkey.presets import DEFAULT_PRESET
 from lowkey.protect import BATCH_ON_GPU
 
@@ -100,8 +100,6 @@ def plan_photos(files: Sequence[Path], out_dir: Path | None) -> Plan:
     """Sort ``files`` into the done (their report or output exists: ``skipped``), the unnameable
     (``failed``, with ``lowkey protect``'s message) and the rest (``todo``). Reads the first
     bytes of each photo (its format names the output) and nothing else."""
-    from lowkey.image_io import output_path_for
-
     plan = Plan()
     planned: dict[Path, str] = {}
     absolute_out = Path(out_dir).absolute() if out_dir is not None else None
@@ -198,7 +196,6 @@ class PhotoActor:
         :meth:`~lowkey.protect.Protector.protect_files`), then write each report (for a final
         status) beside its output, atomically and after it."""
         from lowkey.files import write_atomic
-        from lowkey.image_io import output_path_for
 
         try:
             reports = self.protector.protect_files(paths, out_dir,

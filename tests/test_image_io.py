@@ -1,4 +1,6 @@
-"""lowkey.image_io: decoding by content, orientation, metadata policy, round trips, hostile input."""
+"""Photos in and out (lowkey.image_formats, image_decode, image_encode, image_metadata, pixels,
+output_files): decoding by content, orientation, metadata policy, round trips, hostile input,
+output names."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ import pytest
 import torch
 from PIL import ExifTags, Image, ImageCms, ImageOps, JpegImagePlugin, PngImagePlugin
 
-from lowkey import image_io
+from lowkey import image_formats as formats
 from lowkey.errors import ImageError
-from lowkey.image_io import encode_photo, load_photo, output_path_for, save_photo
+from lowkey.image_decode import load_photo, probe_image
+from lowkey.image_encode import encode_photo
+from lowkey.output_files import is_photo_file, output_path_for, save_photo
+from lowkey.pixels import to_uint8_hwc
 
 # --------------------------------------------------------------------------------------------
 # Helpers (independent of the module under test)
@@ -561,7 +566,7 @@ def test_heic_round_trip(heif, tmp_path):
 
 
 def test_heif_without_pillow_heif_says_to_install_the_extra(monkeypatch):
-    monkeypatch.setattr(image_io, "_heif_registered", False)
+    monkeypatch.setattr(formats, "_heif_registered", False)
     monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import fails
     fake_heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
     with pytest.raises(ImageError, match=r"HEIF/HEIC image: .*lowkey\[heif\]"):
@@ -817,7 +822,6 @@ def test_probe_reads_format_and_size_from_the_header_and_names_each_refusal():
     """``probe_image`` decodes nothing and refuses as ``load_photo`` does, with a class per
     reason (the daemon's error codes rest on them)."""
     from lowkey.errors import TooManyPixels, UnsupportedImage
-    from lowkey.image_io import probe_image
 
     buffer = io.BytesIO()
     Image.new("RGB", (300, 200), "white").save(buffer, format="PNG")
@@ -843,23 +847,23 @@ def test_probe_reads_format_and_size_from_the_header_and_names_each_refusal():
 def test_to_uint8_hwc_rounds_clamps_and_matches_what_encode_writes():
     levels = torch.arange(60, dtype=torch.float32).reshape(3, 4, 5)
     pixels = ((levels + 0.51) / 255).requires_grad_(True)  # rounds up; truncation would not
-    out = image_io.to_uint8_hwc(pixels)
+    out = to_uint8_hwc(pixels)
     assert out.dtype == np.uint8 and out.shape == (4, 5, 3) and out.flags.c_contiguous
     assert np.array_equal(out, (levels + 1).permute(1, 2, 0).numpy().astype(np.uint8))
     assert out[0, 0].tolist() == [1, 21, 41]  # channel order kept: R, G, B
     assert torch.equal(pixels.detach(), (levels + 0.51) / 255)  # the input is left alone
     wild = torch.tensor([-0.5, 1.7, float("inf"), float("-inf")]).reshape(1, 2, 2).expand(3, 2, 2)
-    assert image_io.to_uint8_hwc(wild)[..., 0].tolist() == [[0, 255], [255, 0]]
+    assert to_uint8_hwc(wild)[..., 0].tolist() == [[0, 255], [255, 0]]
     photo = load_photo(encode(Image.fromarray(np.zeros((48, 64, 3), np.uint8)), "PNG"))
     noisy = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(3))
-    assert np.array_equal(image_io.to_uint8_hwc(noisy), np.asarray(decode(encode_photo(photo, noisy))))
+    assert np.array_equal(to_uint8_hwc(noisy), np.asarray(decode(encode_photo(photo, noisy))))
 
 
 def test_to_uint8_hwc_refuses_other_shapes_and_integers():
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
-        image_io.to_uint8_hwc(torch.zeros(1, 3, 4, 4))
+        to_uint8_hwc(torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match="floats"):
-        image_io.to_uint8_hwc(torch.zeros(3, 4, 4, dtype=torch.uint8))
+        to_uint8_hwc(torch.zeros(3, 4, 4, dtype=torch.uint8))
 
 
 def test_encode_refuses_nan_but_clamps_infinities():
@@ -874,9 +878,9 @@ def test_encode_refuses_nan_but_clamps_infinities():
 
 
 def test_image_suffixes_are_every_extension_of_every_format():
-    assert image_io.IMAGE_SUFFIXES == {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".heic",
+    assert formats.IMAGE_SUFFIXES == {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".heic",
                                        ".heif", ".hif"}
-    assert all(ext in image_io.IMAGE_SUFFIXES for exts in image_io.EXTENSIONS.values()
+    assert all(ext in formats.IMAGE_SUFFIXES for exts in formats.EXTENSIONS.values()
                for ext in exts)
 
 
@@ -889,12 +893,12 @@ def test_is_photo_file_takes_photos_by_name_and_skips_hidden_files_and_outputs(t
     for name in names:
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "folder.jpg").mkdir()  # not a file
-    taken = sorted(p.name for p in tmp_path.iterdir() if image_io.is_photo_file(p))
+    taken = sorted(p.name for p in tmp_path.iterdir() if is_photo_file(p))
     assert taken == sorted(names[:8])
-    assert not image_io.is_photo_file(tmp_path / "missing.jpg")
+    assert not is_photo_file(tmp_path / "missing.jpg")
     # what output_path_for names is an output for the rule
     source = tmp_path / "e.png"
     source.write_bytes(encode(Image.fromarray(smooth_rgb()), "PNG"))
     output = output_path_for(source)
     output.write_bytes(b"")
-    assert output.name == "e_lowkey.png" and not image_io.is_photo_file(output)
+    assert output.name == "e_lowkey.png" and not is_photo_file(output)

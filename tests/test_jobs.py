@@ -18,7 +18,7 @@ from test_daemon_helpers import install_tiny_preset
 
 from lowkey.attack import AttackCancelled
 from lowkey.errors import ImageError
-from lowkey.image_io import load_photo
+from lowkey.image_decode import load_photo
 from lowkey.jobs import (
     JobCancelled,
     JobControl,

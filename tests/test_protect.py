@@ -18,7 +18,7 @@ from PIL import Image
 
 from lowkey.cli import main
 from lowkey.dlib_judge import dlib_available
-from lowkey.image_io import load_photo
+from lowkey.image_decode import load_photo
 from lowkey.presets import PRESETS
 from lowkey.protect import Protector
 

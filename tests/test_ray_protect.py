@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from lowkey.cli import main
-from lowkey.image_io import report_path_for
 from lowkey.measure import PhotoReport
+from lowkey.output_files import report_path_for
 from lowkey.ray_protect import (
     ACTOR_MEMORY,
     PhotoActor,
