@@ -347,3 +347,14 @@ def test_registry_values_round_trip_exactly(tmp_path):
         "firefox.json")
     apply.uninstall(plan, registry=reg, ids=IDS)
     assert reg.keys == before
+
+
+@pytest.mark.slow
+def test_the_wheel_works_in_a_fresh_venv():
+    """The built wheel, pip-installed into a fresh venv with its dependencies from the index,
+    gives a working ``lowkey protect --sample`` after ``lowkey models fetch`` (the README's
+    commands), installs only LowKey's own import names, and lives beside python-daemon."""
+    result = subprocess.run(["bash", str(REPO / "installers" / "check_wheel.sh")],
+                            capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "the wheel installs and works in a fresh venv" in result.stdout
