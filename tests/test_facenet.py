@@ -21,20 +21,20 @@ from facenet_pytorch.models.inception_resnet_v1 import BasicConv2d, InceptionRes
 from torch import nn
 
 from lowkey.errors import WeightsError
-from lowkey.models import facenet
-from lowkey.models.facenet import (
-    BN_EPS,
-    FaceNetEmbedder,
-    KerasWeights,
-    convert_keras_h5,
+from lowkey.models import facenet_convert, facenet_graphdef, facenet_keras
+from lowkey.models.facenet import BN_EPS, FaceNetEmbedder, load_inception_resnet_v1
+from lowkey.models.facenet_graphdef import (
     convert_tf_graphdef,
     graphdef_constants,
     graphdef_state_dict,
-    keras_state_dict,
-    load_inception_resnet_v1,
     read_graphdef,
-    read_keras_h5,
     tensor_to_numpy,
+)
+from lowkey.models.facenet_keras import (
+    KerasWeights,
+    convert_keras_h5,
+    keras_state_dict,
+    read_keras_h5,
 )
 
 # -------------------------------------------------------------------------------------------------
@@ -128,9 +128,9 @@ def test_graphdef_folded_conv_matches_numpy(tmp_path, geometry, as_list):
 
     graph = read_graphdef(path)
     module = _torch_conv(cin, cout, kernel, stride, padding)
-    b = facenet._StateBuilder(module, graphdef_constants(graph), "synthetic graph")
-    facenet._put_tf_conv(
-        b, facenet._Conv("stem", "Conv2d_1a_3x3"), facenet._tf_conv_geometry(graph)
+    b = facenet_convert.StateBuilder(module, graphdef_constants(graph), "synthetic graph")
+    facenet_graphdef._put_tf_conv(
+        b, facenet_convert.Conv("stem", "Conv2d_1a_3x3"), facenet_graphdef._tf_conv_geometry(graph)
     )
     module.load_state_dict(b.finish(cout, {}).state)
 
@@ -150,10 +150,10 @@ def test_graphdef_refuses_a_conv_whose_geometry_differs(tmp_path):
     w = np.ones((3, 3, 3, 5), np.float32)
     graph = _one_conv_graph(w, np.zeros(5, np.float32), 1, "VALID", False)  # stride 1, not 2
     module = _torch_conv(3, 5, (3, 3), 2, "VALID")
-    b = facenet._StateBuilder(module, graphdef_constants(graph), "synthetic graph")
+    b = facenet_convert.StateBuilder(module, graphdef_constants(graph), "synthetic graph")
     with pytest.raises(WeightsError, match="strides"):
-        facenet._put_tf_conv(
-            b, facenet._Conv("stem", "Conv2d_1a_3x3"), facenet._tf_conv_geometry(graph)
+        facenet_graphdef._put_tf_conv(
+            b, facenet_convert.Conv("stem", "Conv2d_1a_3x3"), facenet_graphdef._tf_conv_geometry(graph)
         )
 
 
@@ -215,8 +215,8 @@ def _keras_one_conv(tmp_path, geometry, rng, **kwargs):
 
 
 def _fill_keras(module: nn.Module, weights: KerasWeights, cout: int) -> dict:
-    b = facenet._StateBuilder(module, weights.tensors, "synthetic h5")
-    facenet._put_keras_conv(b, weights, facenet._Conv("stem", "Conv2d_1a_3x3"))
+    b = facenet_convert.StateBuilder(module, weights.tensors, "synthetic h5")
+    facenet_keras._put_keras_conv(b, weights, facenet_convert.Conv("stem", "Conv2d_1a_3x3"))
     return b.finish(cout, {}).state
 
 
@@ -262,7 +262,7 @@ def test_conversion_is_strict(tmp_path):
     with pytest.raises(WeightsError, match="epsilon"):
         _fill_keras(module, other_eps, 5)
 
-    b = facenet._StateBuilder(module, weights.tensors, "twice")
+    b = facenet_convert.StateBuilder(module, weights.tensors, "twice")
     b.take("Conv2d_1a_3x3/kernel")
     with pytest.raises(WeightsError, match="used twice"):
         b.take("Conv2d_1a_3x3/kernel")

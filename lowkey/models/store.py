@@ -243,11 +243,11 @@ def _convert(record: WeightRecord, source: Path, dest: Path) -> None:
 
         convert_onnx(source, dest)
     elif record.converter == "keras_h5":
-        from lowkey.models.facenet import convert_keras_h5
+        from lowkey.models.facenet_keras import convert_keras_h5
 
         convert_keras_h5(source, dest)
     elif record.converter == "tf_graphdef":
-        from lowkey.models.facenet import convert_tf_graphdef
+        from lowkey.models.facenet_graphdef import convert_tf_graphdef
 
         convert_tf_graphdef(source, dest)
     elif record.converter == "openface_h5":
