@@ -99,6 +99,11 @@ class ConnectionGuard:
     def __len__(self) -> int:
         return len(self._open)
 
+    @property
+    def busy(self) -> int:
+        """How many open connections have a request in progress."""
+        return sum(state.busy > 0 for state in self._open.values())
+
     def make_room(self) -> bool:
         """Before accepting a connection: True when there is room (the oldest connection with no
         request in progress closed if needed), False when every open one is busy."""

@@ -7,9 +7,10 @@ attack (:func:`~lowkey.protect.protect_bytes_batch`): each job finishes as soon 
 is encoded and measured.
 
 A job is queued, then running, then one of ``done``, ``failed``, ``cancelled`` or ``timed out``.
-Cancellation and deadlines take effect on the job's status at once (its slot in the queue is free
-again); the worker thread stops at its next phase boundary or attack step (in a batch, the
-attack goes on while any of its jobs still runs) and the result, if any, is dropped. Finished
+Cancellation takes effect on the job's status at once, a deadline within :data:`SWEEP_S` (the
+queue's own, on :attr:`JobQueue.clock`); either frees the job's slot in the queue, and the worker
+thread stops at its next phase boundary or attack step (in a batch, the attack goes on while any
+of its jobs still runs) and the result, if any, is dropped. Finished
 jobs keep their result for ``result_ttl`` seconds, and the oldest are deleted first when the
 results together exceed ``result_max_bytes``.
 
@@ -27,6 +28,7 @@ import secrets
 import statistics
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -89,7 +91,11 @@ class Job:
     #: bytes of the decode budget the job holds while it is worked on (:mod:`lowkey_daemon.budget`)
     cost: int = 0
     created: float = field(default_factory=time.time)
-    #: when a worker took it (monotonic)
+    #: when it must be finished, by :attr:`clock` (None: never)
+    deadline: float | None = None
+    #: the queue's clock (:attr:`JobQueue.clock`)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    #: when a worker took it, by :attr:`clock`
     started: float | None = None
     status: str = "queued"
     outcome: ProtectOutcome | None = None
@@ -127,7 +133,7 @@ class Job:
         if not self.active:
             return False
         self.status, self.error, self.outcome = status, error, outcome
-        self.finished_at = time.monotonic()
+        self.finished_at = self.clock()
         self.data = None
         self.control.cancel()  # whatever still runs for it stops at its next check
         self.finished.set()
@@ -153,11 +159,14 @@ class JobQueue:
     """The bounded queue, its workers (one per pool, i.e. per device) and the finished jobs.
 
     ``state``: ``loading`` (models being loaded and warmed), ``ready``, ``models missing``,
-    ``error`` (loading failed otherwise) or ``stopping``.
+    ``error`` (loading failed otherwise) or ``stopping``. ``clock``: the monotonic time of
+    deadlines, run times and result retention (tests set one they move themselves).
     """
 
-    def __init__(self, config: DaemonConfig, pools: list[ModelPool]) -> None:
+    def __init__(self, config: DaemonConfig, pools: list[ModelPool],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self.clock = clock
         self.pools = pools
         self.state = "loading"
         self.state_message = "loading and warming up the models"
@@ -257,8 +266,10 @@ class JobQueue:
         against the budget by the caller)."""
         self.check_accepting()
         seconds = min(timeout or self.config.job_timeout, self.config.job_timeout)
-        job = Job(secrets.token_urlsafe(16), options, data, JobControl.with_timeout(seconds),
-                  cost)
+        # the deadline is the queue's (on its clock): the sweeper times the job out and cancels
+        # its control, which stops the work at its next check
+        job = Job(secrets.token_urlsafe(16), options, data, JobControl(), cost,
+                  deadline=self.clock() + seconds, clock=self.clock)
         self._jobs[job.id] = job
         self._pending.append(job)
         self.counts["submitted"] += 1
@@ -363,7 +374,7 @@ class JobQueue:
         work = []
         for job in jobs:
             job.status, job.device = "running", str(pool.device)
-            job.started = time.monotonic()
+            job.started = self.clock()
             job.control.on_progress = lambda _, job=job: loop.call_soon_threadsafe(job.touch)
             job.touch()
             work.append((job.data, job.options, job.control))
@@ -410,7 +421,8 @@ class JobQueue:
             return
         if job.finish("done", None, result):
             self.counts["done"] += 1
-            self.run_times.add(time.monotonic() - (job.started or time.monotonic()))
+            now = self.clock()
+            self.run_times.add(now - (job.started or now))
             logger.info("job %s done in %.2f s on %s", job.id[:8], result.report.seconds,
                         job.device)
 
@@ -420,20 +432,22 @@ class JobQueue:
         while True:
             await asyncio.sleep(SWEEP_S)
             try:
-                self._sweep()
+                self.sweep()
             except Exception:
                 logger.exception("sweeping jobs failed")
 
-    def _sweep(self) -> None:
+    def sweep(self) -> None:
+        """Time out the jobs past their deadline and delete expired results, now (the sweeper
+        does this every :data:`SWEEP_S`)."""
         for job in list(self._jobs.values()):
-            if job.active and job.control.timed_out:
+            if job.active and job.deadline is not None and self.clock() >= job.deadline:
                 if job.finish("timed out", JobError("timed_out", "the job ran past its "
                                                     f"deadline during {job.control.progress.phase}")):
                     self.counts["timed out"] += 1
         self._retain()
 
     def _retain(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         finished = sorted((j for j in self._jobs.values() if not j.active),
                           key=lambda j: j.finished_at or 0.0)
         total = sum(j.result_bytes for j in finished)

@@ -10,7 +10,6 @@ import json
 import os
 import stat
 import struct
-import threading
 import time
 import zlib
 
@@ -18,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 from test_daemon_helpers import (
+    Gate,
+    TestClock,
     checked,
     encode,
     face_crop,
@@ -33,12 +34,12 @@ from lowkey.jobs import ProtectOptions
 from lowkey.pool import ModelPool
 from lowkey.protect import protect_bytes
 from lowkey_daemon.app import create_app
+from lowkey_daemon.keys import QUEUE
 
 pytestmark = pytest.mark.weights
 
 POOL: ModelPool | None = None
 QUICK = {"strength": "2", "measure": "false"}  # two attack steps, no measuring
-SLOW = {"strength": "60", "measure": "false"}  # 60 steps: long enough to catch it running
 
 
 @pytest.fixture(autouse=True)
@@ -61,13 +62,15 @@ def auth(token: str, **extra: str) -> dict[str, str]:
 def make_client(aiohttp_client, tmp_path):
     """``await make_client(**config changes)`` -> (client, token), the app loaded and ready."""
 
-    async def make(on_stop=None, **changes):
+    async def make(on_stop=None, clock=None, **changes):
         config = small_config(tmp_path, **changes)
         tokens = file_tokens(config)
         app = create_app(config, pools=[shared_pool()], tokens=tokens, on_stop=on_stop)
         client = await aiohttp_client(app)
         health = await wait_ready(client)
         assert health["status"] == "ready", health
+        if clock is not None:  # deadlines and retention on the test's time
+            client.app[QUEUE].clock = clock
         return client, tokens.get()
 
     return make
@@ -85,6 +88,12 @@ async def submit(client, token, data, params=QUICK, content_type="image/png") ->
     assert response.status == 202, body
     assert response.headers["Location"] == f"/v1/jobs/{body['id']}"
     return body
+
+
+async def job_now(client, token, job_id) -> dict:
+    """``GET /v1/jobs/{id}``: the job as it is now."""
+    response = await client.get(f"/v1/jobs/{job_id}", headers=auth(token))
+    return json.loads(await checked(response, "/v1/jobs/{id}", "GET"))
 
 
 async def wait_job(client, token, job_id, until=("done", "failed", "cancelled", "timed out"),
@@ -348,10 +357,13 @@ async def test_no_face_is_its_own_error(make_client):
 
 # -- queue, cancellation, deadline, pause --------------------------------------------------------
 
-async def test_queue_full_then_a_cancelled_job_frees_its_slot_at_once(make_client, face):
+async def test_queue_full_then_a_cancelled_job_frees_its_slot_at_once(make_client, face,
+                                                                      monkeypatch):
     client, token = await make_client(queue_size=2)
-    first = await submit(client, token, face, SLOW)
-    second = await submit(client, token, face, SLOW)
+    gate = Gate(monkeypatch)  # the first job runs until it is cancelled
+    first = await submit(client, token, face, QUICK)
+    await gate.reached()
+    second = await submit(client, token, face, QUICK)
     response, body = await post_image(client, token, face, path="/v1/jobs")
     assert response.status == 503 and body["error"]["code"] == "queue_full"
     assert int(response.headers["Retry-After"]) >= 1
@@ -367,38 +379,14 @@ async def test_queue_full_then_a_cancelled_job_frees_its_slot_at_once(make_clien
     assert response.status == 409 and body["error"]["code"] == "cancelled"
 
 
-def hold_at(monkeypatch, phase: str) -> threading.Event:
-    """Make the next job wait in ``phase`` until it is cancelled; the event says it got there."""
-    reached = threading.Event()
-    real = lowkey_daemon.queue.protect_bytes_batch
-
-    def protect_bytes_batch(jobs, pool, **kwargs):
-        for _, _, control in jobs:
-            watcher = control.on_progress
-
-            def hold(progress, control=control, watcher=watcher):
-                watcher(progress)
-                if progress.phase == phase and not reached.is_set():
-                    reached.set()
-                    end = time.monotonic() + 30
-                    while not control.cancelled and time.monotonic() < end:
-                        time.sleep(0.01)
-
-            control.on_progress = hold
-        return real(jobs, pool, **kwargs)
-
-    monkeypatch.setattr(lowkey_daemon.queue, "protect_bytes_batch", protect_bytes_batch)
-    return reached
-
-
 @pytest.mark.parametrize("phase", ["decode", "detect", "attack", "encode", "measure"])
 async def test_cancel_in_each_phase(make_client, face, monkeypatch, phase):
     client, token = await make_client()
-    reached = hold_at(monkeypatch, phase)
+    gate = Gate(monkeypatch, phase)
     params = dict(QUICK, measure="true") if phase == "measure" else QUICK
     job = await submit(client, token, face, params)
     queued = await submit(client, token, face, QUICK)  # waits behind it: cancel while queued
-    assert await asyncio.get_running_loop().run_in_executor(None, reached.wait, 60)
+    await gate.reached()
     state = await wait_job(client, token, job["id"], until=("running",))
     assert state["phase"] == phase and state["status"] == "running"
     assert (await wait_job(client, token, queued["id"], until=("queued",)))["phase"] == "queued"
@@ -409,20 +397,36 @@ async def test_cancel_in_each_phase(make_client, face, monkeypatch, phase):
     response = await client.get("/v1/status", headers=auth(token))
     status = await response.json()
     assert status["jobs"]["cancelled"] == 2 and status["queue"]["queued"] == 0
+    gate.open()
     after = await post_image(client, token, face)  # the worker is free again
     assert after[0].status == 200
 
 
-async def test_deadline_gives_timed_out(make_client, face):
-    client, token = await make_client()
-    job = await submit(client, token, face, dict(SLOW, timeout="0.5"))
-    final = await wait_job(client, token, job["id"])
+async def test_deadline_gives_timed_out(make_client, face, monkeypatch):
+    clock = TestClock()
+    client, token = await make_client(clock=clock)
+    gate = Gate(monkeypatch)  # every job is held in its attack until it is stopped
+    job = await submit(client, token, face, dict(QUICK, timeout="0.5"))
+    await gate.reached(1)
+    queue = client.app[QUEUE]
+    clock.advance(0.4)
+    queue.sweep()  # before the deadline: nothing happens
+    assert (await job_now(client, token, job["id"]))["status"] == "running"
+    clock.advance(0.2)
+    queue.sweep()
+    final = await job_now(client, token, job["id"])
     assert final["status"] == "timed out" and final["error"]["code"] == "timed_out"
+    assert final["error"]["message"] == "the job ran past its deadline during attack"
     response = await client.get(f"/v1/jobs/{job['id']}/result", headers=auth(token))
     body = json.loads(await checked(response, "/v1/jobs/{id}/result", "GET"))
     assert response.status == 504 and body["error"]["code"] == "timed_out"
-    response = await client.post("/v1/protect", data=face, params=dict(SLOW, timeout="0.3"),
-                                 headers=auth(token, **{"Content-Type": "image/png"}))
+    protect = asyncio.create_task(client.post(
+        "/v1/protect", data=face, params=dict(QUICK, timeout="0.3"),
+        headers=auth(token, **{"Content-Type": "image/png"})))
+    await gate.reached(2)
+    clock.advance(0.3)
+    queue.sweep()
+    response = await protect
     body = json.loads(await checked(response, "/v1/protect", "POST"))
     assert response.status == 504 and body["error"]["code"] == "timed_out"
     status = await (await client.get("/v1/status", headers=auth(token))).json()
@@ -485,15 +489,17 @@ async def test_queued_jobs_with_the_same_options_share_one_attack(make_client, f
     status = await (await client.get("/v1/status", headers=auth(token))).json()
     assert status["queue"]["batch"] == 3
     batches = spy_batches(monkeypatch)
-    blocker = await submit(client, token, face, dict(SLOW, seed="9", strength="200"))  # holds
-    # the worker until it is cancelled, so that the jobs below are queued together
-    await wait_job(client, token, blocker["id"], until=("running",))
+    gate = Gate(monkeypatch)
+    blocker = await submit(client, token, face, dict(QUICK, seed="9"))  # holds the worker
+    # until it is cancelled, so that the jobs below are queued together
+    await gate.reached()
     other = encode(face_crop(astronaut_rgb, -20, 10, 240))
     noise = encode(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8))
     submitted = [(face, QUICK), (face, dict(QUICK, seed="1")), (other, QUICK),
                  (noise, QUICK), (other, dict(QUICK, format="jpeg")), (face, QUICK)]
     jobs = [await submit(client, token, data, params) for data, params in submitted]
     await client.delete(f"/v1/jobs/{blocker['id']}", headers=auth(token))
+    gate.open()
     finals = [await wait_job(client, token, job["id"]) for job in jobs]
     # the oldest job and the next two with its options; then the next oldest, and so on
     assert batches == [[(9, None)], [(0, None), (0, None), (0, None)], [(1, None)],
@@ -521,20 +527,24 @@ async def test_a_job_stopped_in_a_batch_frees_its_slot_and_the_others_go_on(make
                                                                            monkeypatch):
     client, token = await make_client(batch=2)
     batches = spy_batches(monkeypatch)
-    blocker = await submit(client, token, face, dict(SLOW, seed="9", strength="200"))
-    await wait_job(client, token, blocker["id"], until=("running",))
+    gate = Gate(monkeypatch)  # every job is held in its attack until it is stopped or let go
+    blocker = await submit(client, token, face, dict(QUICK, seed="9"))
+    await gate.reached(1)
     other = encode(face_crop(astronaut_rgb, 15, -10, 224))
-    medium = dict(SLOW, strength="80")
+    medium = dict(QUICK, strength="3")
     first = await submit(client, token, face, medium)
     second = await submit(client, token, other, dict(medium, timeout="600"))
     await client.delete(f"/v1/jobs/{blocker['id']}", headers=auth(token))
+    await gate.reached(2)  # the batch of both is attacking
     await wait_job(client, token, first["id"], until=("running",))
     response = await client.delete(f"/v1/jobs/{first['id']}", headers=auth(token))
     assert (await response.json())["status"] == "cancelled"
     status = await (await client.get("/v1/status", headers=auth(token))).json()
     assert status["queue"]["running"] == 1  # the slot is free while the photo is attacked on
+    assert (await job_now(client, token, second["id"]))["status"] == "running"
+    gate.open()
     final = await wait_job(client, token, second["id"])
-    assert final["status"] == "done" and final["report"]["steps"] == 80
+    assert final["status"] == "done" and final["report"]["steps"] == 3
     assert (await wait_job(client, token, first["id"]))["status"] == "cancelled"
     assert batches == [[(9, None)], [(0, None), (0, None)]]
 
@@ -565,12 +575,17 @@ async def test_a_crash_or_out_of_memory_in_one_job_is_that_jobs_error(make_clien
 
 
 async def test_results_are_deleted_after_their_time(make_client, face):
-    client, token = await make_client(result_ttl=0.5)
+    clock = TestClock()
+    client, token = await make_client(result_ttl=0.5, clock=clock)
     job = await submit(client, token, face)
     assert (await wait_job(client, token, job["id"]))["status"] == "done"
-    await asyncio.sleep(1.0)
-    response = await client.get(f"/v1/jobs/{job['id']}", headers=auth(token))
-    assert response.status == 404
+    queue = client.app[QUEUE]
+    clock.advance(0.4)
+    queue.sweep()  # its time has not come
+    assert (await client.get(f"/v1/jobs/{job['id']}", headers=auth(token))).status == 200
+    clock.advance(0.2)
+    queue.sweep()
+    assert (await client.get(f"/v1/jobs/{job['id']}", headers=auth(token))).status == 404
 
 
 async def test_results_beyond_the_size_limit_are_deleted_oldest_first(make_client, face):
@@ -583,17 +598,16 @@ async def test_results_beyond_the_size_limit_are_deleted_oldest_first(make_clien
     assert (await client.get(f"/v1/jobs/{second['id']}", headers=auth(token))).status == 200
 
 
-async def test_shutdown_route_and_graceful_close_cancel_running_jobs(make_client, face):
-    stopped = []
-    client, token = await make_client(on_stop=lambda: stopped.append(True))
-    job = await submit(client, token, face, SLOW)
-    await wait_job(client, token, job["id"], until=("running",))
+async def test_shutdown_route_and_graceful_close_cancel_running_jobs(make_client, face,
+                                                                    monkeypatch):
+    stopped = asyncio.Event()
+    client, token = await make_client(on_stop=stopped.set)
+    gate = Gate(monkeypatch)  # the job runs until the daemon's close cancels it
+    job = await submit(client, token, face, QUICK)
+    await gate.reached()
     response = await client.post("/v1/shutdown", headers=auth(token))
     assert json.loads(await checked(response, "/v1/shutdown", "POST")) == {"stopping": True}
-    await asyncio.sleep(0.3)
-    assert stopped == [True]
-    from lowkey_daemon.keys import QUEUE
-
+    await asyncio.wait_for(stopped.wait(), 30)
     queue = client.app[QUEUE]
     start = time.monotonic()
     await client.close()  # the app's cleanup: what a SIGTERM does

@@ -18,8 +18,10 @@ import stat
 import time
 
 import pytest
-from test_daemon import QUICK, SLOW, auth, png_header, shared_pool, submit, wait_job
+from test_daemon import QUICK, auth, png_header, shared_pool, submit, wait_job
 from test_daemon_helpers import (
+    Gate,
+    TestClock,
     checked,
     encode,
     face_crop,
@@ -48,12 +50,14 @@ def tiny_preset(monkeypatch):
 def make_client(aiohttp_client, tmp_path):
     """``await make_client(**config changes)`` -> (client, token), the app loaded and ready."""
 
-    async def make(**changes):
+    async def make(clock=None, **changes):
         config = small_config(tmp_path, **changes)
         tokens = file_tokens(config)
         app = create_app(config, pools=[shared_pool()], tokens=tokens)
         client = await aiohttp_client(app)
         assert (await wait_ready(client))["status"] == "ready"
+        if clock is not None:  # run times on the test's time
+            client.app[QUEUE].clock = clock
         return client, tokens.get()
 
     return make
@@ -134,28 +138,33 @@ def test_retry_after_is_the_median_run_time_over_the_workers_bounded():
     assert times.retry_after(1) == MAX_RETRY_AFTER_S
 
 
-async def test_only_done_jobs_inform_retry_after(make_client, face):
+async def test_only_done_jobs_inform_retry_after(make_client, face, monkeypatch):
     import numpy as np
 
-    client, token = await make_client(queue_size=1)
+    clock = TestClock()
+    client, token = await make_client(queue_size=1, clock=clock)
     queue = client.app[QUEUE]
     done = await submit(client, token, face)
     assert (await wait_job(client, token, done["id"]))["status"] == "done"
-    slow = await submit(client, token, face, SLOW)  # cancelled after it ran a while
-    await wait_job(client, token, slow["id"], until=("running",))
-    await asyncio.sleep(1.0)
+    gate = Gate(monkeypatch)  # every job from here on runs until it is cancelled
+    slow = await submit(client, token, face)  # cancelled after it ran a while
+    await gate.reached(1)
+    clock.advance(50.0)
     await client.delete(f"/v1/jobs/{slow['id']}", headers=auth(token))
+    gate.open()  # the job without a face fails before its attack
     noise = encode(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8))
     failed = await submit(client, token, noise)  # no face: failed
     assert (await wait_job(client, token, failed["id"]))["status"] == "failed"
     assert len(queue.run_times) == 1
-    blocker = await submit(client, token, face, SLOW)
+    gate = Gate(monkeypatch)
+    blocker = await submit(client, token, face)
+    await gate.reached(1)
     response = await client.post("/v1/jobs", data=face, params=QUICK,
                                  headers=auth(token, **{"Content-Type": "image/png"}))
     body = json.loads(await checked(response, "/v1/jobs", "POST"))
     assert response.status == 503 and body["error"]["code"] == "queue_full"
-    # the estimate of the one done job (its run, not its queueing nor the cancelled one's)
-    assert int(response.headers["Retry-After"]) == queue.run_times.retry_after(1)
+    # the estimate of the one done job (its run, not its queueing nor the cancelled one's 50 s)
+    assert int(response.headers["Retry-After"]) == queue.run_times.retry_after(1) == 1
     await client.delete(f"/v1/jobs/{blocker['id']}", headers=auth(token))
 
 
@@ -376,7 +385,11 @@ async def test_when_every_connection_is_busy_a_newcomer_gets_503(served):
                       "Content-Length: 100000\r\n\r\n").encode() + b"\x89PNG")
         await writer.drain()
         uploads.append(writer)
-    await asyncio.sleep(0.3)
+    guard = app[CONNECTIONS]
+    for _ in range(1000):  # until the daemon has read both requests' heads (no fixed sleep)
+        if guard.busy == 2:
+            break
+        await asyncio.sleep(0.01)
     status, body = await http(port, get(port, "/v1/health"))
     assert status == 503 and body["error"]["code"] == "too_many_connections"
     for writer in uploads:

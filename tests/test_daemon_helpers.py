@@ -1,5 +1,6 @@
 """Helpers for the daemon's tests (no tests here): photos, apps over one shared small real model,
-and checking answers against daemon/openapi.json."""
+checking answers against daemon/openapi.json, and what lets a test meet time without racing it:
+a :class:`Gate` that holds jobs in a phase, and a :class:`TestClock` the test moves."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import asyncio
 import copy
 import io
 import json
+import threading
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 from PIL import Image
 
+import lowkey_daemon.queue
+from lowkey.jobs import JobControl, JobProgress
 from lowkey.presets import PRESETS, Preset
 from lowkey.service import TokenStore
 from lowkey_daemon.config import DaemonConfig
@@ -109,3 +113,73 @@ async def checked(response, path: str, method: str) -> bytes:
     body = await response.read()
     validate_answer(response.status, response.content_type, body, path, method)
     return body
+
+
+class TestClock:
+    """A monotonic clock that moves only when the test says: ``JobQueue.clock`` for deadlines,
+    run times and result retention."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Gate:
+    """Holds every job the daemon works on when it reaches ``phase``, until the job is stopped
+    (cancelled, timed out, the daemon closing) or the test calls :meth:`open`. A held job is
+    running, for as long as the test needs, on any machine: no job is "long enough"."""
+
+    #: a held job goes on after this long anyway, so that a failing test cannot hang
+    LIMIT_S = 300.0
+
+    def __init__(self, monkeypatch, phase: str = "attack") -> None:
+        self.phase = phase
+        self._open = threading.Event()
+        self._arrived = threading.Condition()
+        self.arrivals = 0
+        real = lowkey_daemon.queue.protect_bytes_batch
+
+        def protect_bytes_batch(jobs, pool, **kwargs):
+            for _, _, control in jobs:
+                self._watch(control)
+            return real(jobs, pool, **kwargs)
+
+        monkeypatch.setattr(lowkey_daemon.queue, "protect_bytes_batch", protect_bytes_batch)
+
+    def _watch(self, control: JobControl) -> None:
+        watcher, held = control.on_progress, []
+
+        def hold(progress: JobProgress) -> None:
+            if watcher is not None:
+                watcher(progress)
+            if progress.phase != self.phase or held:
+                return
+            held.append(True)
+            with self._arrived:
+                self.arrivals += 1
+                self._arrived.notify_all()
+            for _ in range(int(self.LIMIT_S / 0.01)):
+                if control.cancelled or self._open.wait(0.01):
+                    return
+
+        control.on_progress = hold
+
+    async def reached(self, count: int = 1, timeout: float = 120.0) -> None:
+        """Return once ``count`` jobs in all have been held (without blocking the event loop)."""
+        def wait() -> bool:
+            with self._arrived:
+                return self._arrived.wait_for(lambda: self.arrivals >= count, timeout)
+
+        assert await asyncio.get_running_loop().run_in_executor(None, wait), (
+            f"{self.arrivals} of {count} jobs reached {self.phase}")
+
+    def open(self) -> None:
+        """Let every held job (and every later one) go on."""
+        self._open.set()
