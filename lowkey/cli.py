@@ -145,18 +145,6 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample_photo_bytes() -> bytes:
-    """The built-in sample: scikit-image's astronaut (NASA, public domain), as PNG bytes."""
-    import io
-
-    from PIL import Image
-    from skimage import data
-
-    buffer = io.BytesIO()
-    Image.fromarray(data.astronaut()).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def cmd_faces(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
@@ -166,10 +154,11 @@ def cmd_faces(args: argparse.Namespace) -> int:
     from lowkey.faces import FaceDetector, select_faces
     from lowkey.image_io import load_photo
     from lowkey.models import store
+    from lowkey.sample import sample_png
 
     inputs: list[tuple[str, Path | bytes]] = [(str(p), Path(p)) for p in args.photos]
     if args.sample:
-        inputs.insert(0, ("sample:astronaut", _sample_photo_bytes()))
+        inputs.insert(0, ("sample:astronaut", sample_png()))
     if not inputs:
         print("give at least one photo, or --sample", file=sys.stderr)
         return 2
@@ -323,15 +312,16 @@ def cmd_protect(args: argparse.Namespace) -> int:
 
     from lowkey.presets import DEFAULT_PRESET
     from lowkey.protect import BATCH_ON_GPU, Protector
+    from lowkey.sample import SAMPLE_NAME, sample_png
 
     args.preset = args.preset or DEFAULT_PRESET
     files = _expand_inputs(args.photos)
     if args.sample:
         folder = Path(args.out or "lowkey-sample")
         folder.mkdir(parents=True, exist_ok=True)
-        sample = folder / "astronaut.png"
+        sample = folder / SAMPLE_NAME
         if not sample.exists():
-            sample.write_bytes(_sample_photo_bytes())
+            sample.write_bytes(sample_png())
         files.insert(0, sample)
         args.out = args.out or str(folder)
     if not files:

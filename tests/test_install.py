@@ -358,3 +358,18 @@ def test_the_wheel_works_in_a_fresh_venv():
                             capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "the wheel installs and works in a fresh venv" in result.stdout
+
+
+def test_the_version_is_written_once():
+    """``lowkey.__version__`` is the version: pyproject.toml reads it, the installed metadata
+    says it, and the extension (whose manifest takes package.json's) carries the same."""
+    import tomllib
+    from importlib import metadata
+
+    from lowkey import __version__
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "lowkey.__version__"}
+    assert metadata.version("lowkey") == __version__
+    assert json.loads((REPO / "extension" / "package.json").read_text())["version"] == __version__
