@@ -135,8 +135,8 @@ def protect_options(request: web.Request,
 
 
 async def _image_body(request: web.Request) -> tuple[bytes, int]:
-    """The uploaded image and its decode cost (:func:`lowkey_daemon.budget.decode_cost`), checked from
-    its header: type, pixels, and the decode budget."""
+    """The uploaded image and its decode cost (:func:`lowkey_daemon.budget.decode_cost`),
+    checked from its header: type, pixels, and the decode budget."""
     config = request.app[CONFIG]
     if request.content_type not in ACCEPTED_TYPES:
         raise ApiError("unsupported_media_type", "Content-Type must be the image's type: "

@@ -15,8 +15,8 @@ jobs keep their result for ``result_ttl`` seconds, and the oldest are deleted fi
 results together exceed ``result_max_bytes``.
 
 Before a worker decodes its jobs it reserves their memory in the decode budget shared by every
-worker (:mod:`lowkey_daemon.budget`), waiting while it does not fit. A full queue's ``Retry-After`` is
-estimated from how long recent jobs took (:class:`RunTimes`).
+worker (:mod:`lowkey_daemon.budget`), waiting while it does not fit. A full queue's
+``Retry-After`` is estimated from how long recent jobs took (:class:`RunTimes`).
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ Every local client connects from 127.0.0.1, so the address says nothing; and a h
 writes itself is no identity either: a bucket per header value lets a client make itself a fresh
 bucket per request, and grows a table without end. So limits are keyed on what only an
 authenticated client can reach: the request has shown the daemon's token (checked before any
-of this, :mod:`lowkey_daemon.security`), and its ``X-LowKey-Client`` names one of the few known
-:data:`lowkey.service.CLIENT_KINDS`; any other value, or none, is ``other``. The table is bounded anyway
-(:class:`RateLimiter` forgets the least recently used bucket past ``max_clients``), and each
+of this, :mod:`lowkey_daemon.security`), and its ``X-LowKey-Client`` names one of the few
+known :data:`lowkey.service.CLIENT_KINDS`; any other value, or none, is ``other``. The table is
+bounded anyway (:class:`RateLimiter` forgets the least recently used bucket past ``max_clients``), and each
 request costs O(1).
 """
 

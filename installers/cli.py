@@ -2,10 +2,10 @@
 
 ``lowkey install ...`` calls :func:`install_main` and ``lowkey uninstall ...``
 :func:`uninstall_main` (the ``lowkey.commands`` entry points in pyproject.toml); both are
-``main([action, ...])``. Options: ``--dry-run`` (print
-every file, link and registry value it would write or remove, each file's content indented under
-its path; nothing is touched), ``--user`` (default) or ``--system`` (all users; needs root on
-Linux/macOS, an administrator on Windows).
+``main([action, ...])``. Options: ``--dry-run`` (print every file, link and registry value it
+would write or remove, each file's content indented under its path; nothing is touched),
+``--user`` (default) or ``--system`` (all users; needs root on Linux/macOS, an administrator on
+Windows).
 
 For tests only, hidden from ``--help``: ``--os {linux,macos,windows}``, ``--home DIR`` and
 ``--python EXE`` build the plan for that machine instead of this one, from those values alone

@@ -4,7 +4,8 @@
 native messaging (:mod:`lowkey_native_host.protocol`; every message is defined in
 ``messages.schema.json``) on stdin/stdout, and HTTP to the daemon
 (:mod:`lowkey_native_host.daemon_client`), which it starts when it is not running
-(:mod:`lowkey_native_host.launcher`). ``extension_ids.json`` is the one place the extension's ids live.
+(:mod:`lowkey_native_host.launcher`). ``extension_ids.json`` is the one place the extension's ids
+live.
 """
 
 from importlib import resources

@@ -1,4 +1,5 @@
-"""``python -m lowkey_native_host``: the same as ``lowkey-native-host`` (the Windows wrapper runs this)."""
+"""``python -m lowkey_native_host``: the same as ``lowkey-native-host`` (the Windows wrapper runs
+this)."""
 
 import sys
 

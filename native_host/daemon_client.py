@@ -2,8 +2,9 @@
 
 The address and the token are found exactly as the daemon keeps them (:func:`lowkey.service.
 port_from_env`, :class:`lowkey.service.TokenStore`: the host never imports the daemon), read again
-for every call so a rotated token or a restarted daemon is picked up. Daemon errors become :class:`HostError` with the host's stable
-codes (:data:`DAEMON_CODES`). Nothing here imports torch or the models.
+for every call so a rotated token or a restarted daemon is picked up. Daemon errors become
+:class:`HostError` with the host's stable codes (:data:`DAEMON_CODES`). Nothing here imports
+torch or the models.
 """
 
 from __future__ import annotations

@@ -45,8 +45,8 @@ class Launcher:
         return None if self.process is None else self.process.poll()
 
     def start(self) -> bool:
-        """Start ``python -m lowkey.cli daemon`` detached unless one was started recently or autostart is
-        off. True when a daemon process is (now) starting."""
+        """Start ``python -m lowkey.cli daemon`` detached unless one was started recently or
+        autostart is off. True when a daemon process is (now) starting."""
         if not autostart_allowed():
             return False
         if self.starting:
