@@ -18,6 +18,7 @@ from aiohttp import web
 
 from lowkey import __version__
 from lowkey.jobs import ProtectOptions
+from lowkey.json_safe import json_safe
 from lowkey.pool import ModelPool, shared_pool
 from lowkey.service import TokenStore
 from lowkey_daemon.budget import decode_cost
@@ -168,19 +169,8 @@ def _report_header(report: dict) -> str:
     return text
 
 
-def _clean(value: object) -> object:
-    """JSON-safe: NaN and infinities become None."""
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def job_json(job: Job) -> dict:
-    return _clean(job.to_json())
+    return json_safe(job.to_json(), infinity="null")
 
 
 def result_response(job: Job, request: web.Request) -> web.Response:
@@ -196,7 +186,7 @@ def result_response(job: Job, request: web.Request) -> web.Response:
         code = error.code if error is not None and error.code in CODES else "internal"
         raise ApiError(code, error.message if error else "the job failed")
     outcome = job.outcome
-    report = _clean(outcome.report.to_json())
+    report = json_safe(outcome.report.to_json(), infinity="null")
     if request.query.get("report") == "body":
         return web.json_response({"job": job.id, "media_type": outcome.media_type,
                                   "image": base64.b64encode(outcome.output).decode("ascii"),

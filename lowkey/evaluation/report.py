@@ -25,6 +25,8 @@ import logging
 import math
 from pathlib import Path
 
+from lowkey.json_safe import json_safe  # also the CLI's, from here
+
 logger = logging.getLogger(__name__)
 
 CLEAN = "clean"
@@ -94,16 +96,6 @@ def _find(results: dict, judge: str, attack: str, countermeasure: str = "none") 
                                                                     countermeasure):
             return row
     return None
-
-
-def json_safe(value: object) -> object:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def transfer_matrix(results: dict, metric: str = "rank1") -> tuple[list[str], list[str],
