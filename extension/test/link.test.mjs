@@ -55,3 +55,15 @@ test('an error from the background keeps its code', async () => {
   ports[0].deliver({ type: 'error', key: ports[0].posted[0].key, code: 'too-large', message: 'the protected photo is 70 MB' });
   await assert.rejects(answer, { code: 'too-large', message: /70 MB/ });
 });
+
+test('aborting a photo cancels it in the background and fails it (cancelled)', async () => {
+  const { link: l, ports } = link();
+  const controller = new AbortController();
+  const answer = l.protect(photo, { signal: controller.signal });
+  const { key } = ports[0].posted[0];
+  controller.abort();
+  await assert.rejects(answer, { code: 'cancelled' });
+  assert.deepEqual(ports[0].posted[1], { type: 'cancel', key });
+  assert.equal(l.pending.size, 0);
+  ports[0].deliver({ type: 'result', key, data: 'AAAA', mime: 'image/jpeg' }); // late: ignored
+});

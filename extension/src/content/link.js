@@ -5,6 +5,7 @@
  * `disconnected`: the page gets nothing until the user chooses.
  */
 import { LowKeyError } from '../lib/messages.js';
+import { PendingRequests } from '../lib/pending.js';
 
 export const PROTECT_PORT = 'lowkey-protect';
 
@@ -25,24 +26,20 @@ export class BackgroundLink {
     this.api = api;
     this.silenceMs = silenceMs;
     this.port = null;
-    this.pending = new Map();
+    this.pending = new PendingRequests({
+      timeoutError: () => new LowKeyError('timeout',
+        `LowKey's background did not answer for ${Math.round(this.silenceMs / 60000)} minutes`),
+      cancelRemote: (entry) => this._cancel(entry.id),
+    });
     this.next = 1;
   }
 
-  /** (Re)start a photo's silence timer. */
-  _watch(key, entry) {
-    clearTimeout(entry.timer);
-    entry.timer = setTimeout(() => {
-      if (this.pending.get(key) !== entry) return;
-      this.pending.delete(key);
-      try {
-        this.port?.postMessage({ type: 'cancel', key });
-      } catch {
-        // the port is gone: so is the request
-      }
-      entry.reject(new LowKeyError('timeout',
-        `LowKey's background did not answer for ${Math.round(this.silenceMs / 60000)} minutes`));
-    }, this.silenceMs);
+  _cancel(key) {
+    try {
+      this.port?.postMessage({ type: 'cancel', key });
+    } catch {
+      // the port is gone: so is the request
+    }
   }
 
   _ensurePort() {
@@ -52,13 +49,7 @@ export class BackgroundLink {
     port.onMessage.addListener((message) => this._receive(message));
     port.onDisconnect.addListener(() => {
       if (this.port === port) this.port = null;
-      const error = new LowKeyError('disconnected', 'the connection to LowKey\'s background was lost');
-      const entries = [...this.pending.values()];
-      this.pending.clear();
-      for (const entry of entries) {
-        clearTimeout(entry.timer);
-        entry.reject(error);
-      }
+      this.pending.failAll(lost());
     });
     return port;
   }
@@ -67,17 +58,19 @@ export class BackgroundLink {
     const entry = this.pending.get(message?.key);
     if (!entry) return;
     if (message.type === 'progress') {
-      this._watch(message.key, entry);
+      this.pending.touch(entry);
       entry.onProgress?.({ phase: message.phase, percent: message.percent });
       return;
     }
-    clearTimeout(entry.timer);
-    this.pending.delete(message.key);
     if (message.type === 'result') {
-      entry.resolve({ data: message.data, mime: message.mime, recognition: message.recognition ?? null });
+      this.pending.settle(entry, null,
+        { data: message.data, mime: message.mime, recognition: message.recognition ?? null });
     }
-    else if (message.type === 'skip') entry.resolve({ skip: true });
-    else entry.reject(new LowKeyError(String(message.code ?? 'internal'), message.message));
+    else if (message.type === 'skip') this.pending.settle(entry, null, { skip: true });
+    else {
+      this.pending.settle(entry,
+        new LowKeyError(String(message.code ?? 'internal'), message.message));
+    }
   }
 
   /**
@@ -94,29 +87,19 @@ export class BackgroundLink {
         reject(new LowKeyError('cancelled'));
         return;
       }
-      const entry = { resolve, reject, onProgress, timer: null };
-      this.pending.set(key, entry);
-      this._watch(key, entry);
-      signal?.addEventListener('abort', () => {
-        if (this.pending.get(key) !== entry) return;
-        this.pending.delete(key);
-        clearTimeout(entry.timer);
-        try {
-          this.port?.postMessage({ type: 'cancel', key });
-        } catch {
-          // the port is gone: so is the request
-        }
-        reject(new LowKeyError('cancelled'));
-      }, { once: true });
+      const entry = this.pending.add(key,
+        { resolve, reject, onProgress, signal, timeoutMs: this.silenceMs });
       try {
         this._ensurePort().postMessage({ type: 'protect', key, ...photo });
       } catch (err) {
-        this.pending.delete(key);
-        clearTimeout(entry.timer);
         this.port = null;
         console.error('LowKey: the background could not be reached:', err);
-        reject(new LowKeyError('disconnected', 'the connection to LowKey\'s background was lost'));
+        this.pending.settle(entry, lost());
       }
     });
   }
+}
+
+function lost() {
+  return new LowKeyError('disconnected', 'the connection to LowKey\'s background was lost');
 }

@@ -5,9 +5,10 @@
  * `runtime.connectNative()`'s (`postMessage`, `disconnect`, `onMessage.addListener`,
  * `onDisconnect.addListener`), so Node tests drive it with a fake port.
  *
- * - Every request gets a fresh id and a timeout. The timeout counts from the request's last sign
- *   of life (any message with its id), so a long protection that keeps reporting progress lives
- *   on, and a silent one fails with code `timeout` (a protect request is then cancelled in the host).
+ * - Every request gets a fresh id and a timeout ({@link PendingRequests}). The timeout counts from
+ *   the request's last sign of life (any message with its id), so a long protection that keeps
+ *   reporting progress lives on, and a silent one fails with code `timeout` (a protect request is
+ *   then cancelled in the host).
  * - A `protect` request's chunks are assembled per id and checked against its `result`
  *   (count, size, sha256: {@link ChunkAssembler}); it resolves with the verified bytes only.
  * - When the port disconnects, every pending request fails with the reason, and the next request
@@ -17,6 +18,7 @@
  */
 import { ChunkAssembler } from './chunks.js';
 import { LowKeyError } from './messages.js';
+import { PendingRequests } from './pending.js';
 
 /** Default timeouts in milliseconds, per request type. */
 export const DEFAULT_TIMEOUTS = Object.freeze({
@@ -77,7 +79,12 @@ export class NativeClient {
     this.idleCloseMs = idleCloseMs;
     this._onEvent = onEvent ?? (() => {});
     this._port = null;
-    this._pending = new Map();
+    this._pending = new PendingRequests({
+      timeoutError: (entry) => new LowKeyError('timeout',
+        `the LowKey native host did not answer for ${Math.round(entry.timeoutMs / 1000)} s`),
+      cancelRemote: (entry) => this._cancelInHost(entry),
+      onEmpty: () => this._armIdle(),
+    });
     this._idleTimer = null;
   }
 
@@ -88,7 +95,7 @@ export class NativeClient {
 
   /** The ids of the requests waiting for an answer. */
   get pendingIds() {
-    return [...this._pending.keys()];
+    return this._pending.ids;
   }
 
   /**
@@ -109,24 +116,20 @@ export class NativeClient {
         reject(new LowKeyError('cancelled'));
         return;
       }
-      if (this._pending.has(rid)) {
+      if (this._pending.get(rid)) {
         reject(new LowKeyError('bad-message', `request id ${rid} is already in flight`));
         return;
       }
-      const entry = {
-        id: rid, type, resolve, reject, onProgress, signal, timer: null, done: false,
+      this._clearIdle();
+      const entry = this._pending.add(rid, {
+        type, resolve, reject, onProgress, signal,
         timeoutMs: timeoutMs ?? this.timeouts[type] ?? DEFAULT_TIMEOUTS.hello,
         assembler: type === 'protect' ? new ChunkAssembler() : null,
-      };
-      entry.onAbort = () => this._abort(entry, new LowKeyError('cancelled'));
-      signal?.addEventListener('abort', entry.onAbort, { once: true });
-      this._pending.set(rid, entry);
-      this._clearIdle();
-      this._arm(entry);
+      });
       try {
         this._ensurePort().postMessage({ ...fields, id: rid, type });
       } catch (err) {
-        this._settle(entry, disconnectError(err?.message));
+        this._pending.settle(entry, disconnectError(err?.message));
       }
     });
   }
@@ -157,7 +160,7 @@ export class NativeClient {
         // already closed
       }
     }
-    this._failAll(new LowKeyError('disconnected', reason));
+    this._pending.failAll(new LowKeyError('disconnected', reason));
   }
 
   // -- internals ---------------------------------------------------------------------------
@@ -178,21 +181,18 @@ export class NativeClient {
     this._clearIdle();
     const error = disconnectError(this._reason(port));
     this._onEvent({ type: 'disconnected', error });
-    this._failAll(error);
-  }
-
-  _failAll(error) {
-    for (const entry of [...this._pending.values()]) this._settle(entry, error);
+    this._pending.failAll(error);
   }
 
   _receive(port, message) {
     if (port !== this._port) return;
     const entry = typeof message?.id === 'string' ? this._pending.get(message.id) : undefined;
-    if (!entry || entry.done) {
+    if (!entry) {
       this._onEvent({ type: 'stray', message });
       return;
     }
-    this._arm(entry);
+    const settle = (error, value) => this._pending.settle(entry, error, value);
+    this._pending.touch(entry);
     switch (message.type) {
       case 'progress':
         try {
@@ -203,55 +203,38 @@ export class NativeClient {
         return;
       case 'chunk':
         if (!entry.assembler) {
-          this._settle(entry, new LowKeyError('bad-message', `a chunk for a ${entry.type} request`));
+          settle(new LowKeyError('bad-message', `a chunk for a ${entry.type} request`));
           return;
         }
         try {
           entry.assembler.add(message);
         } catch (err) {
           this._cancelInHost(entry);
-          this._settle(entry, err);
+          settle(err);
         }
         return;
       case 'result':
         if (!entry.assembler) {
-          this._settle(entry, new LowKeyError('bad-message', `a result for a ${entry.type} request`));
+          settle(new LowKeyError('bad-message', `a result for a ${entry.type} request`));
           return;
         }
-        entry.finishing = true;
-        clearTimeout(entry.timer);
+        this._pending.hold(entry);
         entry.assembler.finish(message).then(
-          (bytes) => this._settle(entry, null, { result: message, bytes }),
-          (err) => this._settle(entry, err),
+          (bytes) => settle(null, { result: message, bytes }),
+          (err) => settle(err),
         );
         return;
       case 'error':
-        this._settle(entry, new LowKeyError(String(message.code), message.message));
+        settle(new LowKeyError(String(message.code), message.message));
         return;
       default:
         if (message.type === entry.type && entry.type !== 'protect') {
-          this._settle(entry, null, message);
+          settle(null, message);
         } else {
-          this._settle(entry, new LowKeyError('bad-message',
+          settle(new LowKeyError('bad-message',
             `a ${message.type} message answered a ${entry.type} request`));
         }
     }
-  }
-
-  _arm(entry) {
-    if (entry.done || entry.finishing) return;
-    clearTimeout(entry.timer);
-    entry.timer = setTimeout(() => {
-      this._cancelInHost(entry);
-      this._settle(entry, new LowKeyError('timeout',
-        `the LowKey native host did not answer for ${Math.round(entry.timeoutMs / 1000)} s`));
-    }, entry.timeoutMs);
-  }
-
-  _abort(entry, error) {
-    if (entry.done) return;
-    this._cancelInHost(entry);
-    this._settle(entry, error);
   }
 
   _cancelInHost(entry) {
@@ -263,17 +246,6 @@ export class NativeClient {
     } catch {
       // the port is gone: so is the job
     }
-  }
-
-  _settle(entry, error, value) {
-    if (entry.done) return;
-    entry.done = true;
-    clearTimeout(entry.timer);
-    entry.signal?.removeEventListener('abort', entry.onAbort);
-    this._pending.delete(entry.id);
-    if (error) entry.reject(error);
-    else entry.resolve(value);
-    if (this._pending.size === 0) this._armIdle();
   }
 
   _armIdle() {
