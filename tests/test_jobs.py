@@ -281,12 +281,25 @@ def test_missing_weights_never_download(tmp_path, monkeypatch):
 
 
 def test_options_are_checked():
-    for bad in ({"preset": "nope"}, {"strength": 0}, {"strength": 500}, {"faces": "some"},
-                {"format": "gif"}, {"quality": 0}, {"seed": -1}, {"models": ()},
-                {"models": "sface"}):
+    for bad in ({"preset": "nope"}, {"strength": 0}, {"strength": 500}, {"strength": True},
+                {"faces": "some"}, {"format": "gif"}, {"quality": 0}, {"quality": True},
+                {"seed": -1}, {"seed": 2**31}, {"models": ()}, {"models": "sface"}):
         with pytest.raises(ValueError):
             ProtectOptions(**bad)
     assert ProtectOptions(format="jpg").format == "JPEG"
+    assert ProtectOptions(format=".heic").format == "HEIF"
+    with pytest.raises(ValueError, match="'strong' is now default"):
+        ProtectOptions(preset="strong")  # the preset's own rules, with their hints
+
+
+def test_a_protector_is_checked_by_the_same_rules(pool):
+    for bad in ({"strength": 201}, {"seed": 2**31}, {"faces": "some"}, {"models": []}):
+        with pytest.raises(ValueError):
+            Protector(preset="tiny", pool=pool, judge=False, **bad)
+    protector = Protector(preset="tiny", strength=2, seed=3, faces="largest", pool=pool,
+                          judge=False)
+    assert protector.options == ProtectOptions(preset="tiny", strength=2, seed=3,
+                                               faces="largest", judge=False)
 
 
 def test_protector_keeps_its_old_interface(pool, face, tmp_path):
