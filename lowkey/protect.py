@@ -63,7 +63,8 @@ BATCH_ON_GPU = 8
 
 
 class Protector:
-    """Protects photos one after another with fixed settings, over a shared model pool.
+    """Protects photos with fixed settings, over a shared model pool: one photo, or a batch with
+    one attack for all (:meth:`protect_jobs`, the core every way in goes through).
 
     ``preset``: a key of :data:`lowkey.presets.PRESETS`; ``strength``: see :class:`Preset`
     (None: the preset's own); ``faces``: protect every face (default) or only the largest;
@@ -89,7 +90,7 @@ class Protector:
                        else replace(chosen, models=self.options.models))
         self.settings = self.preset.settings(self.options.strength, self.options.seed)
         self.quality_floor = self.preset.quality_floor
-        self.face_selection = faces
+        self.face_selection = self.options.faces
         self.pool = pool if pool is not None else shared_pool(device)
         self.device = self.pool.device
         self.models = self.pool.recognizers(self.preset.models, download=download,
