@@ -13,7 +13,8 @@ def test_models_list_json_has_every_record(capsys):
     rows = json.loads(capsys.readouterr().out)
     names = {r["name"] for r in rows}
     assert {"sface", "facenet128", "facenet512", "ir152-arcface"} <= names
-    assert {r["name"] for r in rows if r["default"]} == {"sface", "facenet128", "facenet512"}
+    assert {r["name"] for r in rows if r["default"]} == {"sface", "facenet128", "facenet512",
+                                                         "openface", "faceplugin"}
     assert all(r["source"] in ("ok", "missing", "bad hash", "unpinned") for r in rows)
 
 
@@ -65,8 +66,10 @@ def test_faces_sample_json(capsys):
     assert photo["size"] == [512, 512] and len(face["landmarks"]) == 5
     assert photo["smallest_face_px"] == 20
     # the ensemble and the report judge (lowkey models fetch gets the same)
-    assert set(face["embedding_norm"]) == {"sface", "facenet128", "facenet512", "arcface-mbf"}
-    assert all(v > 1 for v in face["embedding_norm"].values())
+    assert set(face["embedding_norm"]) == {"sface", "facenet128", "facenet512", "openface",
+                                           "faceplugin", "arcface-mbf"}
+    assert face["embedding_norm"]["openface"] == pytest.approx(1.0, abs=1e-4)  # unit vectors
+    assert all(v > 1 for k, v in face["embedding_norm"].items() if k != "openface")
 
 
 @pytest.mark.weights
