@@ -95,7 +95,7 @@ def run_worker(args) -> dict:
     except ImportError:  # a --baseline commit from before lowkey.device
         from lowkey.pool import default_device
     from lowkey.errors import WeightsError
-    from lowkey.image_io import load_photo
+    from lowkey.image_decode import load_photo
     from lowkey.protect import Protector
 
     if args.threads:
@@ -234,7 +234,7 @@ def run_worker(args) -> dict:
 def time_batch(protector, args, rows: list[dict], sync) -> dict | None:
     """Attack seconds per photo for the first ``--batch`` photos with a face: one by one, then
     all in one ``run_many`` (each after a warm-up run of the same work)."""
-    from lowkey.image_io import load_photo
+    from lowkey.image_decode import load_photo
 
     try:
         from lowkey.attack import PhotoTask
@@ -278,7 +278,7 @@ def profile_attack(protector, args, rows: list[dict]) -> dict | None:
     from torch.profiler import ProfilerActivity, profile
 
     from lowkey.attack import LowKeyAttack
-    from lowkey.image_io import load_photo
+    from lowkey.image_decode import load_photo
 
     if not rows:
         return None

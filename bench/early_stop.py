@@ -38,7 +38,7 @@ def member_thresholds(models: list[str], data: Path, max_side: int, far: float
 
     from lowkey.embedding import embed_faces
     from lowkey.faces import FaceDetector
-    from lowkey.image_io import load_photo
+    from lowkey.image_decode import load_photo
     from lowkey.models.store import load_recognizer
 
     detector = FaceDetector()

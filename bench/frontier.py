@@ -96,7 +96,7 @@ def main() -> int:
 
     from lowkey.attack import LowKeyAttack
     from lowkey.dlib_judge import DlibJudge
-    from lowkey.image_io import load_photo
+    from lowkey.image_decode import load_photo
     from lowkey.measure import PhotoMeasurer, PhotoReport
     from lowkey.models.store import load_recognizer
     from lowkey.presets import PRESETS

@@ -22,7 +22,7 @@ def main() -> int:
     from lowkey.embedding import embed_faces
     from lowkey.evaluation.metrics import accept_rate, far_threshold
     from lowkey.faces import select_faces
-    from lowkey.image_io import load_photo
+    from lowkey.image_decode import load_photo
     from lowkey.pool import shared_pool
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

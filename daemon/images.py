@@ -1,12 +1,12 @@
 """Cheap checks of an uploaded image before it is queued: its type, its pixel count and its
 channels, read from the header only (a decompression bomb is refused before anything is
-decoded), by the core's :func:`lowkey.image_io.probe_header`, the same checks the full decode
+decoded), by the core's :func:`lowkey.image_decode.probe_header`, the same checks the full decode
 makes."""
 
 from __future__ import annotations
 
 from lowkey.errors import ImageError, TooManyPixels, UnsupportedImage
-from lowkey.image_io import ImageHeader, probe_header
+from lowkey.image_decode import ImageHeader, probe_header
 from lowkey_daemon.errors import ApiError
 
 #: Content-Types the daemon accepts (the image's real type is read from its bytes).

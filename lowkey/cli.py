@@ -152,7 +152,7 @@ def cmd_faces(args: argparse.Namespace) -> int:
     from lowkey.device import default_device
     from lowkey.embedding import embed_faces
     from lowkey.faces import FaceDetector, select_faces
-    from lowkey.image_io import load_photo
+    from lowkey.image_decode import load_photo
     from lowkey.models import store
     from lowkey.sample import sample_png
 
@@ -222,8 +222,8 @@ def cmd_faces(args: argparse.Namespace) -> int:
 
 def _expand_inputs(paths: Sequence[str]) -> list[Path]:
     """Files as given, and the photos directly inside given folders: by extension, neither
-    hidden nor LowKey outputs (:func:`lowkey.image_io.is_photo_file`)."""
-    from lowkey.image_io import is_photo_file
+    hidden nor LowKey outputs (:func:`lowkey.output_files.is_photo_file`)."""
+    from lowkey.output_files import is_photo_file
 
     out: list[Path] = []
     for name in paths:
@@ -384,7 +384,7 @@ def _protect_summary(args: argparse.Namespace, info: dict | None,
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from lowkey.evaluation import EvalConfig, run_evaluation, write_outputs
-    from lowkey.evaluation.report import json_safe
+    from lowkey.json_safe import json_safe
     from lowkey.presets import DEFAULT_PRESET
 
     args.preset = args.preset or DEFAULT_PRESET

@@ -36,7 +36,7 @@ import torch
 from lowkey.dlib_judge import DLIB_SAME_PERSON, DlibFace, DlibJudge, box_iou
 from lowkey.embedding import embed_faces
 from lowkey.faces import Face, FaceDetector
-from lowkey.image_io import Photo
+from lowkey.image_decode import Photo
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.perceptual import LPIPSPenalty, pooled_under, whole_photo_distance
 

@@ -29,7 +29,7 @@ from test_daemon_helpers import (
 )
 
 import lowkey_daemon.queue
-from lowkey.image_io import load_photo
+from lowkey.image_decode import load_photo
 from lowkey.jobs import ProtectOptions
 from lowkey.pool import ModelPool
 from lowkey.protect import protect_bytes

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from test_daemon_helpers import encode, face_crop
 
-from lowkey.image_io import load_photo
+from lowkey.image_decode import load_photo
 
 pytestmark = pytest.mark.weights
 

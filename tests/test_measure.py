@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from lowkey.faces import FaceDetector
-from lowkey.image_io import load_photo
+from lowkey.image_decode import load_photo
 from lowkey.measure import (
     FaceReport,
     PhotoMeasurer,

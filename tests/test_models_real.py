@@ -15,7 +15,7 @@ import torch
 
 from lowkey.embedding import aligned_faces
 from lowkey.faces import FaceDetector
-from lowkey.image_io import load_photo
+from lowkey.image_decode import load_photo
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.models.registry import default_ensemble
 from lowkey.models.store import load_recognizer

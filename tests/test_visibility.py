@@ -9,7 +9,7 @@ from PIL import Image
 
 from lowkey.attack import AttackSettings, LowKeyAttack
 from lowkey.faces import Face
-from lowkey.image_io import load_photo
+from lowkey.image_decode import load_photo
 from lowkey.measure import face_region, region_quality
 from lowkey.objective import LowKeyObjective
 from lowkey.perceptual import SSIMPenalty

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lowkey.image_io import to_uint8_hwc
+from lowkey.pixels import to_uint8_hwc
 
 
 def _to_uint8_image(pixels: torch.Tensor) -> Image.Image:

@@ -1,7 +1,7 @@
 """The evaluation data set: one folder per identity, optional distractors, and a seeded split.
 
 Layout: ``root/<identity>/<photo>``; photos are found by extension, and hidden files and LowKey
-outputs (``*_lowkey.*``) are ignored (:func:`lowkey.image_io.is_photo_file`). Distractors are
+outputs (``*_lowkey.*``) are ignored (:func:`lowkey.output_files.is_photo_file`). Distractors are
 every photo under their own folder (any depth) and belong to no identity.
 
 The split follows the paper (section 4): per identity, a tenth of the photos (at least one) are
@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from lowkey.image_io import is_photo_file
+from lowkey.output_files import is_photo_file
 
 logger = logging.getLogger(__name__)
 

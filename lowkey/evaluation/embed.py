@@ -130,7 +130,7 @@ class EmbeddingTable:
             self.flush()
 
     def _embed(self, todo: list[tuple[Path, str, dict[str, list[str]]]], progress: bool) -> None:
-        from lowkey.image_io import load_photo
+        from lowkey.image_decode import load_photo
 
         for file, digest, missing in tqdm(todo, desc="embed photos", unit="photo",
                                           disable=not progress):
@@ -150,7 +150,7 @@ class EmbeddingTable:
     def _embed_fixed(self, todo: dict[Path, dict[tuple[Path, str, str], list[str]]],
                      progress: bool) -> None:
         """Locate the face once per clean source, then embed each file made from it there."""
-        from lowkey.image_io import load_photo
+        from lowkey.image_decode import load_photo
 
         for source, work in tqdm(todo.items(), desc="embed photos (fixed detector)",
                                  unit="source", disable=not progress):

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from lowkey.errors import LowKeyError
 from lowkey.files import write_atomic
-from lowkey.image_io import output_path_for, report_path_for
+from lowkey.output_files import output_path_for, report_path_for
 
 if TYPE_CHECKING:
     from lowkey.measure import PhotoMeasurer
@@ -108,7 +108,7 @@ def _recovered_report(source: Path, output: Path, attack: Attack,
                       measurer: PhotoMeasurer) -> dict:
     """Quality of an output someone else wrote (no report beside it): whole-photo and
     face-region figures from ``measurer`` (its detector finds the faces in the source)."""
-    from lowkey.image_io import load_photo
+    from lowkey.image_decode import load_photo
     from lowkey.measure import PhotoReport
 
     original, protected = load_photo(source), load_photo(output)

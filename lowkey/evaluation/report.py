@@ -25,7 +25,7 @@ import logging
 import math
 from pathlib import Path
 
-from lowkey.json_safe import json_safe  # also the CLI's, from here
+from lowkey.json_safe import json_safe
 
 logger = logging.getLogger(__name__)
 
