@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import statistics
 import sys
@@ -25,15 +24,6 @@ import time
 from collections import Counter
 from pathlib import Path
 from urllib.parse import parse_qsl
-
-
-def sample_photo() -> bytes:
-    from PIL import Image
-    from skimage import data
-
-    buffer = io.BytesIO()
-    Image.fromarray(data.astronaut()).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -123,7 +113,7 @@ def main() -> int:
     p.add_argument("--token", help="default: the daemon's token store")
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--seconds", type=float, default=60.0, help="length of the load phase")
-    p.add_argument("--photo", type=Path, help="default: scikit-image's astronaut (512 px PNG)")
+    p.add_argument("--photo", type=Path, help="default: the sample astronaut (lowkey.sample, 512 px PNG)")
     p.add_argument("--params", default="", help="query string for /v1/protect, e.g. "
                                                 "strength=2&measure=false")
     p.add_argument("--runs", type=int, default=5,
@@ -132,6 +122,7 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
 
+    from lowkey.sample import sample_png
     from lowkey.service import TokenStore, daemon_config_dir, port_from_env
 
     url = (args.url or f"http://127.0.0.1:{port_from_env()}").rstrip("/")
@@ -141,7 +132,7 @@ def main() -> int:
         return 2
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "image/png"}
     params = dict(parse_qsl(args.params))
-    photo = args.photo.read_bytes() if args.photo else sample_photo()
+    photo = args.photo.read_bytes() if args.photo else sample_png()
     if args.photo:
         headers["Content-Type"] = "application/octet-stream"
 

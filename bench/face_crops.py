@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lowkey.image_io import load_photo
+from lowkey.image_decode import load_photo
 from lowkey.protect import Protector
+from lowkey.sample import sample_photo, sample_png
 
 
 def main() -> int:
@@ -29,11 +30,7 @@ def main() -> int:
     p.add_argument("--strengths", default="10,30,50", help="comma-separated --strength values")
     p.add_argument("--out", type=Path, default=Path("docs/img"))
     args = p.parse_args()
-    from skimage import data
-
-    buffer = io.BytesIO()
-    Image.fromarray(data.astronaut()).save(buffer, format="PNG")
-    photo = load_photo(buffer.getvalue())
+    photo = load_photo(sample_png())
     crops, rows = [], []
     region = None
     for strength in [int(s) for s in args.strengths.split(",")]:
@@ -43,7 +40,7 @@ def main() -> int:
         if region is None:
             region = face.region
             x0, y0, x1, y1 = region
-            crops.append(("original", np.asarray(data.astronaut())[y0:y1, x0:x1]))
+            crops.append(("original", sample_photo()[y0:y1, x0:x1]))
         x0, y0, x1, y1 = region
         out = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
         crops.append((f"strength {strength}", out[y0:y1, x0:x1]))

@@ -286,13 +286,14 @@ class Protector:
 
     def warm_up(self, measure: bool = True) -> None:
         """Detection, one attack step, encoding and (``measure``) a measurement on a real face
-        (scikit-image's astronaut at 256 px), so that the first real photo does not pay for
-        lazy initialisation (kernels, caches, ColorVideoVDP's set-up)."""
+        (the sample astronaut at 256 px, :func:`lowkey.sample.sample_photo`), so that the first
+        real photo does not pay for lazy initialisation (kernels, caches, ColorVideoVDP's set-up)."""
         import numpy as np
-        from skimage import data
+
+        from lowkey.sample import sample_photo
 
         t = time.perf_counter()
-        pixels = torch.from_numpy(np.ascontiguousarray(data.astronaut()[::2, ::2]))
+        pixels = torch.from_numpy(np.ascontiguousarray(sample_photo()[::2, ::2]))
         photo = Photo(pixels=pixels.permute(2, 0, 1).float() / 255, alpha=None, format="PNG",
                       mode="RGB", grayscale=False, bit_depth=8, icc_profile=None, exif=None,
                       xmp=None, lossless=True, source=None)

@@ -105,7 +105,7 @@ def multi_face_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def astronaut_rgb():
-    """``skimage.data.astronaut()``: (512, 512, 3) uint8 RGB, a real public-domain face."""
-    from skimage import data
+    """:func:`lowkey.sample.sample_photo`: (512, 512, 3) uint8 RGB, a real public-domain face."""
+    from lowkey.sample import sample_photo
 
-    return data.astronaut()
+    return sample_photo()
