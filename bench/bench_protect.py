@@ -95,7 +95,10 @@ def run_worker(args) -> dict:
     except ImportError:  # a --baseline commit from before lowkey.device
         from lowkey.pool import default_device
     from lowkey.errors import WeightsError
-    from lowkey.image_decode import load_photo
+    try:
+        from lowkey.image_decode import load_photo
+    except ImportError:  # a --baseline commit from before image_io was split
+        from lowkey.image_io import load_photo
     from lowkey.protect import Protector
 
     if args.threads:
@@ -152,7 +155,11 @@ def run_worker(args) -> dict:
         return wrapper
 
     protector.find_faces = timed(protector.find_faces, "detect_s")
-    protector.attack.run = timed(protector.attack.run, "attack_s")
+    # run() calls run_many(), which every path reaches (one photo or a batch): time it there
+    if hasattr(protector.attack, "run_many"):
+        protector.attack.run_many = timed(protector.attack.run_many, "attack_s")
+    else:  # a --baseline commit from before batching
+        protector.attack.run = timed(protector.attack.run, "attack_s")
 
     def bench_one(name: str, load) -> dict:
         split.clear()
@@ -234,7 +241,10 @@ def run_worker(args) -> dict:
 def time_batch(protector, args, rows: list[dict], sync) -> dict | None:
     """Attack seconds per photo for the first ``--batch`` photos with a face: one by one, then
     all in one ``run_many`` (each after a warm-up run of the same work)."""
-    from lowkey.image_decode import load_photo
+    try:
+        from lowkey.image_decode import load_photo
+    except ImportError:  # a --baseline commit from before image_io was split
+        from lowkey.image_io import load_photo
 
     try:
         from lowkey.attack import PhotoTask
@@ -278,7 +288,10 @@ def profile_attack(protector, args, rows: list[dict]) -> dict | None:
     from torch.profiler import ProfilerActivity, profile
 
     from lowkey.attack import LowKeyAttack
-    from lowkey.image_decode import load_photo
+    try:
+        from lowkey.image_decode import load_photo
+    except ImportError:  # a --baseline commit from before image_io was split
+        from lowkey.image_io import load_photo
 
     if not rows:
         return None

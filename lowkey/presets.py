@@ -74,10 +74,10 @@ DEFAULT_PRESET = "default"
 
 PRESETS: dict[str, Preset] = {
     "default": Preset("default", "protects: the paper's attack on the offline ensemble of five "
-                      "models of four families (SFace, FaceNet-128, FaceNet-512, OpenFace, "
+                      "models, three architectures (SFace, FaceNet-128, FaceNet-512, OpenFace, "
                       "FacePlugin; colour sign steps, no bound or floor), 50 steps; recognisers "
-                      "never attacked stopped matching the faces in our tests; the face looks "
-                      "visibly textured up close (docs/results.md)",
+                      "never attacked stopped matching nearly every face in our tests (not "
+                      "all); the face looks visibly textured up close (docs/results.md)",
                       _OFFLINE),
     "subtle": Preset("subtle", "looks unchanged and does NOT protect: in our measurements every "
                      "recogniser still recognised every face. Luma-only change where texture "
