@@ -36,7 +36,7 @@ FACES_DEV = ROOT.parent / "shared" / "data" / "faces-dev"
 ARCFACE_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655),
                (70.7299, 92.2041))
 sys.path.insert(0, str(ROOT))
-from lowkey.models.openface import OPENFACE_TEMPLATE_96 as OPENFACE_96  # noqa: E402
+from lowkey.models.registry import OPENFACE_TEMPLATE_96 as OPENFACE_96  # noqa: E402
 
 SOURCES = {
     "openface_nn4small2v1": dict(

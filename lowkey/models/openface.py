@@ -7,7 +7,7 @@ file must be used exactly once) and writes a safetensors file; :func:`load_openf
 module from it.
 
 The network: ``(B, 3, 96, 96)`` float32, RGB, values in [0, 1], aligned on OpenFace's own 96x96
-template (:data:`OPENFACE_TEMPLATE_96`; ArcFace's template scaled to 96 loses most of its accuracy).
+template (:data:`lowkey.models.registry.OPENFACE_TEMPLATE_96`, the record's contract).
 Output: ``(B, 128)`` L2-normalised embeddings.
 """
 
@@ -26,12 +26,6 @@ from lowkey.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
-#: OpenFace's 96x96 template (``openface/align_dlib.py`` MINMAX_TEMPLATE x 96) at the five points
-#: MTCNN gives, (x, y) in output pixels: eye centres (mean of dlib points 36-41 / 42-47), nose tip
-#: (30), mouth corners (48 / 54), in the order left eye, right eye, nose, left mouth, right mouth.
-OPENFACE_TEMPLATE_96: tuple[tuple[float, float], ...] = (
-    (26.63, 16.06), (67.79, 15.26), (47.24, 40.52), (29.48, 61.62), (66.76, 60.88),
-)
 EMBEDDING_DIM = 128
 
 
@@ -111,8 +105,9 @@ class OpenFaceNN4Small2(nn.Module):
         return F.normalize(x, dim=1)
 
 
-def _state_from_h5(path: Path) -> dict[str, torch.Tensor]:
-    """The Keras h5's weights under :class:`OpenFaceNN4Small2`'s state-dict keys."""
+def _state_from_h5(path: Path, model: OpenFaceNN4Small2) -> dict[str, torch.Tensor]:
+    """The Keras h5's weights under ``model``'s state-dict keys (its blocks say which branches
+    each Inception block has)."""
     import h5py
 
     state: dict[str, torch.Tensor] = {}
@@ -132,9 +127,8 @@ def _state_from_h5(path: Path) -> dict[str, torch.Tensor]:
 
         for i in (1, 2, 3):
             conv_bn(f"conv{i}", f"conv{i}", f"bn{i}")
-        template = OpenFaceNN4Small2()
         for block in OpenFaceNN4Small2.BLOCKS:
-            module, key, layer = (getattr(template, f"inception_{block}"), f"inception_{block}",
+            module, key, layer = (getattr(model, f"inception_{block}"), f"inception_{block}",
                                   f"inception_{block}_")
             conv_bn(f"{key}.b3.0", layer + "3x3_conv1", layer + "3x3_bn1")
             conv_bn(f"{key}.b3.1", layer + "3x3_conv2", layer + "3x3_bn2")
@@ -162,13 +156,13 @@ def convert_openface_h5(source: Path, dest: Path) -> None:
     """
     from safetensors.torch import save
 
+    model = OpenFaceNN4Small2()
     try:
-        state = _state_from_h5(source)
+        state = _state_from_h5(source, model)
     except WeightsError:
         raise
     except Exception as exc:  # h5py's errors, missing layers
         raise WeightsError(f"{source} is not a Keras-OpenFace nn4.small2 h5: {exc}") from exc
-    model = OpenFaceNN4Small2()
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state and "num_batches" not in k)
     if missing:
@@ -196,5 +190,5 @@ def load_openface(path: Path) -> OpenFaceNN4Small2:
     return model.eval()
 
 
-__all__ = ["EMBEDDING_DIM", "OPENFACE_TEMPLATE_96", "OpenFaceNN4Small2", "convert_openface_h5",
+__all__ = ["EMBEDDING_DIM", "OpenFaceNN4Small2", "convert_openface_h5",
            "load_openface"]

@@ -28,6 +28,13 @@ ARCFACE_TEMPLATE_112: tuple[tuple[float, float], ...] = (
     (70.7299, 92.2041),
 )
 
+#: OpenFace's 96x96 template (``openface/align_dlib.py`` MINMAX_TEMPLATE x 96) at the five points
+#: MTCNN gives, in the order above: eye centres (mean of dlib points 36-41 / 42-47), nose tip (30),
+#: mouth corners (48 / 54). ArcFace's template scaled to 96 loses most of OpenFace's accuracy.
+OPENFACE_TEMPLATE_96: tuple[tuple[float, float], ...] = (
+    (26.63, 16.06), (67.79, 15.26), (47.24, 40.52), (29.48, 61.62), (66.76, 60.88),
+)
+
 SourceKind = Literal["url", "wheel", "file"]
 Converter = Literal["sface_onnx", "onnx", "keras_h5", "tf_graphdef", "evolve_pth", "openface_h5"]
 Alignment = Literal["template5", "box"]
@@ -182,10 +189,8 @@ _INSIGHTFACE = InputContract(size=112, alignment="template5", colour="RGB", norm
 #: in BGR (same/different cosine margin 0.735 against 0.707), as OpenCV-trained networks do.
 _FACEPLUGIN = InputContract(size=112, alignment="template5", colour="BGR",
                             normalisation="fixed_standardise")
-#: OpenFace's own 96x96 template (lowkey.models.openface.OPENFACE_TEMPLATE_96)
 _OPENFACE = InputContract(size=96, alignment="template5", colour="RGB", normalisation="unit",
-                          template=((26.63, 16.06), (67.79, 15.26), (47.24, 40.52),
-                                    (29.48, 61.62), (66.76, 60.88)))
+                          template=OPENFACE_TEMPLATE_96)
 _NPM = "https://registry.npmjs.org/"
 
 _EVOLVE_RELEASE = "https://github.com/cmu-spuds/lowkey_gradio/releases/download/weights/"
