@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from lowkey.align import alignment_matrix
 from lowkey.errors import LowKeyError
 from lowkey.faces import Face
-from lowkey.objective import Layout, LowKeyObjective, gaussian_smoothing
+from lowkey.models.recognizer import FaceRecognizer
+from lowkey.objective import FEATURE_DISTANCES, Layout, LowKeyObjective, gaussian_smoothing
+from lowkey.perceptual import PerceptualPenalty
 from lowkey.visibility import change_budget
 from lowkey.windows import FaceInWindow, Window, place_faces
 
@@ -44,6 +46,13 @@ class AttackSettings:
     steps: int = 50
     step_size: float = 0.0025
     alpha: float = 0.05
+    #: the feature term's distance (a key of :data:`lowkey.objective.FEATURE_DISTANCES`): the
+    #: paper's "normalised" (||f(x) - f(x')|| / ||f(x)||) or "direction" (between unit vectors)
+    feature_distance: str = "normalised"
+    #: Which views of x' each step's feature term sees: "both" (the paper: x' and G(x') every
+    #: step) or "alternate" (x' on odd steps, G(x') on even ones: half the model calls, and the
+    #: objective over the attack is still (1)'s two terms, one step each).
+    views: str = "both"
     blur_sigma: float = 3.0
     blur_window: int = 7
     init_noise: float = 0.005
@@ -89,6 +98,10 @@ class AttackSettings:
             raise ValueError("blur_window must be odd and positive, blur_sigma positive")
         if self.work_max_side < 64 or self.penalty_max_side < 64:
             raise ValueError("work_max_side and penalty_max_side must be at least 64")
+        if self.feature_distance not in FEATURE_DISTANCES:
+            raise ValueError(f"unknown feature_distance {self.feature_distance!r}")
+        if self.views not in ("both", "alternate"):
+            raise ValueError(f"unknown views {self.views!r}; choose both or alternate")
         if self.budget not in ("uniform", "visibility"):
             raise ValueError(f"unknown budget {self.budget!r}")
         if not 0 <= self.budget_low <= 1 or not 0 <= self.feather < 0.5:
@@ -103,6 +116,15 @@ class AttackSettings:
         """Largest possible per-pixel change, in [0, 1] units."""
         reach = self.init_noise + self.steps * self.step_size
         return reach if self.epsilon is None else min(reach, self.epsilon)
+
+
+def objective_for(models: list[FaceRecognizer], penalty: PerceptualPenalty,
+                  settings: AttackSettings) -> LowKeyObjective:
+    """The objective (1) that ``settings`` describe (penalty weight, G, feature distance), over
+    ``models`` with ``penalty``: the one place settings become an objective."""
+    return LowKeyObjective(models, penalty, settings.alpha, settings.blur_sigma,
+                           settings.blur_window, settings.penalty_max_side,
+                           settings.feature_distance)
 
 
 @dataclass
@@ -231,8 +253,9 @@ class LowKeyAttack:
                 step_plans = self.objective.plan(batch.originals, self._jittered(
                     batch.targets, [batch.generators[batch.layout.window_photo[f.window]]
                                     for f in batch.targets]))
+            view = "both" if s.views == "both" else ("plain", "smoothed")[step % 2]
             value, terms = self.objective(original_embeddings, batch.originals, current,
-                                          batch.targets, batch.layout, step_plans, check)
+                                          batch.targets, batch.layout, step_plans, check, view)
             check()
             grads = torch.autograd.grad(value, deltas)
             with torch.no_grad():

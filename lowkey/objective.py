@@ -9,6 +9,11 @@ For original photo ``x``, perturbed photo ``x'``, ensemble ``f_1..f_n``, detecti
 averaged over every protected face, with ``P`` the perceptual penalty (LPIPS in the paper) on the
 whole photo. ``G`` is a Gaussian blur (sigma 3, window 7) of the photo before alignment.
 
+The feature term may instead be the distance between the embeddings' *directions*,
+``||f(A(x)) / ||f(A(x))|| - f(A(x')) / ||f(A(x'))||||`` (``distance="direction"``, the default
+preset's): recognisers compare embeddings by cosine, and the paper's term also rewards a longer
+or shorter embedding, which no recogniser sees (docs/results.md measured what that costs).
+
 The photo is handled as *windows*: disjoint rectangles around the faces (the region every model's
 alignment reads, plus a margin). Pixels outside them never change, so the whole-photo penalty is
 the area-weighted sum of the windows' penalties (exact up to the metric's border effects, since
@@ -22,8 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
 from lowkey.align import AlignPlan, aligned, plan_alignments
@@ -33,6 +40,9 @@ from lowkey.windows import FaceInWindow
 
 #: model name -> one :class:`AlignPlan` per face (see :meth:`LowKeyObjective.plan`)
 Plans = dict[str, list[AlignPlan]]
+#: Which views of x' a step's feature term sees: both (objective (1)), x' alone or G(x') alone.
+View = Literal["both", "plain", "smoothed"]
+VIEWS: tuple[str, ...] = get_args(View)
 #: Called before each ensemble member's model call; raises to stop the attack there (see
 #: :meth:`lowkey.attack.LowKeyAttack.run_many`'s ``stop``).
 Check = Callable[[], None]
@@ -64,8 +74,26 @@ class Layout:
 
 
 def normalised_distance(original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
-    """``||original - perturbed|| / ||original||`` per row; (N, D), (N, D) -> (N,)."""
+    """The paper's term: ``||original - perturbed|| / ||original||`` per row;
+    (N, D), (N, D) -> (N,), in [0, inf)."""
     return (original - perturbed).norm(dim=1) / original.norm(dim=1)
+
+
+def direction_distance(original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+    """Distance between the embeddings' directions, ``||o / ||o|| - p / ||p||||`` per row
+    (``sqrt(2 - 2 cos)``); (N, D), (N, D) -> (N,), in [0, 2].
+
+    Recognisers compare embeddings by cosine (or by distance between unit vectors), so only
+    the direction of ``perturbed`` counts for them: unlike :func:`normalised_distance`, this
+    term gives nothing for making the embedding longer or shorter."""
+    return (F.normalize(original, dim=1) - F.normalize(perturbed, dim=1)).norm(dim=1)
+
+
+#: The feature term's distance between f(A(x)) and f(A(x')) (see :class:`LowKeyObjective`).
+FEATURE_DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "normalised": normalised_distance,
+    "direction": direction_distance,
+}
 
 
 def gaussian_smoothing(image: torch.Tensor, sigma: float, window: int) -> torch.Tensor:
@@ -78,14 +106,20 @@ class LowKeyObjective:
 
     ``models``: the ensemble; ``penalty``: P; ``alpha``: its weight; ``blur_sigma`` and
     ``blur_window``: G's parameters; ``penalty_max_side``: windows larger than this are
-    average-pooled (by an integer factor) before P, which bounds time and memory on big photos.
+    average-pooled (by an integer factor) before P, which bounds time and memory on big photos;
+    ``distance``: a key of :data:`FEATURE_DISTANCES`, the paper's ``"normalised"`` or
+    ``"direction"`` (between unit embeddings, what recognisers compare).
     """
 
     def __init__(self, models: list[FaceRecognizer], penalty: PerceptualPenalty,
                  alpha: float = 0.05, blur_sigma: float = 3.0, blur_window: int = 7,
-                 penalty_max_side: int = 1536) -> None:
+                 penalty_max_side: int = 1536, distance: str = "normalised") -> None:
         if not models:
             raise ValueError("the ensemble needs at least one model")
+        if distance not in FEATURE_DISTANCES:
+            raise ValueError(f"unknown feature distance {distance!r}; choose from "
+                             f"{', '.join(FEATURE_DISTANCES)}")
+        self.distance = distance
         self.models = models
         self.penalty = penalty
         self.alpha = alpha
@@ -122,15 +156,24 @@ class LowKeyObjective:
 
     def feature_terms(self, original: dict[str, torch.Tensor], windows: list[torch.Tensor],
                       faces: Sequence[FaceInWindow], plans: Plans | None = None,
-                      layout: Layout | None = None, check: Check | None = None
-                      ) -> dict[str, torch.Tensor]:
-        """Per model, (N,) mean of the plain and the smoothed normalised distance per face.
+                      layout: Layout | None = None, check: Check | None = None,
+                      view: View = "both") -> dict[str, torch.Tensor]:
+        """Per model, (N,) feature distance per face: the mean of the plain (x') and the
+        smoothed (G(x')) one for ``view="both"`` (objective (1)), or one of them alone
+        (``"plain"``, ``"smoothed"``: half the model calls; see
+        :attr:`lowkey.attack.AttackSettings.views`).
 
         G's sigma is in photo pixels: on a window at a working scale k it is sigma / k."""
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
         plans = self.plan(windows, faces) if plans is None else plans
+        distance = FEATURE_DISTANCES[self.distance]
         scale = layout.scale if layout is not None else (lambda i: 1)
         blurred = [gaussian_smoothing(w[None], self.blur_sigma / scale(i), self.blur_window)[0]
-                   for i, w in enumerate(windows)]
+                   for i, w in enumerate(windows)] if view != "plain" else []
+        if view != "both":
+            seen = self.embeddings(windows if view == "plain" else blurred, faces, plans, check)
+            return {name: distance(original[name], seen[name]) for name in original}
         # One model call per step for both views (faces of x' then of G(x')): half the kernel
         # launches, which is what bounds a step on a GPU (the models are in eval mode, so the
         # batch does not change any embedding).
@@ -140,8 +183,8 @@ class LowKeyObjective:
             list(faces) + [replace(f, window=f.window + len(windows)) for f in faces],
             {name: p + p for name, p in plans.items()}, check)
         return {
-            name: 0.5 * (normalised_distance(original[name], both[name][:n])
-                         + normalised_distance(original[name], both[name][n:]))
+            name: 0.5 * (distance(original[name], both[name][:n])
+                         + distance(original[name], both[name][n:]))
             for name in original
         }
 
@@ -190,13 +233,15 @@ class LowKeyObjective:
     def __call__(self, original_embeddings: dict[str, torch.Tensor],
                  originals: list[torch.Tensor], windows: list[torch.Tensor],
                  faces: Sequence[FaceInWindow], layout: Layout, plans: Plans | None = None,
-                 check: Check | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 check: Check | None = None, view: View = "both"
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The objective summed over the photos (a scalar) and each photo's terms, (P,) tensors
         detached from the graph: ``objective``, ``feature``, ``perceptual`` and
         ``feature/<model>``. Nothing here waits for the device (no ``.item()``). ``check`` is
-        called before each ensemble member's model call (it raises to stop)."""
+        called before each ensemble member's model call (it raises to stop); ``view``: see
+        :meth:`feature_terms`."""
         per_model = self.feature_terms(original_embeddings, windows, faces, plans, layout,
-                                       check)
+                                       check, view)
         face_photo, counts = self._face_photos(layout, faces, windows[0].device)
 
         def per_photo(values: torch.Tensor) -> torch.Tensor:  # mean over each photo's faces
@@ -211,5 +256,5 @@ class LowKeyObjective:
         return value.sum(), {k: v.detach() for k, v in terms.items()}
 
 
-__all__ = ["Check", "Layout", "LowKeyObjective", "Plans", "gaussian_smoothing",
-           "normalised_distance"]
+__all__ = ["FEATURE_DISTANCES", "VIEWS", "Check", "View", "Layout", "LowKeyObjective", "Plans",
+           "direction_distance", "gaussian_smoothing", "normalised_distance"]

@@ -36,6 +36,7 @@ from lowkey.attack import (
     PhotoTask,
     StepCallback,
     StopCheck,
+    objective_for,
 )
 from lowkey.errors import LowKeyError, WeightsError
 from lowkey.faces import Face, FaceSelection, select_faces
@@ -46,7 +47,6 @@ from lowkey.jobs import JobControl, JobProgress, JobStopped, ProtectOptions
 from lowkey.measure import DLIB, FaceReport, PhotoMeasurer, PhotoReport, face_region
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.models.registry import report_judges
-from lowkey.objective import LowKeyObjective
 from lowkey.output_files import output_path_for, write_encoded
 from lowkey.perceptual import LPIPSPenalty, load_penalty
 from lowkey.pool import ModelPool, shared_pool
@@ -97,9 +97,7 @@ class Protector:
                                             progress=progress)
         self.detector = self.pool.detector()
         self.penalty = self.pool.penalty(self.preset.penalty, load_penalty)
-        self.objective = LowKeyObjective(self.models, self.penalty, self.settings.alpha,
-                                         self.settings.blur_sigma, self.settings.blur_window,
-                                         self.settings.penalty_max_side)
+        self.objective = objective_for(self.models, self.penalty, self.settings)
         self.attack = LowKeyAttack(self.objective, self.settings)
         self.judge = self.pool.judge() if judge else None
         self.held_out = self._report_judges(download, progress) if judge else []

@@ -7,7 +7,7 @@ The judges are every report's: InsightFace's ArcFace MobileFaceNet (``arcface-mb
 the ensemble) and dlib. Comparing a protected face with its own original is the hardest test a
 recogniser can be given (the same photo, pose and light); ``lowkey eval`` measures the rates
 against other photos of the person among distractors (docs/results.md). Slow: the whole
-ensemble, 50 steps a photo, about 3 minutes a photo on a contended 2-core CPU.
+ensemble at the default's own strength, a few minutes a photo on a contended 2-core CPU.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from lowkey.attack import AttackCancelled, AttackSettings, LowKeyAttack
 from lowkey.faces import Face
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.models.registry import InputContract, get_record
-from lowkey.objective import Layout, LowKeyObjective, normalised_distance
+from lowkey.objective import Layout, LowKeyObjective, direction_distance, normalised_distance
 from lowkey.perceptual import SSIMPenalty
 from lowkey.windows import FaceInWindow, face_windows
 
@@ -53,6 +53,87 @@ def test_normalised_distance_divides_by_the_original_norm():
     a = torch.tensor([[3.0, 4.0]])
     b = torch.tensor([[3.0, 1.0]])
     assert normalised_distance(a, b).item() == pytest.approx(3.0 / 5.0)
+
+
+def test_direction_distance_sees_only_the_direction():
+    a = torch.tensor([[3.0, 4.0], [3.0, 4.0], [3.0, 4.0]])
+    b = torch.tensor([[6.0, 8.0], [-3.0, -4.0], [-4.0, 3.0]])  # longer, opposite, orthogonal
+    assert direction_distance(a, b).tolist() == pytest.approx([0.0, 2.0, math.sqrt(2)], abs=1e-6)
+    # the paper's term rewards the longer embedding that no cosine comparison sees
+    assert normalised_distance(a, b)[0].item() == pytest.approx(1.0)
+
+
+def test_direction_feature_term_gives_nothing_for_a_longer_embedding():
+    """MeanSquarePlusOne's embedding is (1 + q)(1, 1, 1): a change moves its length, never its
+    direction, so the direction term stays 0 where the paper's does not."""
+    original, perturbed = checker_photo(0.05, 0.1)
+    matrix = box_crop_matrix(BOX, 0, SIZE, (40, 40))
+    faces = [FaceInWindow(0, {"b": matrix})]
+    feature = {}
+    for distance in ("normalised", "direction"):
+        objective = LowKeyObjective([toy_model("b", MeanSquarePlusOne())], SSIMPenalty(),
+                                    distance=distance)
+        with torch.no_grad():
+            emb = objective.embeddings([original], faces)
+            _, terms = objective(emb, [original], [perturbed], faces, Layout.single(1, 1600))
+        feature[distance] = terms["feature/b"].item()
+    assert feature["normalised"] > 0.01
+    assert feature["direction"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_unknown_feature_distance_is_refused():
+    with pytest.raises(ValueError, match="feature distance"):
+        LowKeyObjective([toy_model("a", MeanPlusBias())], SSIMPenalty(), distance="cosine?")
+    with pytest.raises(ValueError, match="feature_distance"):
+        AttackSettings(feature_distance="cosine?")
+
+
+def test_a_single_view_is_one_half_of_both():
+    """``view="plain"`` / ``"smoothed"`` give the two terms that ``"both"`` averages."""
+    models = [toy_model("b", MeanSquarePlusOne())]
+    objective = LowKeyObjective(models, SSIMPenalty())
+    original, perturbed = checker_photo(0.05, 0.1)
+    matrix = box_crop_matrix(BOX, 0, SIZE, (40, 40))
+    faces = [FaceInWindow(0, {"b": matrix})]
+    with torch.no_grad():
+        emb = objective.embeddings([original], faces)
+        terms = {view: objective.feature_terms(emb, [perturbed], faces, view=view)["b"].item()
+                 for view in ("both", "plain", "smoothed")}
+    assert terms["plain"] > 2 * terms["smoothed"] > 0  # G removes most of the checkerboard
+    assert terms["both"] == pytest.approx((terms["plain"] + terms["smoothed"]) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="view"):
+        objective.feature_terms(emb, [perturbed], faces, view="sharp")
+
+
+class CountingModel(nn.Module):
+    """MeanPlusBias that counts the faces it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.faces = 0
+
+    def forward(self, z):
+        self.faces += z.shape[0]
+        return z.mean(dim=(2, 3)) + torch.tensor([1.0, 2.0, 3.0])
+
+
+def test_alternate_views_halve_the_model_calls_and_still_attack():
+    seen = {}
+    for views in ("both", "alternate"):
+        net = CountingModel()
+        objective = LowKeyObjective([toy_model("b", net)], SSIMPenalty(), distance="direction")
+        settings = AttackSettings(steps=6, step_size=0.01, seed=3, views=views,
+                                  feature_distance="direction")
+        photo = torch.rand(3, 40, 48, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+        net.faces = 0
+        result = LowKeyAttack(objective, settings).run(photo, [_face()])
+        seen[views] = net.faces
+        # the direction moved away (both views see the mean, which G keeps)
+        assert result.history[-1]["feature"] > result.history[0]["feature"] > 0
+    # 1 original + 6 steps x 2 views, against 1 + 6 x 1
+    assert seen == {"both": 13, "alternate": 7}
+    with pytest.raises(ValueError, match="views"):
+        AttackSettings(views="sometimes")
 
 
 def test_objective_matches_equation_1_term_by_term():
