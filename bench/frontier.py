@@ -12,7 +12,7 @@ the held-out model's cosine. Figures go to ``--out`` as JSON lines, one per (var
 photo); ``--plot FILE`` draws the frontier from that file (and runs nothing else).
 
     .venv/bin/python bench/frontier.py --variants subtle,default,sharp --strengths 10,20,50
-    .venv/bin/python bench/frontier.py --plot docs/img/frontier.png
+    .venv/bin/python bench/frontier.py --plot docs/img/frontier-2026-11.png
 
 Variants are preset names (their attack settings and quality floor) or the development settings
 of ``VARIANTS``; the attacked models are the default ensemble less ``--held-out``. The headline

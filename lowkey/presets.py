@@ -80,11 +80,11 @@ DEFAULT_PRESET = "default"
 PRESETS: dict[str, Preset] = {
     "default": Preset("default", "protects: the paper's attack on the offline ensemble of five "
                       "models, three architectures (SFace, FaceNet-128, FaceNet-512, OpenFace, "
-                      "FacePlugin; colour sign steps, no bound or floor), 40 steps, pushing "
-                      "each embedding's direction (what recognisers compare) away, x' and "
-                      "its blur on alternate steps; recognisers never attacked stopped "
-                      "matching the faces in our tests; the face looks visibly textured up "
-                      "close (docs/results.md)",
+                      "FacePlugin; colour sign steps, no bound or floor), 40 steps, turning "
+                      "each embedding's direction (what recognisers compare) away from the "
+                      "original's; in our tests the recognisers never attacked (ArcFace, dlib) "
+                      "recognised no protected face among 1,000 strangers; the face looks "
+                      "visibly textured up close (docs/results.md)",
                       _OFFLINE, strength=40, attack=_DIRECTION_ALTERNATE),
     "subtle": Preset("subtle", "looks unchanged and does NOT protect: in our measurements every "
                      "recogniser still recognised every face. Luma-only change where texture "
