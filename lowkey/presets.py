@@ -85,9 +85,10 @@ PRESETS: dict[str, Preset] = {
                       "models, three architectures (SFace, FaceNet-128, FaceNet-512, OpenFace, "
                       "FacePlugin; colour sign steps, no bound or floor), 50 steps, turning "
                       "each embedding's direction (what recognisers compare) away from the "
-                      "original's; in our tests the recognisers never attacked (ArcFace, dlib) "
-                      "recognised no protected face among 1,000 strangers; the face looks "
-                      "visibly textured up close (docs/results.md)",
+                      "original's under jittered alignments; in our tests the recognisers "
+                      "never attacked (ArcFace, dlib, each model left out) recognised no "
+                      "protected face among 1,000 strangers; the face looks visibly textured "
+                      "up close (docs/results.md)",
                       _OFFLINE, attack=_DIRECTION_ALTERNATE),
     "subtle": Preset("subtle", "looks unchanged and does NOT protect: in our measurements every "
                      "recogniser still recognised every face. Luma-only change where texture "
