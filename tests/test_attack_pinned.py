@@ -4,9 +4,9 @@ For two presets (``subtle``: luma-only change, visibility budget, momentum, jitt
 the paper's colour sign steps; recorded as ``default`` and ``strong`` before those were renamed) the attack runs 8 steps on the astronaut (256 px) with seed 0,
 and its change and final terms are compared with the ones recorded in ``tests/golden/attack/``
 before the hot path was made faster (commit 679bd6e). ``default`` now measures the feature term
-between unit embeddings on x' and G(x') in turn, with jittered alignments: it is pinned both with the paper's objective
-(the files of 679bd6e) and as it is (``default-direction``, recorded when it changed,
-2026-12-07).
+between unit embeddings on x' and G(x') in turn, with jittered alignments: it is pinned both
+with the paper's objective (the files of 679bd6e) and as it is (``default-direction``,
+recorded when it changed, 2026-12-07).
 
 Tolerance: the change's correlation with the recorded one at least 0.97, its mean magnitude
 within 5%, and each model's feature term within 0.02. Measured noise, for scale: the same code
