@@ -59,9 +59,10 @@ def test_astronaut_embeddings_move_far_and_the_photo_stays_close(astronaut_repor
     photo, encoded, report = astronaut_report
     assert report.status == "protected" and encoded is not None
     (face,) = report.faces
-    # Measured (default, 20 steps of 0.0025): cosines -0.02 to 0.13.
+    # Measured (default, 20 steps of 0.0025, jittered alignments): cosines 0.21-0.32, OpenFace
+    # 0.48-0.55 (one or two torch threads); unprotected they are over 0.95.
     for name, cosine in face.cosine.items():
-        assert cosine is not None and cosine < 0.5, name
+        assert cosine is not None and cosine < 0.7, name
     assert report.ssim > 0.97 and report.psnr > 33
     assert report.linf <= 0.055 + 2 / 255  # init 0.005 + 20 x 0.0025, plus PNG rounding
     assert report.penalty == "1-ssim"
