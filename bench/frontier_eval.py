@@ -38,7 +38,6 @@ def worst(results: dict) -> dict:
             "jod": quality["face_jod_mean"], "jod_min": quality["face_jod_min"],
             "flip": quality["face_flip_mean"], "ssim": quality["face_ssim_mean"],
             "judges": sorted(judges),
-            "countermeasures": sorted({r["countermeasure"] for r in rows}),
             "dataset": Path(results["dataset"]["root"]).name}
 
 
