@@ -22,7 +22,13 @@ from lowkey.align import alignment_matrix
 from lowkey.errors import LowKeyError
 from lowkey.faces import Face
 from lowkey.models.recognizer import FaceRecognizer
-from lowkey.objective import FEATURE_DISTANCES, Layout, LowKeyObjective, gaussian_smoothing
+from lowkey.objective import (
+    FEATURE_DISTANCES,
+    PENALTY_REGIONS,
+    Layout,
+    LowKeyObjective,
+    gaussian_smoothing,
+)
 from lowkey.perceptual import PerceptualPenalty
 from lowkey.visibility import change_budget
 from lowkey.windows import FaceInWindow, Window, place_faces
@@ -46,6 +52,10 @@ class AttackSettings:
     steps: int = 50
     step_size: float = 0.0025
     alpha: float = 0.05
+    #: What the perceptual term judges (a key of :data:`lowkey.objective.PENALTY_REGIONS`):
+    #: "photo" (the paper: the whole photo) or "faces" (the faces' windows alone, as a person
+    #: looks at a face: a small face in a big photo counts as much as a close-up)
+    penalty_region: str = "photo"
     #: the feature term's distance (a key of :data:`lowkey.objective.FEATURE_DISTANCES`): the
     #: paper's "normalised" (||f(x) - f(x')|| / ||f(x)||) or "direction" (between unit vectors)
     feature_distance: str = "normalised"
@@ -53,6 +63,11 @@ class AttackSettings:
     #: step) or "alternate" (x' on odd steps, G(x') on even ones: half the model calls, and the
     #: objective over the attack is still (1)'s two terms, one step each).
     views: str = "both"
+    #: How a step follows the gradient: "sign" (the paper: every pixel moves by ``step_size``)
+    #: or "l2" (the gradient divided by its root mean square over the window: the same energy
+    #: a step as a sign step, put where the models are most sensitive instead of on every pixel
+    #: alike; no per-pixel bound unless :attr:`epsilon` sets one).
+    step_rule: str = "sign"
     blur_sigma: float = 3.0
     blur_window: int = 7
     init_noise: float = 0.005
@@ -98,10 +113,14 @@ class AttackSettings:
             raise ValueError("blur_window must be odd and positive, blur_sigma positive")
         if self.work_max_side < 64 or self.penalty_max_side < 64:
             raise ValueError("work_max_side and penalty_max_side must be at least 64")
+        if self.penalty_region not in PENALTY_REGIONS:
+            raise ValueError(f"unknown penalty_region {self.penalty_region!r}")
         if self.feature_distance not in FEATURE_DISTANCES:
             raise ValueError(f"unknown feature_distance {self.feature_distance!r}")
         if self.views not in ("both", "alternate"):
             raise ValueError(f"unknown views {self.views!r}; choose both or alternate")
+        if self.step_rule not in ("sign", "l2"):
+            raise ValueError(f"unknown step_rule {self.step_rule!r}; choose sign or l2")
         if self.budget not in ("uniform", "visibility"):
             raise ValueError(f"unknown budget {self.budget!r}")
         if not 0 <= self.budget_low <= 1 or not 0 <= self.feather < 0.5:
@@ -113,8 +132,10 @@ class AttackSettings:
 
     @property
     def linf_bound(self) -> float:
-        """Largest possible per-pixel change, in [0, 1] units."""
-        reach = self.init_noise + self.steps * self.step_size
+        """Largest possible per-pixel change, in [0, 1] units (1: none below the [0, 1] range)."""
+        reach = 1.0
+        if self.step_rule == "sign":
+            reach = min(reach, self.init_noise + self.steps * self.step_size)
         return reach if self.epsilon is None else min(reach, self.epsilon)
 
 
@@ -124,7 +145,7 @@ def objective_for(models: list[FaceRecognizer], penalty: PerceptualPenalty,
     ``models`` with ``penalty``: the one place settings become an objective."""
     return LowKeyObjective(models, penalty, settings.alpha, settings.blur_sigma,
                            settings.blur_window, settings.penalty_max_side,
-                           settings.feature_distance)
+                           settings.feature_distance, settings.penalty_region)
 
 
 @dataclass
@@ -313,15 +334,20 @@ class LowKeyAttack:
     def _step(self, i: int, original: torch.Tensor, delta: torch.Tensor, grad: torch.Tensor,
               velocity: list[torch.Tensor], budget: torch.Tensor | None, blur_sigma: float,
               scale: int) -> torch.Tensor:
-        """Window ``i``'s next change: (TI) blur of the gradient, (MI) momentum, one signed
-        step, (high-pass), then back within the budget and the [0, 1] range."""
+        """Window ``i``'s next change: (TI) blur of the gradient, (MI) momentum, one step (signed,
+        or scaled to unit root mean square: :attr:`AttackSettings.step_rule`), (high-pass), then
+        back within the budget and the [0, 1] range."""
         s = self.settings
         if blur_sigma > 0:
             grad = gaussian_smoothing(grad[None], blur_sigma, 2 * math.ceil(3 * blur_sigma) + 1)[0]
         if s.momentum:
             velocity[i] = s.momentum * velocity[i] + grad / grad.abs().mean().clamp_min(1e-12)
             grad = velocity[i]
-        delta = delta.detach() + s.step_size * grad.sign()
+        if s.step_rule == "sign":
+            direction = grad.sign()
+        else:
+            direction = grad / grad.square().mean().sqrt().clamp_min(1e-12)
+        delta = delta.detach() + s.step_size * direction
         if s.highpass:  # sigma in photo pixels
             sigma = s.highpass / scale
             delta = delta - gaussian_smoothing(delta[None], sigma, 2 * math.ceil(3 * sigma) + 1)[0]

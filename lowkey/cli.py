@@ -337,9 +337,11 @@ def cmd_protect(args: argparse.Namespace) -> int:
                           progress=not args.json)
     info = protector.describe()
     if not args.json:
+        bound = (f"change at most {info['linf_bound'] * 255:.0f}/255" if info["linf_bound"] < 1
+                 else "no per-pixel bound")
         print(f"preset {info['preset']}: {', '.join(info['models'])} on {info['device']}; "
-              f"perceptual penalty {info['penalty']}; {info['settings']['steps']} steps of "
-              f"{info['settings']['step_size']}, change at most {info['linf_bound'] * 255:.0f}/255")
+              f"perceptual penalty {info['penalty']}; {info['settings']['steps']} "
+              f"{info['settings']['step_rule']} steps of {info['settings']['step_size']}, {bound}")
     # photos attacked together (one model call a step for all): on a GPU a step is bound by
     # kernel launches, so a batch costs about what one photo does; on a CPU it pays little
     batch = args.batch or (BATCH_ON_GPU if protector.device.type == "cuda" else 1)

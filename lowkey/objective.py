@@ -95,6 +95,10 @@ FEATURE_DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     "direction": direction_distance,
 }
 
+#: What the perceptual term P judges (see :class:`LowKeyObjective`): the whole photo, as in the
+#: paper, or the faces' windows alone.
+PENALTY_REGIONS: tuple[str, ...] = ("photo", "faces")
+
 
 def gaussian_smoothing(image: torch.Tensor, sigma: float, window: int) -> torch.Tensor:
     """``G``: Gaussian blur of (B, C, H, W) with reflect padding (torchvision)."""
@@ -108,18 +112,27 @@ class LowKeyObjective:
     ``blur_window``: G's parameters; ``penalty_max_side``: windows larger than this are
     average-pooled (by an integer factor) before P, which bounds time and memory on big photos;
     ``distance``: a key of :data:`FEATURE_DISTANCES`, the paper's ``"normalised"`` or
-    ``"direction"`` (between unit embeddings, what recognisers compare).
+    ``"direction"`` (between unit embeddings, what recognisers compare); ``penalty_region``: a
+    key of :data:`PENALTY_REGIONS`, what P judges: the whole photo (``"photo"``, the paper: each
+    window's penalty weighted by its share of the photo, nothing outside the windows changes) or
+    the faces' windows alone (``"faces"``: weighted by their share of the windows' area, so a
+    small face in a big photo is judged as closely as a close-up).
     """
 
     def __init__(self, models: list[FaceRecognizer], penalty: PerceptualPenalty,
                  alpha: float = 0.05, blur_sigma: float = 3.0, blur_window: int = 7,
-                 penalty_max_side: int = 1536, distance: str = "normalised") -> None:
+                 penalty_max_side: int = 1536, distance: str = "normalised",
+                 penalty_region: str = "photo") -> None:
         if not models:
             raise ValueError("the ensemble needs at least one model")
         if distance not in FEATURE_DISTANCES:
             raise ValueError(f"unknown feature distance {distance!r}; choose from "
                              f"{', '.join(FEATURE_DISTANCES)}")
+        if penalty_region not in PENALTY_REGIONS:
+            raise ValueError(f"unknown penalty region {penalty_region!r}; choose from "
+                             f"{', '.join(PENALTY_REGIONS)}")
         self.distance = distance
+        self.penalty_region = penalty_region
         self.models = models
         self.penalty = penalty
         self.alpha = alpha
@@ -190,7 +203,8 @@ class LowKeyObjective:
 
     def perceptual(self, originals: list[torch.Tensor], windows: list[torch.Tensor],
                    layout: Layout) -> torch.Tensor:
-        """(P,) P(x, x') of each whole photo: its windows' penalties weighted by area share."""
+        """(P,) P(x, x') of each photo: its windows' penalties weighted by their share of the
+        photo's area (``penalty_region`` "photo") or of its windows' area ("faces")."""
         per_window = []
         for before, after in zip(originals, windows, strict=True):
             a, b = pooled_under(before[None], after[None], self.penalty_max_side)
@@ -201,14 +215,20 @@ class LowKeyObjective:
 
     def _weights(self, layout: Layout, originals: list[torch.Tensor]
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each window's area share of its photo and its photo's index, as tensors on the
-        windows' device: made once per layout, not every step (each new small tensor on a GPU
-        is a transfer the host waits for)."""
+        """Each window's area share of its photo (or of its photo's windows: ``penalty_region``
+        "faces") and its photo's index, as tensors on the windows' device: made once per
+        layout, not every step (each new small tensor on a GPU is a transfer the host waits
+        for)."""
         key = ("windows", layout, tuple(tuple(o.shape) for o in originals), originals[0].device)
         if key not in self._constants:
-            shares = [o.shape[-2] * o.shape[-1] * layout.scale(i) ** 2
-                      / layout.photo_areas[layout.window_photo[i]]
-                      for i, o in enumerate(originals)]
+            areas = [o.shape[-2] * o.shape[-1] * layout.scale(i) ** 2
+                     for i, o in enumerate(originals)]
+            totals = list(layout.photo_areas)
+            if self.penalty_region == "faces":
+                totals = [0] * layout.photos
+                for i, area in enumerate(areas):
+                    totals[layout.window_photo[i]] += area
+            shares = [area / totals[layout.window_photo[i]] for i, area in enumerate(areas)]
             self._remember(key, (torch.tensor(shares, dtype=originals[0].dtype,
                                               device=originals[0].device),
                                  torch.tensor(layout.window_photo, device=originals[0].device)))
@@ -256,5 +276,5 @@ class LowKeyObjective:
         return value.sum(), {k: v.detach() for k, v in terms.items()}
 
 
-__all__ = ["FEATURE_DISTANCES", "VIEWS", "Check", "View", "Layout", "LowKeyObjective", "Plans",
+__all__ = ["FEATURE_DISTANCES", "PENALTY_REGIONS", "VIEWS", "Check", "View", "Layout", "LowKeyObjective", "Plans",
            "direction_distance", "gaussian_smoothing", "normalised_distance"]

@@ -178,6 +178,26 @@ def test_perceptual_penalty_is_area_weighted_over_the_photo():
     assert quarter == pytest.approx(whole / 4)
 
 
+def test_perceptual_penalty_of_the_faces_alone_ignores_the_rest_of_the_photo():
+    """``penalty_region="faces"``: a window judged by itself whatever the photo's size; two
+    windows of one photo weighted by their areas."""
+    models = [toy_model("a", MeanPlusBias())]
+    objective = LowKeyObjective(models, SSIMPenalty(), penalty_region="faces")
+    original, perturbed = checker_photo(0.0, 0.05)
+    alone = objective.perceptual([original], [perturbed], Layout.single(1, 40 * 40)).item()
+    in_big_photo = objective.perceptual([original], [perturbed],
+                                        Layout.single(1, 16 * 40 * 40)).item()
+    assert alone > 0 and in_big_photo == pytest.approx(alone)
+    small = original[:, :20, :20].clone()  # an unchanged window of a quarter the area
+    two = objective.perceptual([original, small], [perturbed, small],
+                               Layout((0, 0), (10 * 40 * 40,), (1, 1))).item()
+    assert two == pytest.approx(alone * 4 / 5, rel=1e-5)
+    with pytest.raises(ValueError, match="penalty region"):
+        LowKeyObjective(models, SSIMPenalty(), penalty_region="face")
+    with pytest.raises(ValueError, match="penalty_region"):
+        AttackSettings(penalty_region="everything")
+
+
 def _face():
     landmarks = ((18.0, 18.0), (22.0, 18.0), (20.0, 20.0), (18.0, 22.0), (22.0, 22.0))
     return Face(BOX, landmarks, 0.99)
@@ -199,6 +219,29 @@ def test_attack_increases_the_objective_and_respects_its_bound():
     mask = torch.ones_like(photo, dtype=torch.bool)
     mask[:, w.y0:w.y1, w.x0:w.x1] = False
     assert change[mask].max() == 0
+
+
+@pytest.mark.parametrize("rule", ["sign", "l2"])
+def test_one_step_of_each_rule(rule):
+    """A sign step moves every pixel the gradient reaches by exactly ``step_size``; an l2 step
+    has the same root mean square over the window but follows the gradient's magnitude."""
+    models = [toy_model("b", MeanSquarePlusOne())]
+    objective = LowKeyObjective(models, SSIMPenalty(), alpha=0.0)
+    settings = AttackSettings(steps=1, step_size=0.01, init_noise=0.0, step_rule=rule)
+    photo = torch.rand(3, 40, 48, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    result = LowKeyAttack(objective, settings).run(photo, [_face()])
+    (w,) = result.windows
+    change = (result.pixels - photo)[:, w.y0:w.y1, w.x0:w.x1]
+    moved = change.abs()[change.abs() > 0]
+    if rule == "sign":
+        assert torch.allclose(moved, torch.full_like(moved, 0.01), atol=1e-6)
+        assert settings.linf_bound == pytest.approx(0.01)
+    else:
+        assert change.square().mean().sqrt().item() == pytest.approx(0.01, rel=1e-4)
+        assert moved.max() > 2 * moved.min() and moved.max() > 0.01
+        assert settings.linf_bound == 1.0
+        assert replace(settings, epsilon=0.02).linf_bound == pytest.approx(0.02)
+    assert result.history[0]["feature"] > 0
 
 
 def test_attack_is_reproducible_with_its_seed():
@@ -256,6 +299,8 @@ def test_settings_are_validated():
         AttackSettings(steps=0)
     with pytest.raises(ValueError):
         AttackSettings(blur_window=6)
+    with pytest.raises(ValueError, match="step_rule"):
+        AttackSettings(step_rule="adam")
     assert AttackSettings().linf_bound == pytest.approx(0.005 + 50 * 0.0025)
     assert np.isclose(AttackSettings(steps=10).linf_bound, 0.03)
 
