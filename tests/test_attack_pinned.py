@@ -1,12 +1,14 @@
 """The attack's result for a fixed seed is pinned: a speed change must not change what it makes.
 
 For two presets (``subtle``: luma-only change, visibility budget, momentum, jitter; ``default``:
-the paper's colour sign steps; recorded as ``default`` and ``strong`` before those were renamed) the attack runs 8 steps on the astronaut (256 px) with seed 0,
-and its change and final terms are compared with the ones recorded in ``tests/golden/attack/``
-before the hot path was made faster (commit 679bd6e). ``default`` now measures the feature term
-between unit embeddings on x' and G(x') in turn, with jittered alignments: it is pinned both
-with the paper's objective (the files of 679bd6e) and as it is (``default-direction``,
-recorded when it changed, 2026-12-07).
+the paper's colour sign steps; recorded as ``default`` and ``strong`` before those were
+renamed) the attack runs 8 steps on the astronaut (256 px) with seed 0, and its change and
+final terms are compared with the ones recorded in ``tests/golden/attack/`` before the hot path
+was made faster (commit 679bd6e). ``default`` has changed twice since, each change pinned when
+made: the feature term between unit embeddings on x' and G(x') in turn, with jittered
+alignments (``default-direction``, 2026-12-07); then steps along the gradient (l2) with SSIM of
+the faces' windows weighted 2 (``default-l2``, 2026-12-07). Each earlier form is still pinned,
+with the overrides that bring it back.
 
 Tolerance: the change's correlation with the recorded one at least 0.97, its mean magnitude
 within 5%, and each model's feature term within 0.02. Measured noise, for scale: the same code
@@ -57,13 +59,22 @@ def _run(preset: str, astronaut_rgb: np.ndarray, **overrides: object
     return change, result.history[-1]
 
 
+#: ``default``'s sign steps and the paper's penalty, as it had them until 2026-12-07
+_SIGN_STEPS = {"step_rule": "sign", "step_size": 0.0025, "alpha": 0.05, "penalty_region": "photo",
+               "penalty_max_side": 1536}
+
+
 @pytest.mark.parametrize(("golden", "preset", "overrides"), [
     ("subtle", "subtle", {}),
     # the paper's objective, as ``default`` had it when recorded before 679bd6e
-    ("default", "default", {"feature_distance": "normalised", "views": "both", "jitter": 0.0}),
-    # ``default`` as it is: unit embeddings' distance, alternate views, jittered alignments
-    # (recorded 2026-12-07)
-    ("default-direction", "default", {}),
+    ("default", "default", {"feature_distance": "normalised", "views": "both", "jitter": 0.0,
+                            **_SIGN_STEPS}),
+    # unit embeddings' distance, alternate views, jittered alignments, sign steps (recorded
+    # 2026-12-07)
+    ("default-direction", "default", _SIGN_STEPS),
+    # ``default`` as it is: l2 steps, SSIM of the faces' windows weighted 2 (recorded
+    # 2026-12-07, later)
+    ("default-l2", "default", {}),
 ])
 def test_attack_result_for_a_fixed_seed_is_pinned(golden, preset, overrides, astronaut_rgb):
     change, terms = _run(preset, astronaut_rgb, **overrides)

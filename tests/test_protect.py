@@ -106,17 +106,20 @@ def test_preset_strength_sets_the_steps_and_each_preset_has_its_own():
     settings = PRESETS["subtle"].settings(50)
     assert settings.linf_bound == pytest.approx(0.03) and settings.luminance_only
     assert PRESETS["subtle"].quality_floor is not None
-    # default: the paper's colour sign steps without a bound or floor, on the embeddings'
-    # directions with the two views in turn and jittered alignments; paper: exactly the paper
+    # default: colour steps along the gradient (l2) without a bound or floor, on the
+    # embeddings' directions with the two views in turn and jittered alignments, SSIM of the
+    # faces' windows weighted 2; paper: exactly the paper
     default = PRESETS["default"].settings()
-    assert default.linf_bound == pytest.approx(0.005 + 50 * 0.0025)
+    assert default.linf_bound == 1.0 and default.step_size == 0.0012
     assert (default.feature_distance, default.views, default.jitter) == (
         "direction", "alternate", 0.05)
+    assert (default.step_rule, default.alpha, default.penalty_region) == ("l2", 2.0, "faces")
     assert PRESETS["default"].quality_floor is None
     paper = PRESETS["paper"].settings()
     assert (paper.step_size, paper.budget, paper.luminance_only, paper.momentum) == (
         0.0025, "uniform", False, 0.0)
     assert (paper.feature_distance, paper.views, paper.jitter) == ("normalised", "both", 0.0)
+    assert (paper.step_rule, paper.alpha, paper.penalty_region) == ("sign", 0.05, "photo")
     assert PRESETS["paper"].quality_floor is None
     with pytest.raises(ValueError):
         PRESETS["default"].settings(0)
