@@ -485,8 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", help="output folder (default: beside each photo, name_lowkey)")
     p.add_argument("--preset", type=_preset_option, default=None,
                    help="default (what runs without this option): protects, measured against "
-                        "recognisers never attacked (most, not all, in our tests); the face looks "
-                        "visibly textured up close. "
+                        "recognisers never attacked (in our tests none of them found a protected "
+                        "face among 1,000 strangers); the face looks visibly altered up close. "
                         "subtle: looks unchanged and does NOT protect (every recogniser we have "
                         "still recognised every face). paper: the paper's models. "
                         "docs/results.md has the figures")

@@ -95,7 +95,7 @@ PRESETS: dict[str, Preset] = {
                       "away from the original's under jittered alignments while SSIM judges "
                       "the face; in our tests the recognisers never attacked (ArcFace, dlib, "
                       "each model left out) recognised no protected face among 1,000 "
-                      "strangers; the face looks visibly retouched up close (docs/results.md)",
+                      "strangers; the face looks visibly altered up close (docs/results.md)",
                       _OFFLINE, step_size=0.0012,
                       attack=_DIRECTION_ALTERNATE + _FOLLOW_THE_GRADIENT),
     "subtle": Preset("subtle", "looks unchanged and does NOT protect: in our measurements every "

@@ -59,12 +59,13 @@ def test_astronaut_embeddings_move_far_and_the_photo_stays_close(astronaut_repor
     photo, encoded, report = astronaut_report
     assert report.status == "protected" and encoded is not None
     (face,) = report.faces
-    # Measured (default, 20 steps of 0.0025, jittered alignments): cosines 0.21-0.32, OpenFace
-    # 0.48-0.55 (one or two torch threads); unprotected they are over 0.95.
+    # Measured (default, 20 l2 steps of 0.0012, jittered alignments): cosines -0.22 to 0.18
+    # (SFace the highest), photo SSIM 0.998, PSNR 45 dB; unprotected the cosines are over 0.95.
     for name, cosine in face.cosine.items():
-        assert cosine is not None and cosine < 0.7, name
+        assert cosine is not None and cosine < 0.5, name
+    # l2 steps have no per-pixel bound (0.31 measured at the strongest pixel); their energy
+    # has one: root mean square over the window at most 0.005 + 20 x 0.0012
     assert report.ssim > 0.97 and report.psnr > 33
-    assert report.linf <= 0.055 + 2 / 255  # init 0.005 + 20 x 0.0025, plus PNG rounding
     assert report.penalty == "1-ssim"
     assert report.smallest_face_px == 20  # a 512 px photo is searched at full resolution
 
@@ -189,7 +190,10 @@ def test_report_has_lpips_only_when_lpips_is_the_penalty(quick, astronaut_rgb, m
         return LPIPSPenalty(state).to(device)
 
     monkeypatch.setattr(lowkey.protect, "load_penalty", load)
-    monkeypatch.setitem(PRESETS, "default", replace(PRESETS["default"], penalty="lpips-alex"))
+    # the paper's sign steps, so that 2 steps change enough for the report's 4 decimals (the
+    # default's l2 steps with SSIM weighted 2 move the astronaut by an LPIPS of 1e-5 in 2 steps)
+    monkeypatch.setitem(PRESETS, "default", replace(PRESETS["default"], penalty="lpips-alex",
+                                                    step_size=0.0025, attack=()))
     protector = Protector(preset="default", strength=2, judge=False)
     assert asked == ["lpips-alex"]
     encoded, report = protector.protect_photo(photo)
@@ -283,11 +287,12 @@ def test_cli_batch_attacks_photos_together_with_the_results_of_one_by_one(
     their own statuses, and every output is protected as --batch 1 protects it.
 
     What holds on any CPU: batched and single model calls may sum in another order (oneDNN
-    picks kernels by batch size), and a gradient within float error of 0 then takes the other
-    sign. Both runs start from the same noise (each photo's own generator) and take 3 signed
-    steps of 0.0025, so they are at most 2 x 3 x 0.0025 = 0.015 apart, 4 levels after 8-bit
-    rounding; each attacked model's cosine is the same within 0.01 and the face region's SSIM
-    within 0.005 (measured here: bit-identical; another CPU: 3 levels apart)."""
+    picks kernels by batch size). Both runs start from the same noise (each photo's own
+    generator) and draw the same jitter; the default's l2 steps follow the gradient's value, so
+    a float-order difference in it moves a pixel by as little (a sign step could flip: 3 signed
+    steps of 0.0025 would be at most 0.015, 4 levels apart). Allowed: 4 levels, each attacked
+    model's cosine within 0.01 and the face region's SSIM within 0.005 (measured here with sign
+    steps: bit-identical; another CPU: 3 levels apart)."""
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "a_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
@@ -309,7 +314,7 @@ def test_cli_batch_attacks_photos_together_with_the_results_of_one_by_one(
     for name, one_by_one in outputs["1"].items():
         together = outputs["4"][name]
         assert np.abs(together - _original_of(name, astronaut_rgb)).max() > 0  # changed
-        assert np.abs(together - one_by_one).max() <= 4, name  # 3 steps the other way at most
+        assert np.abs(together - one_by_one).max() <= 4, name
         alone, batched = reports["1"][f"{name}.png"], reports["4"][f"{name}.png"]
         assert len(batched["faces"]) == len(alone["faces"]) == 1
         cosines = alone["faces"][0]["cosine"]

@@ -8,7 +8,7 @@ test('default protects, subtle does not, and each says so', () => {
   assert.deepEqual(PRESETS.map((p) => p.name), ['default', 'subtle']);
   assert.equal(DEFAULT_PRESET, 'default');
   assert.equal(presetInfo('default').label,
-    'Protects: in our tests, recognisers we never attacked found no protected face among 1,000 strangers; the face looks visibly textured up close');
+    'Protects: in our tests, recognisers we never attacked found no protected face among 1,000 strangers; the face looks visibly altered up close');
   assert.equal(presetInfo('subtle').label,
     'Looks unchanged, does NOT protect: in our measurements every recogniser still recognised every face');
   assert.deepEqual(PRESETS.map((p) => p.protects), [true, false]);

@@ -16,7 +16,7 @@ export const PRESETS = Object.freeze([
     title: 'Protect (default)',
     protects: true,
     label: 'Protects: in our tests, recognisers we never attacked found no protected face among '
-      + '1,000 strangers; the face looks visibly textured up close',
+      + '1,000 strangers; the face looks visibly altered up close',
   }),
   Object.freeze({
     name: 'subtle',

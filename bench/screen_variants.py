@@ -1,0 +1,169 @@
+"""Screen an attack variant on a few users before a full `lowkey eval` (issue 21's screens).
+
+Protects the gallery photos of ``--users`` with the ``default`` preset and some settings changed,
+then ranks each protected photo among a finished ``lowkey eval`` run's gallery (its clean
+gallery and 1,000 distractors, embeddings read from that run's cache) for each probe of its
+user, with judges never attacked. Prints and appends to ``--log`` one JSON line: the face-region
+look (mean and worst ColorVideoVDP JOD, FLIP, SSIM), seconds a photo (with the look's
+measurement) and, per judge, each user's best rank (1 = found first; 10 or less fails the bar)
+and the pairs accepted at FAR 1%.
+
+    .venv/bin/python bench/screen_variants.py --eval eval-out/lfw5 --users person00,person29 \\
+        "l2:step_rule=l2,step_size=0.0012,alpha=2.0,penalty_region=faces,penalty_max_side=256"
+    # leave OpenFace out of the attack and judge with it (results.json of a --leave-one-out run)
+    .venv/bin/python bench/screen_variants.py --eval eval-out/fd6 \\
+        --models sface,facenet128,facenet512,faceplugin --judges openface,arcface-mbf,dlib "base:"
+
+A variant is ``NAME:field=value,...``: any :class:`lowkey.attack.AttackSettings` field, plus
+``steps=N`` and ``dropout=P`` (model augmentation, DFANet-style: dropout of probability P on
+every convolution's output of every attacked model while attacking; the originals' embeddings
+are computed without it). A screen selects on few users; what it chooses must be checked with
+`lowkey eval` where it was not chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lowkey.attack import LowKeyAttack, objective_for
+from lowkey.evaluation.dataset import scan_dataset, split_dataset
+from lowkey.evaluation.judges import JudgePanel
+from lowkey.image_decode import load_photo
+from lowkey.protect import Protector
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, object], int, float]:
+    """``NAME:field=value,...`` -> (name, settings, steps, dropout)."""
+    name, _, pairs = spec.partition(":")
+    settings: dict[str, object] = {}
+    steps, dropout = 50, 0.0
+    for pair in filter(None, pairs.split(",")):
+        key, value = pair.split("=")
+        if key == "steps":
+            steps = int(value)
+        elif key == "dropout":
+            dropout = float(value)
+        else:
+            try:
+                settings[key] = float(value) if "." in value else int(value)
+            except ValueError:
+                settings[key] = value
+    return name, settings, steps, dropout
+
+
+def add_dropout(protector: Protector, probability: float) -> None:
+    """Dropout on every convolution's output of the attacked models, while gradients are on."""
+    def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor | None:
+        return F.dropout(output, probability, training=True) if torch.is_grad_enabled() else None
+
+    for model in protector.models:
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.register_forward_hook(hook)
+
+
+def cached_embeddings(run: Path, judge: str) -> dict[str, np.ndarray | None]:
+    """The eval run's cached embeddings of clean photos (no counter-measure) by content key."""
+    (folder,) = [p for p in (run / "cache" / "embeddings").iterdir()
+                 if p.name.startswith(judge + "-") and "@" not in p.name]
+    z = np.load(folder / "none.npz", allow_pickle=True)
+    return {k: (e if found else None) for k, found, e in zip(z["keys"], z["found"],
+                                                            z["embeddings"], strict=True)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("variant")
+    parser.add_argument("--label", help="what the plot calls it (default: the variant's name)")
+    parser.add_argument("--eval", type=Path, required=True, help="a finished lowkey eval --out")
+    parser.add_argument("--results", type=Path, help="its results.json (default: in --eval)")
+    parser.add_argument("--users", help="comma-separated (default: every user of the split)")
+    parser.add_argument("--models", help="attacked models (default: the preset's)")
+    parser.add_argument("--judges", default="arcface-mbf,dlib")
+    parser.add_argument("--out", type=Path, default=Path("bench/out/screens"))
+    parser.add_argument("--log", type=Path, default=Path("bench/out/screens.jsonl"))
+    args = parser.parse_args()
+
+    name, settings, steps, dropout = parse_variant(args.variant)
+    results = json.loads((args.results or args.eval / "results.json").read_text())
+    config = results["config"]
+    split = split_dataset(scan_dataset(Path(config["dataset"]), Path(config["distractors"])),
+                          config["seed"], config["users"])
+    users = args.users.split(",") if args.users else list(split.users)
+    sources = [(path, user) for user in users for path in split.gallery[user]]
+
+    protector = Protector(preset="default", strength=steps, judge=False,
+                          models=args.models.split(",") if args.models else None)
+    protector.settings = dataclasses.replace(protector.settings, **settings)
+    protector.objective = objective_for(protector.models, protector.penalty, protector.settings)
+    protector.attack = LowKeyAttack(protector.objective, protector.settings)
+    if dropout:
+        add_dropout(protector, dropout)
+    out = args.out / name
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    reports = [r.to_json() for r in protector.protect_files([s for s, _ in sources], out)]
+    seconds = (time.perf_counter() - start) / len(sources)
+    outputs = [out / (s.stem + "_lowkey" + s.suffix) for s, _ in sources]
+
+    faces = [f for r in reports for f in r["faces"]]
+    summary: dict[str, object] = {
+        "label": args.label or name, "variant": args.variant, "eval": str(args.eval), "models": args.models or "default",
+        "s_per_photo": round(seconds, 1),
+        "jod": round(float(np.mean([f["jod"] for f in faces])), 3),
+        "jod_min": round(float(min(f["jod"] for f in faces)), 3),
+        "flip": round(float(np.mean([f["flip"] for f in faces])), 3),
+        "ssim": round(float(np.mean([f["ssim"] for f in faces])), 3)}
+    hashes = json.loads((args.eval / "cache" / "sha256.json").read_text())
+    judges = args.judges.split(",")
+    panel = JudgePanel(judges)
+    for judge in judges:
+        embeddings = cached_embeddings(args.eval, judge)
+
+        def cached(path: Path, embeddings: dict = embeddings) -> np.ndarray | None:
+            return embeddings.get(hashes[str(Path(path).resolve())][2])
+
+        gallery, labels = [], []
+        for path, label in split.gallery_items():
+            e = cached(path) if label not in users else None
+            if e is not None:
+                gallery.append(e)
+                labels.append(label)
+        mine = []
+        for (_, user), output in zip(sources, outputs, strict=True):
+            e = panel.embed(load_photo(output).pixels, [judge])[judge]
+            if e is not None:
+                gallery.append(e)
+                labels.append(user)
+                mine.append(len(gallery) - 1)
+        stacked = np.stack(gallery)
+        threshold = results["thresholds"][judge]["0.01"]["distance_threshold"]
+        best, accepted, pairs = {}, 0, 0
+        for user in users:
+            own = [i for i in mine if labels[i] == user]
+            for probe in split.probes[user]:
+                distances = np.linalg.norm(stacked - cached(probe), axis=1)
+                order = np.argsort(distances)
+                ranks = [int(np.flatnonzero(order == i)[0]) + 1 for i in own]
+                best[user] = min(ranks + [best.get(user, 10**9)])
+                pairs += len(own)
+                accepted += int(sum(distances[i] <= threshold for i in own))
+        summary[judge] = {"best_rank": best, "accepted": f"{accepted}/{pairs}"}
+    line = json.dumps(summary)
+    print(line)
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with args.log.open("a") as log:
+        log.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
