@@ -117,7 +117,8 @@ def main() -> None:
 
     faces = [f for r in reports for f in r["faces"]]
     summary: dict[str, object] = {
-        "label": args.label or name, "variant": args.variant, "eval": str(args.eval), "models": args.models or "default",
+        "label": args.label or name, "variant": args.variant, "eval": str(args.eval),
+        "models": args.models or "default",
         "s_per_photo": round(seconds, 1),
         "jod": round(float(np.mean([f["jod"] for f in faces])), 3),
         "jod_min": round(float(min(f["jod"] for f in faces)), 3),

@@ -1,10 +1,12 @@
-"""The LowKey attack: signed gradient ascent on objective (1), with a seed and a step callback.
+"""The LowKey attack: gradient ascent on objective (1), with a seed and a step callback.
 
 Bound: like the paper and its public ports, the perturbation has no explicit epsilon ball. It
-starts uniform in [-init_noise, init_noise] and each of the ``steps`` steps moves every pixel by
-exactly ``step_size``, so ``|x' - x| <= init_noise + steps * step_size`` per pixel (0.13, about
-33/255, for the paper's settings), and ``x'`` is kept in [0, 1]. Pixels outside the windows
-around the faces never change.
+starts uniform in [-init_noise, init_noise]. With the paper's sign steps each of the ``steps``
+steps moves every pixel by exactly ``step_size``, so ``|x' - x| <= init_noise + steps *
+step_size`` per pixel (0.13, about 33/255, for the paper's settings); with l2 steps
+(``step_rule="l2"``) each step has root mean square ``step_size`` over the window, so that bound
+holds for the window's root mean square instead, and one pixel may move further. ``x'`` is kept
+in [0, 1]; pixels outside the windows around the faces never change.
 """
 
 from __future__ import annotations

@@ -276,5 +276,6 @@ class LowKeyObjective:
         return value.sum(), {k: v.detach() for k, v in terms.items()}
 
 
-__all__ = ["FEATURE_DISTANCES", "PENALTY_REGIONS", "VIEWS", "Check", "View", "Layout", "LowKeyObjective", "Plans",
+__all__ = ["FEATURE_DISTANCES", "PENALTY_REGIONS", "VIEWS", "Check", "View", "Layout",
+           "LowKeyObjective", "Plans",
            "direction_distance", "gaussian_smoothing", "normalised_distance"]

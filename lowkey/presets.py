@@ -75,11 +75,12 @@ _OFFLINE = tuple(r.name for r in default_ensemble())
 #: recognisers align faces their own way.
 _DIRECTION_ALTERNATE = (("feature_distance", "direction"), ("views", "alternate"),
                         ("jitter", 0.05))
-#: How ``default`` finds the change it makes (docs/results.md, "l2 steps"): steps that follow
-#: the gradient's magnitude (root mean square 0.0012) instead of its sign, so the change goes to
-#: the pixels the models read most and not to every pixel alike; and the perceptual term (1 -
-#: SSIM) weighted 2 instead of the paper's 0.05 and judged on the faces' windows seen at most
-#: 256 px (what a person looks at, at the scale the change shows), not diluted over the photo.
+#: How ``default`` finds the change it makes (docs/results.md, "The default follows the
+#: gradient"): steps that follow the gradient's magnitude (root mean square 0.0012) instead of
+#: its sign, so the change goes to the pixels the models read most and not to every pixel alike;
+#: and the perceptual term (1 - SSIM) weighted 2 instead of the paper's 0.05 and judged on the
+#: faces' windows seen at most 256 px (what a person looks at, at the scale the change shows),
+#: not diluted over the photo.
 _FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 2.0), ("penalty_region", "faces"),
                         ("penalty_max_side", 256))
 
