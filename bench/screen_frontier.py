@@ -16,9 +16,10 @@ RANK_BAR = 10
 
 
 def worst_rank(line: dict) -> int:
-    """The lowest (worst for the user) best rank over every judge and user of a screen line."""
-    return min(min(v["best_rank"].values()) for v in line.values()
-               if isinstance(v, dict) and "best_rank" in v)
+    """The lowest (worst for the user) best rank over every judge and user of a screen line
+    (a user whose protected photos a judge found no face in does not count)."""
+    return min(rank for v in line.values() if isinstance(v, dict) and "best_rank" in v
+               for rank in v["best_rank"].values() if rank is not None)
 
 
 def main() -> None:

@@ -94,6 +94,11 @@ def main() -> None:
     args = parser.parse_args()
 
     name, settings, steps, dropout = parse_variant(args.variant)
+    out = args.out / name
+    if out.exists() and any(out.iterdir()):
+        # protect_files skips photos whose output exists: a screen must protect every photo
+        parser.error(f"{out} is not empty: name the variant anew or remove the folder")
+    out.mkdir(parents=True, exist_ok=True)
     results = json.loads((args.results or args.eval / "results.json").read_text())
     config = results["config"]
     split = split_dataset(scan_dataset(Path(config["dataset"]), Path(config["distractors"])),
@@ -108,8 +113,6 @@ def main() -> None:
     protector.attack = LowKeyAttack(protector.objective, protector.settings)
     if dropout:
         add_dropout(protector, dropout)
-    out = args.out / name
-    out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     reports = [r.to_json() for r in protector.protect_files([s for s, _ in sources], out)]
     seconds = (time.perf_counter() - start) / len(sources)
@@ -155,7 +158,9 @@ def main() -> None:
                 distances = np.linalg.norm(stacked - cached(probe), axis=1)
                 order = np.argsort(distances)
                 ranks = [int(np.flatnonzero(order == i)[0]) + 1 for i in own]
-                best[user] = min(ranks + [best.get(user, 10**9)])
+                # None: the judge found no face in any of the user's protected photos
+                known = [r for r in (*ranks, best.get(user)) if r is not None]
+                best[user] = min(known) if known else None
                 pairs += len(own)
                 accepted += int(sum(distances[i] <= threshold for i in own))
         summary[judge] = {"best_rank": best, "accepted": f"{accepted}/{pairs}"}
