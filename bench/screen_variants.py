@@ -15,9 +15,10 @@ and the pairs accepted at FAR 1%.
         --models sface,facenet128,facenet512,faceplugin --judges openface,arcface-mbf,dlib "base:"
 
 A variant is ``NAME:field=value,...``: any :class:`lowkey.attack.AttackSettings` field, plus
-``steps=N`` and ``dropout=P`` (model augmentation, DFANet-style: dropout of probability P on
-every convolution's output of every attacked model while attacking; the originals' embeddings
-are computed without it). A screen selects on few users; what it chooses must be checked with
+``steps=N``, ``penalty=NAME`` (the perceptual term, one of
+:data:`lowkey.perceptual.PENALTIES`) and ``dropout=P`` (model augmentation, DFANet-style:
+dropout of probability P on every convolution's output of every attacked model while
+attacking; the originals' embeddings are computed without it). A screen selects on few users; what it chooses must be checked with
 `lowkey eval` where it was not chosen.
 """
 
@@ -38,26 +39,29 @@ from lowkey.attack import LowKeyAttack, objective_for
 from lowkey.evaluation.dataset import scan_dataset, split_dataset
 from lowkey.evaluation.judges import JudgePanel
 from lowkey.image_decode import load_photo
+from lowkey.perceptual import load_penalty
 from lowkey.protect import Protector
 
 
-def parse_variant(spec: str) -> tuple[str, dict[str, object], int, float]:
-    """``NAME:field=value,...`` -> (name, settings, steps, dropout)."""
+def parse_variant(spec: str) -> tuple[str, dict[str, object], int, float, str | None]:
+    """``NAME:field=value,...`` -> (name, settings, steps, dropout, penalty or None)."""
     name, _, pairs = spec.partition(":")
     settings: dict[str, object] = {}
-    steps, dropout = 50, 0.0
+    steps, dropout, penalty = 50, 0.0, None
     for pair in filter(None, pairs.split(",")):
         key, value = pair.split("=")
         if key == "steps":
             steps = int(value)
         elif key == "dropout":
             dropout = float(value)
+        elif key == "penalty":
+            penalty = value
         else:
             try:
                 settings[key] = float(value) if "." in value else int(value)
             except ValueError:
                 settings[key] = value
-    return name, settings, steps, dropout
+    return name, settings, steps, dropout, penalty
 
 
 def add_dropout(protector: Protector, probability: float) -> None:
@@ -93,7 +97,7 @@ def main() -> None:
     parser.add_argument("--log", type=Path, default=Path("bench/out/screens.jsonl"))
     args = parser.parse_args()
 
-    name, settings, steps, dropout = parse_variant(args.variant)
+    name, settings, steps, dropout, penalty = parse_variant(args.variant)
     out = args.out / name
     if out.exists() and any(out.iterdir()):
         # protect_files skips photos whose output exists: a screen must protect every photo
@@ -109,6 +113,8 @@ def main() -> None:
     protector = Protector(preset="default", strength=steps, judge=False,
                           models=args.models.split(",") if args.models else None)
     protector.settings = dataclasses.replace(protector.settings, **settings)
+    if penalty is not None:
+        protector.penalty = load_penalty(penalty)
     protector.objective = objective_for(protector.models, protector.penalty, protector.settings)
     protector.attack = LowKeyAttack(protector.objective, protector.settings)
     if dropout:

@@ -38,7 +38,7 @@ from lowkey.embedding import embed_faces
 from lowkey.faces import Face, FaceDetector
 from lowkey.image_decode import Photo
 from lowkey.models.recognizer import FaceRecognizer
-from lowkey.perceptual import LPIPSPenalty, pooled_under, whole_photo_distance
+from lowkey.perceptual import CVVDP_DISPLAY, LPIPSPenalty, pooled_under, whole_photo_distance
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,6 @@ logger = logging.getLogger(__name__)
 DLIB = "dlib"
 #: The face region is the detector's box widened by this fraction of its size on each side.
 FACE_REGION_WIDEN = 0.2
-#: ColorVideoVDP's display model: a 30-inch 4K monitor seen from about 0.7 m (its default).
-CVVDP_DISPLAY = "standard_4k"
 #: FLIP's viewing condition: pixels per degree of visual angle (its default, a desktop monitor).
 FLIP_PPD = 67.0
 #: FLIP and ColorVideoVDP judge a face region whose long side is over this many pixels (a face

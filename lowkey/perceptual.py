@@ -18,6 +18,10 @@ from torch import nn
 
 from lowkey.errors import WeightsError
 
+#: ColorVideoVDP's display model, here and in :mod:`lowkey.measure`: a 30-inch 4K monitor seen
+#: from about 0.7 m (its default).
+CVVDP_DISPLAY = "standard_4k"
+
 # torchvision AlexNet ``features`` index -> the LPIPS slice that holds it.
 _ALEX_SLICES = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
 
@@ -101,6 +105,51 @@ class SSIMPenalty(PerceptualPenalty):
         return 1.0 - similarity.flatten(2).mean(-1).mean(1)
 
 
+class CVVDPPenalty(PerceptualPenalty):
+    """``(10 - JOD) / 10`` of ColorVideoVDP (pycvvdp's differentiable loss, display
+    :data:`CVVDP_DISPLAY`): 0 for identical images, 0.1 a JOD lost.
+
+    The metric the face region is judged by (:func:`lowkey.measure.cvvdp_jod`), inside the
+    objective: it models how people see colour and contrast at each spatial frequency, so it
+    charges the smooth colour blotches that SSIM (a local-structure measure) lets through. Its
+    value depends on the image's size in pixels (the display's pixels per degree), so read it
+    where the face is measured (:data:`lowkey.measure.QUALITY_MAX_SIDE`) or close to it. About
+    0.15 s a 128-px image's forward and backward on one CPU thread, 0.5 s at 256 px.
+    """
+
+    name = "cvvdp"
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        import pycvvdp
+
+        self.metric = pycvvdp.cvvdp(display_name=CVVDP_DISPLAY, device=torch.device(device),
+                                    quiet=True)
+
+    def forward(self, original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+        if original.shape != perturbed.shape or original.ndim != 4:
+            raise ValueError(f"both images must be (B, 3, H, W) of one shape, got "
+                             f"{tuple(original.shape)} and {tuple(perturbed.shape)}")
+        return torch.stack([self.metric.loss(b, a, dim_order="CHW")
+                            for a, b in zip(original, perturbed, strict=True)]) / 10
+
+
+class SSIMAndCVVDPPenalty(PerceptualPenalty):
+    """``(1 - SSIM) + (10 - JOD) / 10``: SSIM keeps the face's local structure (no speckle
+    over edges and texture), ColorVideoVDP charges what SSIM lets through (smooth colour and
+    luminance blotches, which people see first)."""
+
+    name = "ssim+cvvdp"
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.ssim = SSIMPenalty().to(device)
+        self.cvvdp = CVVDPPenalty(device)
+
+    def forward(self, original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+        return self.ssim(original, perturbed) + self.cvvdp(original, perturbed)
+
+
 def pooled_under(original: torch.Tensor, perturbed: torch.Tensor,
                  max_side: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Both (B, 3, H, W) images average-pooled by the smallest integer factor that brings their
@@ -123,7 +172,7 @@ def whole_photo_distance(penalty: PerceptualPenalty, original: torch.Tensor,
 
 
 #: The penalties a preset can name.
-PENALTIES = ("lpips-alex", "1-ssim")
+PENALTIES = ("lpips-alex", "1-ssim", "cvvdp", "ssim+cvvdp")
 
 
 def load_penalty(name: str, device: str | torch.device = "cpu") -> PerceptualPenalty:
@@ -135,6 +184,10 @@ def load_penalty(name: str, device: str | torch.device = "cpu") -> PerceptualPen
     """
     if name == "1-ssim":
         return SSIMPenalty().to(device)
+    if name == "cvvdp":
+        return CVVDPPenalty(device)
+    if name == "ssim+cvvdp":
+        return SSIMAndCVVDPPenalty(device)
     if name != "lpips-alex":
         raise ValueError(f"unknown perceptual penalty {name!r}; choose from {', '.join(PENALTIES)}")
     from lowkey.models import store

@@ -76,12 +76,13 @@ _OFFLINE = tuple(r.name for r in default_ensemble())
 _DIRECTION_ALTERNATE = (("feature_distance", "direction"), ("views", "alternate"),
                         ("jitter", 0.05))
 #: How ``default`` finds the change it makes (docs/results.md, "The default follows the
-#: gradient"): steps that follow the gradient's magnitude (root mean square 0.0012) instead of
-#: its sign, so the change goes to the pixels the models read most and not to every pixel alike;
-#: and the perceptual term (1 - SSIM) weighted 2 instead of the paper's 0.05 and judged on the
+#: gradient" and "ColorVideoVDP in the loop"): steps that follow the gradient's magnitude (root
+#: mean square 0.0012) instead of its sign, so the change goes to the pixels the models read
+#: most and not to every pixel alike; and the perceptual term, ``1 - SSIM`` plus ColorVideoVDP's
+#: JOD loss (the preset's ``penalty``), weighted 1 instead of the paper's 0.05 and judged on the
 #: faces' windows seen at most 256 px (what a person looks at, at the scale the change shows),
 #: not diluted over the photo.
-_FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 2.0), ("penalty_region", "faces"),
+_FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 1.0), ("penalty_region", "faces"),
                         ("penalty_max_side", 256))
 
 #: What ``lowkey protect``, the daemon, the extension and ``--ray`` use when no preset is named.
@@ -93,11 +94,11 @@ PRESETS: dict[str, Preset] = {
                       "models, three architectures (SFace, FaceNet-128, FaceNet-512, OpenFace, "
                       "FacePlugin; no bound or floor), 50 colour steps that follow the "
                       "gradient, turning each embedding's direction (what recognisers compare) "
-                      "away from the original's under jittered alignments while SSIM judges "
-                      "the face; in our tests the recognisers never attacked (ArcFace, dlib, "
+                      "away from the original's under jittered alignments while SSIM and "
+                      "ColorVideoVDP judge the face; in our tests the recognisers never attacked (ArcFace, dlib, "
                       "each model left out) recognised no protected face among 1,000 "
                       "strangers; the face looks visibly altered up close (docs/results.md)",
-                      _OFFLINE, step_size=0.0012,
+                      _OFFLINE, penalty="ssim+cvvdp", step_size=0.0012,
                       attack=_DIRECTION_ALTERNATE + _FOLLOW_THE_GRADIENT),
     "subtle": Preset("subtle", "looks unchanged and does NOT protect: in our measurements every "
                      "recogniser still recognised every face. Luma-only change where texture "

@@ -138,3 +138,43 @@ def test_ssim_penalty_is_pytorch_msssims_value_and_gradient():
     ours.sum().backward()
     theirs.sum().backward()
     assert torch.allclose(ours_in.grad, theirs_in.grad, atol=1e-7, rtol=1e-4)
+
+
+def test_cvvdp_penalty_is_the_measured_jod_and_charges_a_colour_blotch_more_than_ssim():
+    """The in-loop ColorVideoVDP penalty is (10 - JOD) / 10 of the metric the face is measured
+    with, has gradients, and (unlike 1 - SSIM) charges a smooth colour blotch more than fine
+    luma speckle of the same energy."""
+    from lowkey.measure import cvvdp_jod
+
+    penalty = load_penalty("cvvdp")
+    g = torch.Generator().manual_seed(0)
+    original = torch.rand(1, 3, 64, 64, generator=g) * 0.4 + 0.3
+    assert penalty(original, original).item() == pytest.approx(0.0, abs=1e-4)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    blob = torch.exp(-((xx - 32) ** 2 + (yy - 32) ** 2) / (2 * 12.0**2))
+    blotch = torch.stack([blob, -blob, 0 * blob]) * 0.06           # smooth red-green shift
+    speckle = torch.randn(1, 64, 64, generator=g).expand(3, 64, 64)  # luma noise
+    speckle = speckle * blotch.square().mean().sqrt() / speckle.square().mean().sqrt()
+    blotched = (original + blotch).clamp(0, 1).requires_grad_(True)
+    speckled = (original + speckle).clamp(0, 1)
+    value = penalty(original, blotched)
+    assert value.item() == pytest.approx((10 - cvvdp_jod(original[0], blotched[0])) / 10,
+                                         abs=1e-4)
+    value.sum().backward()
+    assert torch.isfinite(blotched.grad).all() and blotched.grad.abs().sum() > 0
+    ssim = SSIMPenalty()
+    assert penalty(original, blotched).item() > penalty(original, speckled).item()
+    assert ssim(original, blotched).item() < ssim(original, speckled).item()
+    assert penalty.name == "cvvdp"
+
+
+def test_ssim_and_cvvdp_penalty_is_the_sum_of_both():
+    g = torch.Generator().manual_seed(1)
+    original = torch.rand(2, 3, 48, 40, generator=g) * 0.5 + 0.25
+    changed = (original + 0.03 * torch.randn(original.shape, generator=g)).clamp(0, 1)
+    both = load_penalty("ssim+cvvdp")
+    value = both(original, changed)
+    assert value.shape == (2,)
+    parts = load_penalty("1-ssim")(original, changed) + load_penalty("cvvdp")(original, changed)
+    assert torch.allclose(value, parts, atol=1e-5)
+    assert both(original, original).abs().max().item() < 1e-4
