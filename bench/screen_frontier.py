@@ -2,7 +2,7 @@
 worst best rank any never-attacked judge gives a screened user's protected photos (log scale;
 rank 10 or better fails the bar, drawn dotted). One panel per screened eval run.
 
-    .venv/bin/python bench/screen_frontier.py bench/out/screens-2026-12-07.jsonl \\
+    .venv/bin/python bench/screen_frontier.py bench/screens/2026-12-07-cvvdp.jsonl \\
         --out docs/img/frontier-screens.png
 """
 

@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--models", help="attacked models (default: the preset's)")
     parser.add_argument("--judges", default="arcface-mbf,dlib")
     parser.add_argument("--out", type=Path, default=Path("bench/out/screens"))
-    parser.add_argument("--log", type=Path, default=Path("bench/out/screens.jsonl"))
+    parser.add_argument("--log", type=Path, default=Path("bench/screens/screens.jsonl"))
     args = parser.parse_args()
 
     name, settings, steps, dropout, penalty = parse_variant(args.variant)
@@ -169,7 +169,9 @@ def main() -> None:
                 best[user] = min(known) if known else None
                 pairs += len(own)
                 accepted += int(sum(distances[i] <= threshold for i in own))
-        summary[judge] = {"best_rank": best, "accepted": f"{accepted}/{pairs}"}
+        # the ranks are among this many photos (the eval run's gallery and distractors)
+        summary[judge] = {"best_rank": best, "accepted": f"{accepted}/{pairs}",
+                          "gallery": len(gallery)}
     line = json.dumps(summary)
     print(line)
     args.log.parent.mkdir(parents=True, exist_ok=True)

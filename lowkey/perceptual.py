@@ -111,10 +111,12 @@ class CVVDPPenalty(PerceptualPenalty):
 
     The metric the face region is judged by (:func:`lowkey.measure.cvvdp_jod`), inside the
     objective: it models how people see colour and contrast at each spatial frequency, so it
-    charges the smooth colour blotches that SSIM (a local-structure measure) lets through. Its
-    value depends on the image's size in pixels (the display's pixels per degree), so read it
-    where the face is measured (:data:`lowkey.measure.QUALITY_MAX_SIDE`) or close to it. About
-    0.15 s a 128-px image's forward and backward on one CPU thread, 0.5 s at 256 px.
+    charges the smooth colour blotches that SSIM (a local-structure measure) lets through.
+    Images: (B, 3, H, W) RGB, display-encoded (sRGB) values in [0, 1]. Its value depends on the
+    image's size in pixels (the display's pixels per degree): the closer to the resolution the
+    face is judged at (:data:`lowkey.measure.QUALITY_MAX_SIDE`), the closer it tracks the
+    report (``default`` reads it at most 256 px, for time). About 0.15 s a 128-px image's
+    forward and backward on one CPU thread, 0.4-0.6 s at 256 px (most of it the backward pass).
     """
 
     name = "cvvdp"

@@ -7,8 +7,9 @@ final terms are compared with the ones recorded in ``tests/golden/attack/`` befo
 was made faster (commit 679bd6e). ``default`` has changed twice since, each change pinned when
 made: the feature term between unit embeddings on x' and G(x') in turn, with jittered
 alignments (``default-direction``, 2026-12-07); then steps along the gradient (l2) with SSIM of
-the faces' windows weighted 2 (``default-l2``, 2026-12-07). Each earlier form is still pinned,
-with the overrides that bring it back.
+the faces' windows weighted 2 (``default-l2``, 2026-12-07); then SSIM plus ColorVideoVDP's JOD
+loss weighted 1 (``default-cvvdp``, 2026-12-07). Each earlier form is still pinned, with the
+overrides (and penalty) that bring it back.
 
 Tolerance: the change's correlation with the recorded one at least 0.97, its mean magnitude
 within 5%, and each model's feature term within 0.02. Measured noise, for scale: the same code
@@ -42,9 +43,10 @@ STEPS = 8
 PINNED_MODELS = ("sface", "facenet128", "facenet512")
 
 
-def _run(preset: str, astronaut_rgb: np.ndarray, **overrides: object
-         ) -> tuple[np.ndarray, dict[str, float]]:
+def _run(preset: str, astronaut_rgb: np.ndarray, penalty: str | None = None,
+         **overrides: object) -> tuple[np.ndarray, dict[str, float]]:
     from lowkey.attack import LowKeyAttack, objective_for
+    from lowkey.perceptual import load_penalty
     from lowkey.protect import Protector
 
     protector = Protector(preset, judge=False, device="cpu", models=PINNED_MODELS)
@@ -53,7 +55,8 @@ def _run(preset: str, astronaut_rgb: np.ndarray, **overrides: object
     faces = protector.detector.detect(pixels)
     assert faces, "the astronaut's face must be found"
     settings = replace(protector.settings, steps=STEPS, seed=0, **overrides)
-    attack = LowKeyAttack(objective_for(protector.models, protector.penalty, settings), settings)
+    chosen = protector.penalty if penalty is None else load_penalty(penalty)
+    attack = LowKeyAttack(objective_for(protector.models, chosen, settings), settings)
     result = attack.run(pixels, faces[:1])
     change = (result.pixels - pixels).numpy()
     return change, result.history[-1]
@@ -61,7 +64,7 @@ def _run(preset: str, astronaut_rgb: np.ndarray, **overrides: object
 
 #: ``default``'s sign steps and the paper's penalty, as it had them until 2026-12-07
 _SIGN_STEPS = {"step_rule": "sign", "step_size": 0.0025, "alpha": 0.05, "penalty_region": "photo",
-               "penalty_max_side": 1536}
+               "penalty_max_side": 1536, "penalty": "1-ssim"}
 
 
 @pytest.mark.parametrize(("golden", "preset", "overrides"), [
@@ -72,9 +75,11 @@ _SIGN_STEPS = {"step_rule": "sign", "step_size": 0.0025, "alpha": 0.05, "penalty
     # unit embeddings' distance, alternate views, jittered alignments, sign steps (recorded
     # 2026-12-07)
     ("default-direction", "default", _SIGN_STEPS),
-    # ``default`` as it is: l2 steps, SSIM of the faces' windows weighted 2 (recorded
-    # 2026-12-07, later)
-    ("default-l2", "default", {}),
+    # l2 steps, SSIM of the faces' windows weighted 2 (recorded 2026-12-07, later)
+    ("default-l2", "default", {"alpha": 2.0, "penalty": "1-ssim"}),
+    # ``default`` as it is: SSIM plus ColorVideoVDP of the faces' windows weighted 1 (recorded
+    # 2026-12-07, third session)
+    ("default-cvvdp", "default", {}),
 ])
 def test_attack_result_for_a_fixed_seed_is_pinned(golden, preset, overrides, astronaut_rgb):
     change, terms = _run(preset, astronaut_rgb, **overrides)
