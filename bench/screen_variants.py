@@ -18,8 +18,8 @@ A variant is ``NAME:field=value,...``: any :class:`lowkey.attack.AttackSettings`
 ``steps=N``, ``penalty=NAME`` (the perceptual term, one of
 :data:`lowkey.perceptual.PENALTIES`) and ``dropout=P`` (model augmentation, DFANet-style:
 dropout of probability P on every convolution's output of every attacked model while
-attacking; the originals' embeddings are computed without it). A screen selects on few users; what it chooses must be checked with
-`lowkey eval` where it was not chosen.
+attacking; the originals' embeddings are computed without it). A screen selects on few users;
+what it chooses must be checked with `lowkey eval` where it was not chosen.
 """
 
 from __future__ import annotations

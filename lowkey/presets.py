@@ -95,8 +95,8 @@ PRESETS: dict[str, Preset] = {
                       "FacePlugin; no bound or floor), 50 colour steps that follow the "
                       "gradient, turning each embedding's direction (what recognisers compare) "
                       "away from the original's under jittered alignments while SSIM and "
-                      "ColorVideoVDP judge the face; in our tests the recognisers never attacked (ArcFace, dlib, "
-                      "each model left out) recognised no protected face among 1,000 "
+                      "ColorVideoVDP judge the face; in our tests the recognisers never "
+                      "attacked (ArcFace, dlib) recognised no protected face among 1,000 "
                       "strangers; the face looks visibly altered up close (docs/results.md)",
                       _OFFLINE, penalty="ssim+cvvdp", step_size=0.0012,
                       attack=_DIRECTION_ALTERNATE + _FOLLOW_THE_GRADIENT),
