@@ -162,6 +162,24 @@ def test_scan_finds_identities_and_distractors(synthetic_dataset):
     assert len(dataset.distractors) == 3
 
 
+def test_distractors_behind_symbolic_links_are_found_and_none_is_an_error(tmp_path):
+    """A distractor set made of links to other folders (a subset of a bigger set) is read
+    through them, a link loop ends, and a distractor folder without photos is refused instead
+    of giving a gallery without distractors."""
+    (tmp_path / "ds" / "a").mkdir(parents=True)
+    (tmp_path / "ds" / "a" / "p.jpg").write_bytes(b"")
+    (tmp_path / "all" / "x").mkdir(parents=True)
+    (tmp_path / "all" / "x" / "x_0001.jpg").write_bytes(b"")
+    (tmp_path / "subset").mkdir()
+    (tmp_path / "subset" / "x").symlink_to(tmp_path / "all" / "x", target_is_directory=True)
+    (tmp_path / "subset" / "loop").symlink_to(tmp_path / "subset", target_is_directory=True)
+    dataset = scan_dataset(tmp_path / "ds", tmp_path / "subset")
+    assert [p.name for p in dataset.distractors] == ["x_0001.jpg"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no photos"):
+        scan_dataset(tmp_path / "ds", tmp_path / "empty")
+
+
 def test_split_is_seeded_and_complete(synthetic_dataset):
     dataset, sizes = synthetic_dataset
     a, b, c = (split_dataset(dataset, seed, users="all") for seed in (0, 0, 1))

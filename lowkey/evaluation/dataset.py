@@ -16,6 +16,7 @@ users on every machine.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -47,11 +48,28 @@ class Dataset:
         return sum(len(p) for p in self.identities.values())
 
 
+def _photos_under(folder: Path) -> tuple[Path, ...]:
+    """Every photo file under ``folder``, sorted, following symbolic links to folders (a subset
+    made of links is a common way to build a distractor set; each real folder is read once, so
+    a link loop ends)."""
+    seen: set[str] = set()
+    found = []
+    for path, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(path)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        found += [p for p in (Path(path) / name for name in files) if is_photo_file(p)]
+    return tuple(sorted(found))
+
+
 def scan_dataset(root: Path, distractors: Path | None = None) -> Dataset:
     """Read ``root/<identity>/<photo>`` (and every photo under ``distractors``).
 
     Identities without a photo are left out. Raises ``ValueError`` when ``root`` is not a folder
-    or holds no identity folder with photos.
+    or holds no identity folder with photos, or ``distractors`` is not a folder or holds no photo
+    (symbolic links to folders are followed there).
     """
     root = Path(root)
     if not root.is_dir():
@@ -69,7 +87,9 @@ def scan_dataset(root: Path, distractors: Path | None = None) -> Dataset:
     if distractors is not None:
         if not Path(distractors).is_dir():
             raise ValueError(f"distractors: {distractors} is not a folder")
-        extra = tuple(sorted(p for p in Path(distractors).rglob("*") if is_photo_file(p)))
+        extra = _photos_under(Path(distractors))
+        if not extra:
+            raise ValueError(f"distractors: {distractors} holds no photos")
     logger.info("data set %s: %d identities, %d photos, %d distractors", root,
                 len(identities), sum(len(p) for p in identities.values()), len(extra))
     return Dataset(root, identities, extra)
