@@ -12,12 +12,12 @@ ColorVideoVDP's JOD loss weighted 1 (``default-cvvdp``, 2026-12-07). Each earlie
 still pinned, with the overrides (and penalty) that bring it back.
 
 Tolerance: the change's correlation with the recorded one at least 0.97, its mean magnitude
-within 5%, and each model's feature term within 0.02. Detection and attack run on one torch thread, as
-the goldens were recorded: the sum order of a reduction depends on the thread count, and sign
-steps amplify rounding differences (1 against 2 threads: correlation 0.9987 on the machine that
-recorded them, 0.957 for ``default-direction`` on a later 2-core Xeon, which failed the test
-with nothing changed). A real change to the algorithm (another step rule, a missing term, a
-different alignment) moves them far more.
+within 5%, and each model's feature term within 0.02. Detection and attack run on one torch
+thread, as the goldens were recorded: the sum order of a reduction depends on the thread count,
+and sign steps amplify rounding differences (1 against 2 threads: correlation 0.9987 on the
+machine that recorded them, 0.957 for ``default-direction`` on a later 2-core Xeon, which failed
+the test with nothing changed). A real change to the algorithm (another step rule, a missing
+term, a different alignment) moves them far more.
 
 Regenerate (only when the attack is *meant* to change, saying so in the commit):
 ``LOWKEY_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_attack_pinned.py``.
