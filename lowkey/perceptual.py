@@ -116,7 +116,9 @@ class CVVDPPenalty(PerceptualPenalty):
     image's size in pixels (the display's pixels per degree): the closer to the resolution the
     face is judged at (:data:`lowkey.measure.QUALITY_MAX_SIDE`), the closer it tracks the
     report (``default`` reads it at most 256 px, for time). About 0.15 s a 128-px image's
-    forward and backward on one CPU thread, 0.4-0.6 s at 256 px (most of it the backward pass).
+    forward and backward on one CPU thread, 0.35-0.6 s at 256 px (most of it the backward
+    pass). Not thread-safe (pycvvdp keeps a pyramid for the last image size): one per device
+    worker, as :class:`lowkey.pool.ModelPool` gives it.
     """
 
     name = "cvvdp"

@@ -76,9 +76,9 @@ _OFFLINE = tuple(r.name for r in default_ensemble())
 _DIRECTION_ALTERNATE = (("feature_distance", "direction"), ("views", "alternate"),
                         ("jitter", 0.05))
 #: How ``default`` finds the change it makes (docs/results.md, "The default follows the
-#: gradient" and "ColorVideoVDP in the loop"): steps that follow the gradient's magnitude (root
-#: mean square 0.0012) instead of its sign, so the change goes to the pixels the models read
-#: most and not to every pixel alike; and the perceptual term, ``1 - SSIM`` plus ColorVideoVDP's
+#: gradient" and "ColorVideoVDP inside the objective"): steps that follow the gradient's
+#: magnitude (root mean square 0.0012) instead of its sign, so the change goes to the pixels
+#: the models read most and not to every pixel alike; and the perceptual term, ``1 - SSIM`` plus ColorVideoVDP's
 #: JOD loss (the preset's ``penalty``), weighted 1 instead of the paper's 0.05 and judged on the
 #: faces' windows seen at most 256 px (what a person looks at, at the scale the change shows),
 #: not diluted over the photo.
