@@ -109,6 +109,12 @@ def main() -> None:
                           config["seed"], config["users"])
     users = args.users.split(",") if args.users else list(split.users)
     sources = [(path, user) for user in users for path in split.gallery[user]]
+    hashes = json.loads((args.eval / "cache" / "sha256.json").read_text())
+    unknown = [path for path, _ in split.gallery_items() if str(Path(path).resolve()) not in hashes]
+    if unknown:  # check before protecting anything: the ranks need every gallery embedding
+        parser.error(f"{len(unknown)} gallery photos (e.g. {unknown[0]}) are not in {args.eval}'s "
+                     "cache: the data set holds other photos than that run saw; run lowkey eval "
+                     "again or screen against another run")
 
     protector = Protector(preset="default", strength=steps, judge=False,
                           models=args.models.split(",") if args.models else None)
@@ -133,7 +139,6 @@ def main() -> None:
         "jod_min": round(float(min(f["jod"] for f in faces)), 3),
         "flip": round(float(np.mean([f["flip"] for f in faces])), 3),
         "ssim": round(float(np.mean([f["ssim"] for f in faces])), 3)}
-    hashes = json.loads((args.eval / "cache" / "sha256.json").read_text())
     judges = args.judges.split(",")
     panel = JudgePanel(judges)
     for judge in judges:

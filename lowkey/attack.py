@@ -55,8 +55,8 @@ class AttackSettings:
     step_size: float = 0.0025
     alpha: float = 0.05
     #: What the perceptual term judges (a key of :data:`lowkey.objective.PENALTY_REGIONS`):
-    #: "photo" (the paper: the whole photo) or "faces" (the faces' windows alone, as a person
-    #: looks at a face: a small face in a big photo counts as much as a close-up)
+    #: "photo" (the paper: the whole photo) or "faces" (each face's face region, where a person
+    #: looks: a small face in a big photo counts as much as a close-up)
     penalty_region: str = "photo"
     #: the feature term's distance (a key of :data:`lowkey.objective.FEATURE_DISTANCES`): the
     #: paper's "normalised" (||f(x) - f(x')|| / ||f(x)||) or "direction" (between unit vectors)
@@ -193,6 +193,15 @@ def _pooled_to_source(factor: int) -> np.ndarray:
     return np.array([[factor, 0.0, offset], [0.0, factor, offset], [0.0, 0.0, 1.0]])
 
 
+def _pooled_region(region: Window | None, factor: int, shape: Sequence[int]) -> Window | None:
+    """A face's window-relative ``region`` (window pixels) on the window average-pooled by
+    ``factor`` (``shape``: the pooled window's (h, w)): every pooled pixel it touches."""
+    if region is None or factor == 1:
+        return region
+    return Window(region.x0 // factor, region.y0 // factor,
+                  min(-(-region.x1 // factor), shape[1]), min(-(-region.y1 // factor), shape[0]))
+
+
 class StepTerms(Mapping[str, float]):
     """The terms of one step (see :class:`~lowkey.objective.LowKeyObjective`), averaged over the
     photos of a batch, read from the device only when a value is asked for."""
@@ -308,7 +317,8 @@ class LowKeyAttack:
             matrices = [{m.name: alignment_matrix(m.record.contract, f.landmarks_array(), f.box,
                                                   (width, height)) for m in models}
                         for f in photo.faces]
-            own, faces = place_faces(matrices, sizes, (width, height))
+            own, faces = place_faces(matrices, sizes, (width, height),
+                                     [f.box for f in photo.faces])
             first = len(batch.windows)
             for w in own:
                 factor = math.ceil(max(w.x1 - w.x0, w.y1 - w.y0) / s.work_max_side)
@@ -323,7 +333,9 @@ class LowKeyAttack:
             batch.targets += [
                 replace(f, window=first + f.window,
                         matrices={n: m @ _pooled_to_source(scales[first + f.window])
-                                  for n, m in f.matrices.items()})
+                                  for n, m in f.matrices.items()},
+                        region=_pooled_region(f.region, scales[first + f.window],
+                                              batch.originals[first + f.window].shape[-2:]))
                 for f in faces]
             window_photo += [index] * len(own)
             batch.channels += [1 if photo.grayscale or s.luminance_only else 3] * len(own)
@@ -421,7 +433,7 @@ class LowKeyAttack:
                                    [sin, cos, c - sin * c - cos * c + r[3] * size],
                                    [0.0, 0.0, 1.0]])
                 matrices[name] = jitter @ matrix
-            out.append(FaceInWindow(face.window, matrices))
+            out.append(replace(face, matrices=matrices))
         return out
 
     @staticmethod

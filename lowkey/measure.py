@@ -39,13 +39,12 @@ from lowkey.faces import Face, FaceDetector
 from lowkey.image_decode import Photo
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.perceptual import CVVDP_DISPLAY, LPIPSPenalty, pooled_under, whole_photo_distance
+from lowkey.windows import FACE_REGION_WIDEN, face_region
 
 logger = logging.getLogger(__name__)
 
 #: dlib's name in verdicts and ``recognised_by``.
 DLIB = "dlib"
-#: The face region is the detector's box widened by this fraction of its size on each side.
-FACE_REGION_WIDEN = 0.2
 #: FLIP's viewing condition: pixels per degree of visual angle (its default, a desktop monitor).
 FLIP_PPD = 67.0
 #: FLIP and ColorVideoVDP judge a face region whose long side is over this many pixels (a face
@@ -151,20 +150,6 @@ class PhotoReport:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def face_region(box: tuple[float, ...] | list[float], size: tuple[int, int],
-                widen: float = FACE_REGION_WIDEN) -> tuple[int, int, int, int]:
-    """The face region (x0, y0, x1, y1), x1/y1 exclusive, of a detector ``box`` (x1, y1, x2, y2)
-    in a photo of ``size`` (width, height): widened by ``widen`` of the box's width (height) on
-    the left and right (top and bottom), rounded outwards, clipped to the photo."""
-    width, height = size
-    x1, y1, x2, y2 = box
-    dx, dy = widen * (x2 - x1), widen * (y2 - y1)
-    x0 = max(0, math.floor(x1 - dx))
-    y0 = max(0, math.floor(y1 - dy))
-    return x0, y0, max(x0 + 1, min(width, math.ceil(x2 + dx))), max(y0 + 1,
-                                                                      min(height, math.ceil(y2 + dy)))
 
 
 def ssim_psnr(a: torch.Tensor, b: torch.Tensor, rows: int = 512) -> tuple[float, float]:

@@ -35,7 +35,7 @@ import torchvision.transforms.functional as TF
 
 from lowkey.align import AlignPlan, aligned, plan_alignments
 from lowkey.models.recognizer import FaceRecognizer
-from lowkey.perceptual import PerceptualPenalty, pooled_under
+from lowkey.perceptual import PerceptualPenalty, pooled_under, pooling_factor
 from lowkey.windows import FaceInWindow
 
 #: model name -> one :class:`AlignPlan` per face (see :meth:`LowKeyObjective.plan`)
@@ -96,7 +96,7 @@ FEATURE_DISTANCES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 }
 
 #: What the perceptual term P judges (see :class:`LowKeyObjective`): the whole photo, as in the
-#: paper, or the faces' windows alone.
+#: paper, or each face's face region (the detector's box widened, where a person looks).
 PENALTY_REGIONS: tuple[str, ...] = ("photo", "faces")
 
 
@@ -115,8 +115,8 @@ class LowKeyObjective:
     ``"direction"`` (between unit embeddings, what recognisers compare); ``penalty_region``: a
     key of :data:`PENALTY_REGIONS`, what P judges: the whole photo (``"photo"``, the paper: each
     window's penalty weighted by its share of the photo, nothing outside the windows changes) or
-    the faces' windows alone (``"faces"``: weighted by their share of the windows' area, so a
-    small face in a big photo is judged as closely as a close-up).
+    each face on its face region (``"faces"``: the mean over the photo's faces, so a small face
+    in a big photo, or beside a bigger one, is judged as closely as a close-up).
     """
 
     def __init__(self, models: list[FaceRecognizer], penalty: PerceptualPenalty,
@@ -202,33 +202,54 @@ class LowKeyObjective:
         }
 
     def perceptual(self, originals: list[torch.Tensor], windows: list[torch.Tensor],
-                   layout: Layout) -> torch.Tensor:
-        """(P,) P(x, x') of each photo: its windows' penalties weighted by their share of the
-        photo's area (``penalty_region`` "photo") or of its windows' area ("faces")."""
+                   layout: Layout, faces: Sequence[FaceInWindow] = ()) -> torch.Tensor:
+        """(P,) P(x, x') of each photo. ``penalty_region`` "photo" (the paper): its windows'
+        penalties weighted by their share of the photo's area (pixels outside never change).
+        "faces": the mean over its ``faces`` of P on each one's face region
+        (:attr:`~lowkey.windows.FaceInWindow.region`: the detector's box widened, where a person
+        looks at it), read at most ``penalty_max_side`` and seen at the size it has in the photo
+        (the penalty's ``pixel_size``). Each face's look then counts as much as its feature
+        term does, however small the face and whether or not it shares a window with a bigger
+        one, and its change is not diluted over the background around it (a change confined
+        to the face would look smaller over the whole window than on the face a person looks
+        at)."""
+        if self.penalty_region == "faces":
+            if not faces:
+                raise ValueError('penalty_region "faces" needs the faces')
+            per_face = []
+            for face in faces:
+                before, after = originals[face.window], windows[face.window]
+                r = face.region
+                if r is not None:
+                    before = before[:, r.y0:r.y1, r.x0:r.x1]
+                    after = after[:, r.y0:r.y1, r.x0:r.x1]
+                a, b = pooled_under(before[None], after[None], self.penalty_max_side)
+                pixel_size = (pooling_factor(before.shape, self.penalty_max_side)
+                              * layout.scale(face.window))
+                per_face.append(self.penalty(a, b, pixel_size).sum())
+            face_photo, counts = self._face_photos(layout, faces, originals[0].device)
+            return (torch.stack(per_face).new_zeros(layout.photos)
+                    .index_add(0, face_photo, torch.stack(per_face)) / counts)
         per_window = []
-        for before, after in zip(originals, windows, strict=True):
+        for i, (before, after) in enumerate(zip(originals, windows, strict=True)):
             a, b = pooled_under(before[None], after[None], self.penalty_max_side)
-            per_window.append(self.penalty(a, b).sum())
+            pixel_size = pooling_factor(before.shape, self.penalty_max_side) * layout.scale(i)
+            per_window.append(self.penalty(a, b, pixel_size).sum())
         shares, window_photo = self._weights(layout, originals)
         weighted = torch.stack(per_window) * shares
         return weighted.new_zeros(layout.photos).index_add(0, window_photo, weighted)
 
     def _weights(self, layout: Layout, originals: list[torch.Tensor]
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each window's area share of its photo (or of its photo's windows: ``penalty_region``
-        "faces") and its photo's index, as tensors on the windows' device: made once per
-        layout, not every step (each new small tensor on a GPU is a transfer the host waits
-        for)."""
+        """Each window's area share of its photo and its photo's index, as tensors on the
+        windows' device: made once per layout, not every step (each new small tensor on a GPU
+        is a transfer the host waits for)."""
         key = ("windows", layout, tuple(tuple(o.shape) for o in originals), originals[0].device)
         if key not in self._constants:
             areas = [o.shape[-2] * o.shape[-1] * layout.scale(i) ** 2
                      for i, o in enumerate(originals)]
-            totals = list(layout.photo_areas)
-            if self.penalty_region == "faces":
-                totals = [0] * layout.photos
-                for i, area in enumerate(areas):
-                    totals[layout.window_photo[i]] += area
-            shares = [area / totals[layout.window_photo[i]] for i, area in enumerate(areas)]
+            shares = [area / layout.photo_areas[layout.window_photo[i]]
+                      for i, area in enumerate(areas)]
             self._remember(key, (torch.tensor(shares, dtype=originals[0].dtype,
                                               device=originals[0].device),
                                  torch.tensor(layout.window_photo, device=originals[0].device)))
@@ -269,7 +290,7 @@ class LowKeyObjective:
 
         model_terms = {name: per_photo(v) for name, v in per_model.items()}
         feature = torch.stack(list(model_terms.values())).mean(0)
-        perceptual = self.perceptual(originals, windows, layout)
+        perceptual = self.perceptual(originals, windows, layout, faces)
         value = feature - self.alpha * perceptual
         terms = {"objective": value, "feature": feature, "perceptual": perceptual}
         terms.update({f"feature/{k}": v for k, v in model_terms.items()})

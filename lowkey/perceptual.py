@@ -11,6 +11,7 @@ one ran.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,14 +28,20 @@ _ALEX_SLICES = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
 
 
 class PerceptualPenalty(nn.Module):
-    """``forward(original, perturbed) -> (B,)`` distance; both (B, 3, H, W) RGB in [0, 1].
+    """``forward(original, perturbed, pixel_size=1) -> (B,)`` distance; both (B, 3, H, W) RGB
+    in [0, 1].
 
     0 for identical images, larger is more different. ``name`` says which metric this is.
+    ``pixel_size``: how many photo pixels (per side) one pixel of the images stands for, when
+    they were average-pooled from the photo (see :func:`pooled_under`): a model of human vision
+    (:class:`CVVDPPenalty`) then sees them at the size the photo has on the display; the others
+    ignore it.
     """
 
     name: str = "abstract"
 
-    def forward(self, original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+    def forward(self, original: torch.Tensor, perturbed: torch.Tensor,
+                pixel_size: int = 1) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -64,7 +71,8 @@ class LPIPSPenalty(PerceptualPenalty):
             raise WeightsError(f"not an AlexNet state dict: missing {missing}")
         self.metric.eval().requires_grad_(False)
 
-    def forward(self, original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+    def forward(self, original: torch.Tensor, perturbed: torch.Tensor,
+                pixel_size: int = 1) -> torch.Tensor:
         return self.metric(original, perturbed, normalize=True).flatten()
 
 
@@ -88,7 +96,8 @@ class SSIMPenalty(PerceptualPenalty):
 
         self.register_buffer("window", _fspecial_gauss_1d(11, 1.5), persistent=False)
 
-    def forward(self, original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+    def forward(self, original: torch.Tensor, perturbed: torch.Tensor,
+                pixel_size: int = 1) -> torch.Tensor:
         from pytorch_msssim.ssim import gaussian_filter
 
         if original.shape != perturbed.shape or original.ndim != 4:
@@ -112,29 +121,48 @@ class CVVDPPenalty(PerceptualPenalty):
     The metric the face region is judged by (:func:`lowkey.measure.cvvdp_jod`), inside the
     objective: it models how people see colour and contrast at each spatial frequency, so it
     charges the smooth colour blotches that SSIM (a local-structure measure) lets through.
-    Images: (B, 3, H, W) RGB, display-encoded (sRGB) values in [0, 1]. Its value depends on the
-    image's size in pixels (the display's pixels per degree): the closer to the resolution the
-    face is judged at (:data:`lowkey.measure.QUALITY_MAX_SIDE`), the closer it tracks the
-    report (``default`` reads it at most 256 px, for time). About 0.15 s a 128-px image's
-    forward and backward on one CPU thread, 0.35-0.6 s at 256 px (most of it the backward
-    pass). Not thread-safe (pycvvdp keeps a pyramid for the last image size): one per device
-    worker, as :class:`lowkey.pool.ModelPool` gives it.
+    Images: (B, 3, H, W) RGB, display-encoded (sRGB) values in [0, 1]. Images average-pooled by
+    ``pixel_size`` are seen at the display's pixels per degree divided by ``pixel_size``: at the
+    size the photo's face has on the display, so a pattern has the spatial frequency (cycles per
+    degree) it has in the photo, and the penalty charges what the report will charge (pooling
+    loses only what lies above the pooled images' Nyquist frequency). About 0.15 s a 128-px
+    image's forward and backward on one CPU thread, 0.35-0.6 s at 256 px (most of it the
+    backward pass). Not thread-safe (pycvvdp keeps a pyramid for the last image size): one per
+    device worker, as :class:`lowkey.pool.ModelPool` gives it.
     """
 
     name = "cvvdp"
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__()
-        import pycvvdp
+        self.device = torch.device(device)
+        #: pixel_size -> the metric seeing the display at its pixels per degree / pixel_size
+        self.metrics: dict[int, object] = {}
+        self.metric = self._metric(1)
 
-        self.metric = pycvvdp.cvvdp(display_name=CVVDP_DISPLAY, device=torch.device(device),
-                                    quiet=True)
+    def _metric(self, pixel_size: int) -> object:
+        if pixel_size not in self.metrics:
+            import pycvvdp
 
-    def forward(self, original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+            geometry = None
+            if pixel_size > 1:
+                display = self.metrics[1].display_geometry
+                geometry = pycvvdp.vvdp_display_geometry(
+                    display.resolution, ppd=display.get_ppd() / pixel_size)
+            self.metrics[pixel_size] = pycvvdp.cvvdp(
+                display_name=CVVDP_DISPLAY, display_geometry=geometry, device=self.device,
+                quiet=True)
+        return self.metrics[pixel_size]
+
+    def forward(self, original: torch.Tensor, perturbed: torch.Tensor,
+                pixel_size: int = 1) -> torch.Tensor:
         if original.shape != perturbed.shape or original.ndim != 4:
             raise ValueError(f"both images must be (B, 3, H, W) of one shape, got "
                              f"{tuple(original.shape)} and {tuple(perturbed.shape)}")
-        return torch.stack([self.metric.loss(b, a, dim_order="CHW")
+        if pixel_size < 1:
+            raise ValueError(f"pixel_size must be at least 1, got {pixel_size}")
+        metric = self._metric(int(pixel_size))
+        return torch.stack([metric.loss(b, a, dim_order="CHW")
                             for a, b in zip(original, perturbed, strict=True)]) / 10
 
 
@@ -150,15 +178,22 @@ class SSIMAndCVVDPPenalty(PerceptualPenalty):
         self.ssim = SSIMPenalty().to(device)
         self.cvvdp = CVVDPPenalty(device)
 
-    def forward(self, original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
-        return self.ssim(original, perturbed) + self.cvvdp(original, perturbed)
+    def forward(self, original: torch.Tensor, perturbed: torch.Tensor,
+                pixel_size: int = 1) -> torch.Tensor:
+        return self.ssim(original, perturbed) + self.cvvdp(original, perturbed, pixel_size)
+
+
+def pooling_factor(shape: Sequence[int], max_side: int) -> int:
+    """The smallest integer factor that brings an image of ``shape`` (..., H, W) to at most
+    ``max_side`` pixels a side (1: it already is)."""
+    return max(1, math.ceil(max(shape[-2:]) / max_side))
 
 
 def pooled_under(original: torch.Tensor, perturbed: torch.Tensor,
                  max_side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both (B, 3, H, W) images average-pooled by the smallest integer factor that brings their
-    long side to at most ``max_side`` (unchanged when it already is): where the penalty is read."""
-    factor = math.ceil(max(original.shape[-2:]) / max_side)
+    """Both (B, 3, H, W) images average-pooled by :func:`pooling_factor` (unchanged when their
+    long side is at most ``max_side``): where the penalty is read."""
+    factor = pooling_factor(original.shape, max_side)
     if factor > 1:
         return F.avg_pool2d(original, factor), F.avg_pool2d(perturbed, factor)
     return original, perturbed

@@ -15,6 +15,11 @@ from lowkey.attack import AttackSettings
 from lowkey.models.registry import default_ensemble
 from lowkey.quality_floor import QualityFloor
 
+#: Raised whenever the attack's code changes what a preset does to a photo at the same settings,
+#: so that caches keyed on :meth:`Preset.fingerprint` are not served stale. 2: the perceptual
+#: term of ``penalty_region="faces"`` judges each face's face region, seen at its size in the
+#: photo (issue 21, fifth change).
+ATTACK_REVISION = 2
 PAPER_MODELS = ("ir152-arcface", "ir152-cosface", "resnet152-arcface", "resnet152-cosface")
 
 
@@ -51,11 +56,11 @@ class Preset:
 
     def fingerprint(self) -> str:
         """8 hex digits that change whenever how this preset changes a photo changes (models,
-        step size, attack settings, penalty, quality floor; not the name, strength or
-        description): caches of protected photos are keyed on it."""
+        step size, attack settings, penalty, quality floor, :data:`ATTACK_REVISION`; not the
+        name, strength or description): caches of protected photos are keyed on it."""
         floor = None if self.quality_floor is None else asdict(self.quality_floor)
         what = json.dumps([sorted(self.models), self.step_size, sorted(self.attack), self.penalty,
-                           floor],
+                           floor, ATTACK_REVISION],
                           sort_keys=True, default=str)
         return hashlib.sha256(what.encode()).hexdigest()[:8]
 
@@ -76,13 +81,14 @@ _OFFLINE = tuple(r.name for r in default_ensemble())
 _DIRECTION_ALTERNATE = (("feature_distance", "direction"), ("views", "alternate"),
                         ("jitter", 0.05))
 #: How ``default`` finds the change it makes (docs/results.md, "The default follows the
-#: gradient" and "ColorVideoVDP inside the objective"): steps that follow the gradient's
-#: magnitude (root mean square 0.0012) instead of its sign, so the change goes to the pixels
-#: the models read most and not to every pixel alike; and the perceptual term, ``1 - SSIM`` plus ColorVideoVDP's
-#: JOD loss (the preset's ``penalty``), weighted 1 instead of the paper's 0.05 and judged on the
-#: faces' windows seen at most 256 px (what a person looks at, at the scale the change shows),
-#: not diluted over the photo.
-_FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 1.0), ("penalty_region", "faces"),
+#: gradient", "ColorVideoVDP inside the objective" and "The face region in the objective"):
+#: steps that follow the gradient's magnitude (root mean square 0.0012) instead of its sign, so
+#: the change goes to the pixels the models read most and not to every pixel alike; and the
+#: perceptual term, ``1 - SSIM`` plus ColorVideoVDP's JOD loss (the preset's ``penalty``),
+#: weighted 1.25 instead of the paper's 0.05 and judged on each face's face region (what a
+#: person looks at, each face counting alike), read at most 256 px and seen at the size it has
+#: in the photo, not diluted over the photo or the background around the face.
+_FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 1.25), ("penalty_region", "faces"),
                         ("penalty_max_side", 256))
 
 #: What ``lowkey protect``, the daemon, the extension and ``--ray`` use when no preset is named.
@@ -126,4 +132,4 @@ def get_preset(name: str) -> Preset:
     raise ValueError(f"unknown preset {name!r}{hint}; choose from {', '.join(PRESETS)}")
 
 
-__all__ = ["DEFAULT_PRESET", "PAPER_MODELS", "PRESETS", "RENAMED", "Preset", "get_preset"]
+__all__ = ["ATTACK_REVISION", "DEFAULT_PRESET", "PAPER_MODELS", "PRESETS", "RENAMED", "Preset", "get_preset"]

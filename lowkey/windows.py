@@ -43,10 +43,32 @@ class Window:
 
 @dataclass(frozen=True)
 class FaceInWindow:
-    """One face to protect: the window holding it and each model's window-relative alignment."""
+    """One face to protect: the window holding it, each model's window-relative alignment, and
+    its face region (:func:`face_region` of the detector's box, window pixels; None: the whole
+    window), where a person looks and where the perceptual term judges its look
+    (:meth:`lowkey.objective.LowKeyObjective.perceptual`)."""
 
     window: int
     matrices: dict[str, np.ndarray]  # model name -> dst_from_src (3, 3) in window pixels
+    region: Window | None = None
+
+
+#: The face region is the detector's box widened by this fraction of its size on each side.
+FACE_REGION_WIDEN = 0.2
+
+
+def face_region(box: tuple[float, ...] | list[float], size: tuple[int, int],
+                widen: float = FACE_REGION_WIDEN) -> tuple[int, int, int, int]:
+    """The face region (x0, y0, x1, y1), x1/y1 exclusive, of a detector ``box`` (x1, y1, x2, y2)
+    in a photo of ``size`` (width, height): widened by ``widen`` of the box's width (height) on
+    the left and right (top and bottom), rounded outwards, clipped to the photo."""
+    width, height = size
+    x1, y1, x2, y2 = box
+    dx, dy = widen * (x2 - x1), widen * (y2 - y1)
+    x0 = max(0, math.floor(x1 - dx))
+    y0 = max(0, math.floor(y1 - dy))
+    return x0, y0, max(x0 + 1, min(width, math.ceil(x2 + dx))), max(y0 + 1,
+                                                                      min(height, math.ceil(y2 + dy)))
 
 
 def source_region(dst_from_src: np.ndarray, size: int) -> tuple[float, float, float, float]:
@@ -63,16 +85,15 @@ def translated(dst_from_src: np.ndarray, x0: float, y0: float) -> np.ndarray:
     return np.asarray(dst_from_src, np.float64) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1.0]])
 
 
-def face_windows(matrices: Sequence[Mapping[str, np.ndarray]], sizes: Mapping[str, int],
-                 image_size: tuple[int, int], margin: float = 0.15
-                 ) -> tuple[list[Window], list[int]]:
-    """Disjoint windows covering what every model's alignment reads of every face.
+def read_regions(matrices: Sequence[Mapping[str, np.ndarray]], sizes: Mapping[str, int],
+                 image_size: tuple[int, int], margin: float = 0.15) -> list[Window]:
+    """What the models read of each face: the union over models of the source area its crop
+    sees, widened by
+    ``margin`` of its size on every side (context for the blur and the perceptual metric),
+    clipped to the photo.
 
     ``matrices``: per face, model name -> photo-relative ``dst_from_src``; ``sizes``: each
-    model's crop size; ``image_size``: (width, height). Each face's region (the union over
-    models of the source area its crop sees) is widened by ``margin`` of its size on every side
-    (context for the blur and the perceptual metric), clipped to the photo; overlapping regions
-    are merged. Returns the windows and, per face, the index of its window.
+    model's crop size; ``image_size``: (width, height).
     """
     width, height = image_size
     regions = []
@@ -86,6 +107,12 @@ def face_windows(matrices: Sequence[Mapping[str, np.ndarray]], sizes: Mapping[st
         regions.append(Window(max(0, math.floor(left - pad)), max(0, math.floor(top - pad)),
                               min(width, math.ceil(right + pad)),
                               min(height, math.ceil(bottom + pad))))
+    return regions
+
+
+def merged_windows(regions: Sequence[Window]) -> tuple[list[Window], list[int]]:
+    """Disjoint windows: overlapping ``regions`` merged into their bounding rectangle. Returns
+    the windows and, per region, the index of its window."""
     windows: list[Window] = []
     for region in regions:
         merged = region
@@ -101,16 +128,35 @@ def face_windows(matrices: Sequence[Mapping[str, np.ndarray]], sizes: Mapping[st
     return windows, owner
 
 
+def face_windows(matrices: Sequence[Mapping[str, np.ndarray]], sizes: Mapping[str, int],
+                 image_size: tuple[int, int], margin: float = 0.15
+                 ) -> tuple[list[Window], list[int]]:
+    """Disjoint windows covering what every model's alignment reads of every face: the
+    :func:`read_regions`, :func:`merged_windows`. Returns the windows and, per face, the index
+    of its window."""
+    return merged_windows(read_regions(matrices, sizes, image_size, margin))
+
+
 def place_faces(matrices: Sequence[Mapping[str, np.ndarray]], sizes: Mapping[str, int],
-                image_size: tuple[int, int]) -> tuple[list[Window], list[FaceInWindow]]:
-    """:func:`face_windows`, and each face in its window with window-relative matrices."""
+                image_size: tuple[int, int],
+                boxes: Sequence[Sequence[float]] | None = None
+                ) -> tuple[list[Window], list[FaceInWindow]]:
+    """:func:`face_windows`, and each face in its window with window-relative matrices and
+    (given the detector's ``boxes``, (x1, y1, x2, y2) photo pixels) face region."""
     windows, owner = face_windows(matrices, sizes, image_size)
-    faces = [FaceInWindow(owner[i], {name: translated(matrix, windows[owner[i]].x0,
-                                                      windows[owner[i]].y0)
-                                     for name, matrix in face.items()})
-             for i, face in enumerate(matrices)]
+    faces = []
+    for i, (face, index) in enumerate(zip(matrices, owner, strict=True)):
+        w = windows[index]
+        region = None
+        if boxes is not None:
+            x0, y0, x1, y1 = face_region(boxes[i], image_size)
+            region = Window(max(x0, w.x0) - w.x0, max(y0, w.y0) - w.y0,
+                            min(x1, w.x1) - w.x0, min(y1, w.y1) - w.y0)
+        faces.append(FaceInWindow(
+            index, {name: translated(matrix, w.x0, w.y0) for name, matrix in face.items()},
+            region))
     return windows, faces
 
 
-__all__ = ["FaceInWindow", "Window", "face_windows", "place_faces", "source_region",
-           "translated"]
+__all__ = ["FACE_REGION_WIDEN", "FaceInWindow", "Window", "face_region", "face_windows", "merged_windows",
+           "place_faces", "read_regions", "source_region", "translated"]

@@ -87,11 +87,15 @@ _SIGN_STEPS = {"step_rule": "sign", "step_size": 0.0025, "alpha": 0.05, "penalty
     # unit embeddings' distance, alternate views, jittered alignments, sign steps (recorded
     # 2026-12-07)
     ("default-direction", "default", _SIGN_STEPS),
-    # l2 steps, SSIM of the faces' windows weighted 2 (recorded 2026-12-07, later)
+    # l2 steps, SSIM weighted 2 (recorded 2026-12-07, later; again at the fifth change, when
+    # the perceptual term of penalty_region "faces" came to judge each face's face region)
     ("default-l2", "default", {"alpha": 2.0, "penalty": "1-ssim"}),
-    # ``default`` as it is: SSIM plus ColorVideoVDP of the faces' windows weighted 1 (recorded
-    # 2026-12-07, its fourth change)
-    ("default-cvvdp", "default", {}),
+    # SSIM plus ColorVideoVDP weighted 1 (recorded 2026-12-07 at its fourth change; again at
+    # the fifth)
+    ("default-cvvdp", "default", {"alpha": 1.0}),
+    # ``default`` as it is: SSIM plus ColorVideoVDP of the face regions, weighted 1.25 (recorded
+    # 2026-12-07, its fifth change)
+    ("default-face", "default", {}),
 ])
 def test_attack_result_for_a_fixed_seed_is_pinned(golden, preset, overrides, astronaut_rgb):
     change, terms = _run(preset, astronaut_rgb, **overrides)

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from lowkey.align import alignment_matrix, box_crop_matrix
-from lowkey.attack import AttackCancelled, AttackSettings, LowKeyAttack
+from lowkey.attack import AttackCancelled, AttackSettings, LowKeyAttack, _pooled_region
 from lowkey.faces import Face
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.models.registry import InputContract, get_record
 from lowkey.objective import Layout, LowKeyObjective, direction_distance, normalised_distance
 from lowkey.perceptual import SSIMPenalty
-from lowkey.windows import FaceInWindow, face_windows
+from lowkey.windows import FaceInWindow, Window, face_region, face_windows, place_faces
 
 SIZE = 8
 BOX = (16.0, 16.0, 24.0, 24.0)  # an 8x8 box: the crop copies it pixel for pixel
@@ -178,20 +178,40 @@ def test_perceptual_penalty_is_area_weighted_over_the_photo():
     assert quarter == pytest.approx(whole / 4)
 
 
-def test_perceptual_penalty_of_the_faces_alone_ignores_the_rest_of_the_photo():
-    """``penalty_region="faces"``: a window judged by itself whatever the photo's size; two
-    windows of one photo weighted by their areas."""
+def test_perceptual_penalty_of_the_faces_alone_judges_each_face_on_its_own_region():
+    """``penalty_region="faces"``: a face judged by itself whatever the photo's size; a photo's
+    faces count alike however large each one is, and each face is judged on its face region,
+    not diluted over the window around it (nor over a bigger face sharing the window)."""
     models = [toy_model("a", MeanPlusBias())]
-    objective = LowKeyObjective(models, SSIMPenalty(), penalty_region="faces")
+    penalty = SSIMPenalty()
+    objective = LowKeyObjective(models, penalty, penalty_region="faces")
     original, perturbed = checker_photo(0.0, 0.05)
-    alone = objective.perceptual([original], [perturbed], Layout.single(1, 40 * 40)).item()
+    face = FaceInWindow(0, {})
+    alone = objective.perceptual([original], [perturbed], Layout.single(1, 40 * 40),
+                                 [face]).item()
     in_big_photo = objective.perceptual([original], [perturbed],
-                                        Layout.single(1, 16 * 40 * 40)).item()
+                                        Layout.single(1, 16 * 40 * 40), [face]).item()
     assert alone > 0 and in_big_photo == pytest.approx(alone)
-    small = original[:, :20, :20].clone()  # an unchanged window of a quarter the area
+    # Two windows of one photo, the changed one four times the other's area: the mean of the
+    # faces, not of the pixels (that would be 4/5 of the changed face's).
+    small = original[:, :20, :20].clone()
     two = objective.perceptual([original, small], [perturbed, small],
-                               Layout((0, 0), (10 * 40 * 40,), (1, 1))).item()
-    assert two == pytest.approx(alone * 4 / 5, rel=1e-5)
+                               Layout((0, 0), (10 * 40 * 40,), (1, 1)),
+                               [face, FaceInWindow(1, {})]).item()
+    assert two == pytest.approx(alone / 2, rel=1e-5)
+    # Two faces in one window, the change on the small face's region alone: the small face is
+    # judged on its region, not diluted over the bigger face's.
+    changed = original.clone()
+    changed[:, :20, :20] = perturbed[:, :20, :20]
+    small_face = FaceInWindow(0, {}, Window(0, 0, 20, 20))
+    shared = objective.perceptual([original], [changed], Layout.single(1, 40 * 40),
+                                  [small_face, face]).item()
+    own = penalty(original[None, :, :20, :20], changed[None, :, :20, :20]).item()
+    whole = penalty(original[None], changed[None]).item()
+    assert own > 2 * whole
+    assert shared == pytest.approx((own + whole) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="needs the faces"):
+        objective.perceptual([original], [perturbed], Layout.single(1, 40 * 40))
     with pytest.raises(ValueError, match="penalty region"):
         LowKeyObjective(models, SSIMPenalty(), penalty_region="face")
     with pytest.raises(ValueError, match="penalty_region"):
@@ -286,12 +306,25 @@ def test_windows_cover_each_face_and_merge_when_faces_overlap():
     far = Face((80.0, 80.0, 88.0, 88.0), _face().landmarks, 0.9)
     matrices = [{m.name: alignment_matrix(m.record.contract, f.landmarks_array(), f.box,
                                           (100, 100)) for m in models} for f in (_face(), near, far)]
-    windows, owner = face_windows(matrices, {m.name: m.input_size for m in models}, (100, 100))
+    sizes = {m.name: m.input_size for m in models}
+    windows, owner = face_windows(matrices, sizes, (100, 100))
     assert len(windows) == 2 and owner[0] == owner[1] != owner[2]
     for face, i in zip([_face(), near, far], owner, strict=True):
         w = windows[i]
         assert w.x0 <= face.box[0] and face.box[2] <= w.x1
         assert w.y0 <= face.box[1] and face.box[3] <= w.y1
+    # place_faces: the same windows, and each face's face region (the detector's box widened
+    # as the report judges it) in window pixels; the two merged faces' regions differ.
+    placed, faces = place_faces(matrices, sizes, (100, 100),
+                                [f.box for f in (_face(), near, far)])
+    assert placed == windows and [f.window for f in faces] == owner
+    for face, placed_face in zip([_face(), near, far], faces, strict=True):
+        w, r = windows[placed_face.window], placed_face.region
+        x0, y0, x1, y1 = face_region(face.box, (100, 100))
+        assert r == Window(x0 - w.x0, y0 - w.y0, x1 - w.x0, y1 - w.y0)
+        assert 0 <= r.x0 and r.x1 <= w.x1 - w.x0 and 0 <= r.y0 and r.y1 <= w.y1 - w.y0
+    assert faces[0].region != faces[1].region
+    assert place_faces(matrices, sizes, (100, 100))[1][0].region is None  # no boxes given
 
 
 def test_settings_are_validated():
@@ -353,8 +386,29 @@ def test_a_large_window_is_attacked_at_a_working_resolution():
     outside[:, w.y0:w.y1, w.x0:w.x1] = False
     assert change[outside].abs().max() == 0
     assert pooled.history[-1]["feature"] > pooled.history[0]["feature"] > 0
+    # The face's region (where its look is judged) follows it to the working resolution.
+    from lowkey.attack import PhotoTask
+
+    for attack in (LowKeyAttack(objective, settings),
+                   LowKeyAttack(objective, replace(settings, work_max_side=64))):
+        batch = attack._place([PhotoTask(photo, [big])])
+        (window,), (target,), (scale,) = batch.windows, batch.targets, batch.layout.window_scale
+        x0, y0, x1, y1 = face_region(big.box, (220, 200))
+        assert target.region == _pooled_region(
+            Window(x0 - window.x0, y0 - window.y0, x1 - window.x0, y1 - window.y0), scale,
+            batch.originals[0].shape[-2:])
+    assert scale > 1
 
     def roughness(c):  # mean difference between horizontal neighbours
         return (c[:, :, 1:] - c[:, :, :-1]).abs().mean().item()
 
     assert roughness(change) < 0.75 * roughness(full.pixels - photo)  # measured: 0.52
+
+
+def test_a_faces_regions_follow_its_window_to_the_working_resolution():
+    """On a window pooled by k, a face's region covers every pooled pixel it touches, within
+    the pooled window."""
+    assert _pooled_region(Window(3, 4, 61, 70), 1, (70, 70)) == Window(3, 4, 61, 70)
+    assert _pooled_region(Window(3, 4, 61, 70), 3, (23, 21)) == Window(1, 1, 21, 23)
+    assert _pooled_region(Window(0, 0, 64, 64), 4, (16, 16)) == Window(0, 0, 16, 16)
+    assert _pooled_region(None, 3, (10, 10)) is None

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 
 from lowkey.errors import WeightsError
@@ -178,3 +179,27 @@ def test_ssim_and_cvvdp_penalty_is_the_sum_of_both():
     parts = load_penalty("1-ssim")(original, changed) + load_penalty("cvvdp")(original, changed)
     assert torch.allclose(value, parts, atol=1e-5)
     assert both(original, original).abs().max().item() < 1e-4
+
+
+def test_cvvdp_penalty_sees_pooled_images_at_the_photos_size_on_the_display():
+    """A change read on images average-pooled by k, seen at the display's pixels per degree / k
+    (``pixel_size=k``), costs about what it costs at full resolution; seen as if the pooled
+    image were the photo (pixel_size 1), it would look a fraction of a JOD less visible."""
+    from skimage import data
+
+    photo = torch.from_numpy(data.astronaut()[:256, 128:384].copy()).permute(2, 0, 1)[None]
+    photo = photo.float() / 255
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    wave = torch.sin(xx / 20)
+    blotch = torch.stack([wave, -wave, 0 * wave])[None] * 0.03  # red-green waves
+    speckle = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.02
+    speckle = F.interpolate(speckle, scale_factor=4, mode="nearest").expand(1, 3, 256, 256)
+    penalty = load_penalty("cvvdp")
+    for change in (blotch, speckle):
+        changed = (photo + change).clamp(0, 1)
+        full = penalty(photo, changed).item()
+        a, b = F.avg_pool2d(photo, 4), F.avg_pool2d(changed, 4)
+        assert penalty(a, b, 4).item() == pytest.approx(full, abs=0.015)  # 0.15 JOD
+        assert penalty(a, b).item() < full - 0.04  # 0.4 JOD too few
+    with pytest.raises(ValueError, match="pixel_size"):
+        penalty(photo, photo, 0)

@@ -111,12 +111,12 @@ def test_preset_strength_sets_the_steps_and_each_preset_has_its_own():
     assert PRESETS["subtle"].quality_floor is not None
     # default: colour steps along the gradient (l2) without a bound or floor, on the
     # embeddings' directions with the two views in turn and jittered alignments, SSIM of the
-    # faces' windows plus ColorVideoVDP's JOD loss, weighted 1; paper: exactly the paper
+    # face regions plus ColorVideoVDP's JOD loss, weighted 1.25; paper: exactly the paper
     default = PRESETS["default"].settings()
     assert default.linf_bound == 1.0 and default.step_size == 0.0012
     assert (default.feature_distance, default.views, default.jitter) == (
         "direction", "alternate", 0.05)
-    assert (default.step_rule, default.alpha, default.penalty_region) == ("l2", 1.0, "faces")
+    assert (default.step_rule, default.alpha, default.penalty_region) == ("l2", 1.25, "faces")
     assert PRESETS["default"].penalty == "ssim+cvvdp"
     assert PRESETS["default"].quality_floor is None
     paper = PRESETS["paper"].settings()
@@ -412,6 +412,17 @@ def test_the_subtle_preset_keeps_every_face_above_the_floor_without_visible_edge
     ring = np.concatenate([box[:4].ravel(), box[-4:].ravel(), box[:, :4].ravel(),
                            box[:, -4:].ravel()])
     assert ring.max() <= 2 < box.max()
+
+
+def test_a_presets_fingerprint_changes_with_the_attacks_revision(monkeypatch):
+    """Caches keyed on the fingerprint are not served stale when the attack's code changes
+    what a preset does at the same settings."""
+    import lowkey.presets
+
+    before = {name: preset.fingerprint() for name, preset in PRESETS.items()}
+    assert len(set(before.values())) == len(before)
+    monkeypatch.setattr(lowkey.presets, "ATTACK_REVISION", lowkey.presets.ATTACK_REVISION + 1)
+    assert all(PRESETS[name].fingerprint() != value for name, value in before.items())
 
 
 def test_an_old_preset_name_says_what_it_became(capsys):
