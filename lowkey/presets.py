@@ -85,10 +85,10 @@ _DIRECTION_ALTERNATE = (("feature_distance", "direction"), ("views", "alternate"
 #: steps that follow the gradient's magnitude (root mean square 0.0012) instead of its sign, so
 #: the change goes to the pixels the models read most and not to every pixel alike; and the
 #: perceptual term, ``1 - SSIM`` plus ColorVideoVDP's JOD loss (the preset's ``penalty``),
-#: weighted 1.25 instead of the paper's 0.05 and judged on each face's face region (what a
+#: weighted 0.8 instead of the paper's 0.05 and judged on each face's face region (what a
 #: person looks at, each face counting alike), read at most 256 px and seen at the size it has
 #: in the photo, not diluted over the photo or the background around the face.
-_FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 1.25), ("penalty_region", "faces"),
+_FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 0.8), ("penalty_region", "faces"),
                         ("penalty_max_side", 256))
 
 #: What ``lowkey protect``, the daemon, the extension and ``--ray`` use when no preset is named.

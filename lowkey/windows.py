@@ -152,6 +152,8 @@ def place_faces(matrices: Sequence[Mapping[str, np.ndarray]], sizes: Mapping[str
             x0, y0, x1, y1 = face_region(boxes[i], image_size)
             region = Window(max(x0, w.x0) - w.x0, max(y0, w.y0) - w.y0,
                             min(x1, w.x1) - w.x0, min(y1, w.y1) - w.y0)
+            if region.x1 <= region.x0 or region.y1 <= region.y0:  # a box its models never read
+                region = None
         faces.append(FaceInWindow(
             index, {name: translated(matrix, w.x0, w.y0) for name, matrix in face.items()},
             region))

@@ -93,7 +93,7 @@ _SIGN_STEPS = {"step_rule": "sign", "step_size": 0.0025, "alpha": 0.05, "penalty
     # SSIM plus ColorVideoVDP weighted 1 (recorded 2026-12-07 at its fourth change; again at
     # the fifth)
     ("default-cvvdp", "default", {"alpha": 1.0}),
-    # ``default`` as it is: SSIM plus ColorVideoVDP of the face regions, weighted 1.25 (recorded
+    # ``default`` as it is: SSIM plus ColorVideoVDP of the face regions, weighted 0.8 (recorded
     # 2026-12-07, its fifth change)
     ("default-face", "default", {}),
 ])

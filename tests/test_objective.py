@@ -325,6 +325,9 @@ def test_windows_cover_each_face_and_merge_when_faces_overlap():
         assert 0 <= r.x0 and r.x1 <= w.x1 - w.x0 and 0 <= r.y0 and r.y1 <= w.y1 - w.y0
     assert faces[0].region != faces[1].region
     assert place_faces(matrices, sizes, (100, 100))[1][0].region is None  # no boxes given
+    # a box its models never read (outside its window): judged on the whole window
+    assert place_faces(matrices[:1], sizes, (100, 100), [(90.0, 90.0, 99.0, 99.0)]
+                       )[1][0].region is None
 
 
 def test_settings_are_validated():

@@ -111,12 +111,12 @@ def test_preset_strength_sets_the_steps_and_each_preset_has_its_own():
     assert PRESETS["subtle"].quality_floor is not None
     # default: colour steps along the gradient (l2) without a bound or floor, on the
     # embeddings' directions with the two views in turn and jittered alignments, SSIM of the
-    # face regions plus ColorVideoVDP's JOD loss, weighted 1.25; paper: exactly the paper
+    # face regions plus ColorVideoVDP's JOD loss, weighted 0.8; paper: exactly the paper
     default = PRESETS["default"].settings()
     assert default.linf_bound == 1.0 and default.step_size == 0.0012
     assert (default.feature_distance, default.views, default.jitter) == (
         "direction", "alternate", 0.05)
-    assert (default.step_rule, default.alpha, default.penalty_region) == ("l2", 1.25, "faces")
+    assert (default.step_rule, default.alpha, default.penalty_region) == ("l2", 0.8, "faces")
     assert PRESETS["default"].penalty == "ssim+cvvdp"
     assert PRESETS["default"].quality_floor is None
     paper = PRESETS["paper"].settings()
