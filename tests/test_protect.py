@@ -360,9 +360,9 @@ def _original_of(name: str, astronaut_rgb: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 def test_default_preset_on_the_astronaut_protects(astronaut_rgb):
-    """``default`` at its own strength (measured with SSIM + ColorVideoVDP in the loop: face
-    region 8.77 JOD, whole-photo SSIM 0.995, cosines -0.60 to -0.36, dlib distance 0.86 on the
-    2-core CPU; bench/face_crops.py)."""
+    """``default`` at its own strength (measured with SSIM + ColorVideoVDP on the face region,
+    x0.8: face region 8.91 JOD, whole-photo SSIM 0.996, cosines -0.57 to -0.31, dlib distance
+    0.85 on the 2-core CPU; bench/face_crops.py)."""
     protector = Protector()
     encoded, report = protector.protect_photo(load_photo(_png(astronaut_rgb)))
     (face,) = report.faces
