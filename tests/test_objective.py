@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from lowkey.align import alignment_matrix, box_crop_matrix
-from lowkey.attack import AttackCancelled, AttackSettings, LowKeyAttack, _pooled_region
+from lowkey.attack import (
+    AttackCancelled,
+    AttackSettings,
+    LowKeyAttack,
+    PhotoTask,
+    _pooled_region,
+)
 from lowkey.faces import Face
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.models.registry import InputContract, get_record
@@ -344,8 +350,6 @@ def test_settings_are_validated():
 def test_a_batch_of_photos_gets_what_each_photo_gets_alone():
     """run_many sums the photos' objectives and draws each photo's noise from its own seeded
     generator, so each photo's result is the one run() gives it alone."""
-    from lowkey.attack import PhotoTask
-
     models = [toy_model("b", MeanSquarePlusOne()), toy_model("a", MeanPlusBias())]
     objective = LowKeyObjective(models, SSIMPenalty())
     settings = AttackSettings(steps=4, step_size=0.01, seed=5, momentum=0.9, jitter=0.05)
@@ -390,8 +394,6 @@ def test_a_large_window_is_attacked_at_a_working_resolution():
     assert change[outside].abs().max() == 0
     assert pooled.history[-1]["feature"] > pooled.history[0]["feature"] > 0
     # The face's region (where its look is judged) follows it to the working resolution.
-    from lowkey.attack import PhotoTask
-
     for attack in (LowKeyAttack(objective, settings),
                    LowKeyAttack(objective, replace(settings, work_max_side=64))):
         batch = attack._place([PhotoTask(photo, [big])])
@@ -408,7 +410,7 @@ def test_a_large_window_is_attacked_at_a_working_resolution():
     assert roughness(change) < 0.75 * roughness(full.pixels - photo)  # measured: 0.52
 
 
-def test_a_faces_regions_follow_its_window_to_the_working_resolution():
+def test_a_face_region_follows_its_window_to_the_working_resolution():
     """On a window pooled by k, a face's region covers every pooled pixel it touches, within
     the pooled window."""
     assert _pooled_region(Window(3, 4, 61, 70), 1, (70, 70)) == Window(3, 4, 61, 70)
