@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from user_ranks import cached_embeddings  # bench/, the script's own folder
 
 from lowkey.attack import LowKeyAttack, objective_for
 from lowkey.evaluation.dataset import scan_dataset, split_dataset
@@ -73,15 +74,6 @@ def add_dropout(protector: Protector, probability: float) -> None:
         for module in model.modules():
             if isinstance(module, nn.Conv2d):
                 module.register_forward_hook(hook)
-
-
-def cached_embeddings(run: Path, judge: str) -> dict[str, np.ndarray | None]:
-    """The eval run's cached embeddings of clean photos (no counter-measure) by content key."""
-    (folder,) = [p for p in (run / "cache" / "embeddings").iterdir()
-                 if p.name.startswith(judge + "-") and "@" not in p.name]
-    z = np.load(folder / "none.npz", allow_pickle=True)
-    return {k: (e if found else None) for k, found, e in zip(z["keys"], z["found"],
-                                                            z["embeddings"], strict=True)}
 
 
 def main() -> None:
@@ -142,7 +134,7 @@ def main() -> None:
     judges = args.judges.split(",")
     panel = JudgePanel(judges)
     for judge in judges:
-        embeddings = cached_embeddings(args.eval, judge)
+        embeddings = cached_embeddings(args.eval, judge, "none")
 
         def cached(path: Path, embeddings: dict = embeddings) -> np.ndarray | None:
             return embeddings.get(hashes[str(Path(path).resolve())][2])

@@ -223,21 +223,22 @@ class LowKeyObjective:
                 if r is not None:
                     before = before[:, r.y0:r.y1, r.x0:r.x1]
                     after = after[:, r.y0:r.y1, r.x0:r.x1]
-                a, b = pooled_under(before[None], after[None], self.penalty_max_side)
-                pixel_size = (pooling_factor(before.shape, self.penalty_max_side)
-                              * layout.scale(face.window))
-                per_face.append(self.penalty(a, b, pixel_size).sum())
+                per_face.append(self._read(before, after, layout.scale(face.window)))
             face_photo, counts = self._face_photos(layout, faces, originals[0].device)
             return (torch.stack(per_face).new_zeros(layout.photos)
                     .index_add(0, face_photo, torch.stack(per_face)) / counts)
-        per_window = []
-        for i, (before, after) in enumerate(zip(originals, windows, strict=True)):
-            a, b = pooled_under(before[None], after[None], self.penalty_max_side)
-            pixel_size = pooling_factor(before.shape, self.penalty_max_side) * layout.scale(i)
-            per_window.append(self.penalty(a, b, pixel_size).sum())
+        per_window = [self._read(before, after, layout.scale(i))
+                      for i, (before, after) in enumerate(zip(originals, windows, strict=True))]
         shares, window_photo = self._weights(layout, originals)
         weighted = torch.stack(per_window) * shares
         return weighted.new_zeros(layout.photos).index_add(0, window_photo, weighted)
+
+    def _read(self, before: torch.Tensor, after: torch.Tensor, scale: int) -> torch.Tensor:
+        """P of two (3, h, w) crops of a window at working scale ``scale``, pooled under
+        ``penalty_max_side`` and seen at the size they have in the photo; a scalar."""
+        factor = pooling_factor(before.shape, self.penalty_max_side)
+        a, b = pooled_under(before[None], after[None], self.penalty_max_side)
+        return self.penalty(a, b, factor * scale).sum()
 
     def _weights(self, layout: Layout, originals: list[torch.Tensor]
                  ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -138,7 +138,7 @@ class CVVDPPenalty(PerceptualPenalty):
         self.device = torch.device(device)
         #: pixel_size -> the metric seeing the display at its pixels per degree / pixel_size
         self.metrics: dict[int, object] = {}
-        self.metric = self._metric(1)
+        self._metric(1)  # the display itself, which the others are derived from
 
     def _metric(self, pixel_size: int) -> object:
         if pixel_size not in self.metrics:
