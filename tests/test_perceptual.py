@@ -203,3 +203,29 @@ def test_cvvdp_penalty_sees_pooled_images_at_the_photos_size_on_the_display():
         assert penalty(a, b).item() < full - 0.04  # 0.4 JOD too few
     with pytest.raises(ValueError, match="pixel_size"):
         penalty(photo, photo, 0)
+
+
+def test_cvvdp_penalty_is_pycvvdps_own_loss_with_its_blurs_and_without_onednn():
+    """The penalty runs ColorVideoVDP with separable blurs and without oneDNN, for speed: the
+    value and the gradient are pycvvdp's own (its two-dimensional blurs, oneDNN as it is)."""
+    import pycvvdp
+    from torchvision.transforms import GaussianBlur
+
+    from lowkey.filters import SeparableGaussianBlur
+    from lowkey.perceptual import CVVDP_DISPLAY
+
+    g = torch.Generator().manual_seed(4)
+    original = torch.rand(1, 3, 80, 72, generator=g) * 0.5 + 0.25
+    changed = (original + 0.03 * torch.randn(original.shape, generator=g)).clamp(0, 1)
+    ours_in, theirs_in = changed.clone().requires_grad_(True), changed.clone().requires_grad_(True)
+    penalty = load_penalty("cvvdp")
+    ours = penalty(original, ours_in)
+    metric = pycvvdp.cvvdp(display_name=CVVDP_DISPLAY, quiet=True)
+    assert isinstance(metric.pu_blur, GaussianBlur)
+    assert isinstance(penalty.metrics[1].pu_blur, SeparableGaussianBlur)
+    theirs = metric.loss(theirs_in[0], original[0], dim_order="CHW") / 10
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-4, abs=1e-7)
+    ours.sum().backward()
+    theirs.backward()
+    assert torch.allclose(ours_in.grad, theirs_in.grad, rtol=1e-3, atol=1e-7)
+    assert ours_in.grad.abs().sum() > 0

@@ -1,0 +1,67 @@
+"""Filters with a fast gradient on a CPU: the same values and gradients as the plain ones."""
+
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+
+from lowkey.filters import (
+    SeparableGaussianBlur,
+    onednn_off,
+    separable_gaussian_blur,
+    without_onednn,
+)
+
+
+@pytest.mark.parametrize(("size", "kernel", "sigma"), [((37, 52), 7, 3.0), ((64, 40), 13, 3.0),
+                                                      ((20, 20), 5, 0.8)])
+def test_the_separable_blur_is_torchvisions_blur(size, kernel, sigma):
+    image = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    theirs = TF.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+    assert torch.allclose(separable_gaussian_blur(image, kernel, sigma), theirs, atol=1e-6)
+    assert torch.allclose(SeparableGaussianBlur(kernel, sigma)(image), theirs, atol=1e-6)
+    assert not torch.allclose(theirs, image, atol=1e-2)  # it does blur
+
+
+def _filtered(image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Something made of one-channel convolutions, non-linear in ``image``."""
+    out = torch.nn.functional.conv2d(image.reshape(-1, 1, *image.shape[-2:]), weight[None, None])
+    return out.square().mean() + (image * weight.mean()).sum()
+
+
+def test_without_onednn_gives_the_same_value_and_gradients_and_restores_the_switch():
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(1, 3, 40, 30, generator=g, requires_grad=True)
+    weight = torch.rand(5, 5, generator=g, requires_grad=True)
+    expected = _filtered(image, weight)
+    want_image, want_weight = torch.autograd.grad(expected, (image, weight))
+    was = torch.backends.mkldnn.enabled
+    value = without_onednn(_filtered, image, weight)
+    assert torch.backends.mkldnn.enabled == was
+    assert value.grad_fn is not None and torch.allclose(value, expected, rtol=1e-5)
+    got_image, got_weight = torch.autograd.grad(2 * value, (image, weight))
+    assert torch.backends.mkldnn.enabled == was
+    assert torch.allclose(got_image, 2 * want_image, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(got_weight, 2 * want_weight, rtol=1e-4, atol=1e-7)
+
+
+def test_without_onednn_differentiates_only_what_wants_it_and_runs_without_grad():
+    g = torch.Generator().manual_seed(2)
+    image = torch.rand(1, 3, 16, 16, generator=g, requires_grad=True)
+    weight = torch.rand(3, 3, generator=g)  # no gradient wanted
+    (grad,) = torch.autograd.grad(without_onednn(_filtered, image, weight), (image,))
+    assert grad.shape == image.shape and grad.abs().sum() > 0
+    with torch.no_grad():
+        value = without_onednn(_filtered, image, weight)
+    assert value.grad_fn is None
+    assert torch.allclose(value, _filtered(image, weight).detach(), rtol=1e-5)
+
+
+def test_the_switch_is_restored_after_an_error():
+    was = torch.backends.mkldnn.enabled
+    with pytest.raises(RuntimeError, match="inside"), onednn_off():
+        assert torch.backends.mkldnn.enabled is False
+        raise RuntimeError("inside")
+    assert torch.backends.mkldnn.enabled == was
+    # and the lock was released: it can be taken again
+    with onednn_off():
+        pass
