@@ -19,7 +19,9 @@ A variant is ``NAME:field=value,...``: any :class:`lowkey.attack.AttackSettings`
 :data:`lowkey.perceptual.PENALTIES`) and ``dropout=P`` (model augmentation, DFANet-style:
 dropout of probability P on every convolution's output of every attacked model while
 attacking; the originals' embeddings are computed without it). A screen selects on few users;
-what it chooses must be checked with `lowkey eval` where it was not chosen.
+what it chooses must be checked with `lowkey eval` where it was not chosen. ``--countermeasure
+jpeg75`` ranks the protected photos after JPEG 75, as posted photos often are, and the gallery
+after the same (the binding case in the full runs).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from torch import nn
 from user_ranks import cached_embeddings  # bench/, the script's own folder
 
 from lowkey.attack import LowKeyAttack, objective_for
+from lowkey.evaluation.countermeasures import COUNTERMEASURES
 from lowkey.evaluation.dataset import scan_dataset, split_dataset
 from lowkey.evaluation.judges import JudgePanel
 from lowkey.image_decode import load_photo
@@ -85,6 +88,9 @@ def main() -> None:
     parser.add_argument("--users", help="comma-separated (default: every user of the split)")
     parser.add_argument("--models", help="attacked models (default: the preset's)")
     parser.add_argument("--judges", default="arcface-mbf,dlib")
+    parser.add_argument("--countermeasure", default="none", choices=sorted(COUNTERMEASURES),
+                        help="applied to the protected photos and the gallery (from the run's "
+                             "cache), as lowkey eval does; the probes stay clean")
     parser.add_argument("--out", type=Path, default=Path("bench/out/screens"))
     parser.add_argument("--log", type=Path, default=Path("bench/screens/screens.jsonl"))
     args = parser.parse_args()
@@ -133,21 +139,25 @@ def main() -> None:
         "ssim": round(float(np.mean([f["ssim"] for f in faces])), 3)}
     judges = args.judges.split(",")
     panel = JudgePanel(judges)
+    countermeasure = COUNTERMEASURES[args.countermeasure]
+    summary["countermeasure"] = args.countermeasure
     for judge in judges:
-        embeddings = cached_embeddings(args.eval, judge, "none")
+        clean = cached_embeddings(args.eval, judge, "none")
+        countered = cached_embeddings(args.eval, judge, countermeasure.key)
 
-        def cached(path: Path, embeddings: dict = embeddings) -> np.ndarray | None:
+        def cached(path: Path, embeddings: dict = clean) -> np.ndarray | None:
             return embeddings.get(hashes[str(Path(path).resolve())][2])
 
         gallery, labels = [], []
         for path, label in split.gallery_items():
-            e = cached(path) if label not in users else None
+            e = cached(path, countered) if label not in users else None
             if e is not None:
                 gallery.append(e)
                 labels.append(label)
         mine = []
         for (_, user), output in zip(sources, outputs, strict=True):
-            e = panel.embed(load_photo(output).pixels, [judge])[judge]
+            pixels = countermeasure.apply(load_photo(output).pixels)
+            e = panel.embed(pixels, [judge])[judge]
             if e is not None:
                 gallery.append(e)
                 labels.append(user)
