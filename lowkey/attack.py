@@ -103,6 +103,11 @@ class AttackSettings:
     #: Keep the change high-frequency (where the eye is least sensitive): after each step,
     #: remove its Gaussian blur of this sigma in photo pixels (0 = off).
     highpass: float = 0.0
+    #: How many of the ensemble's models each step's feature term asks (0 = all): the models
+    #: take turns in the ensemble's order, k at a time (step i asks models i*k .. i*k + k - 1,
+    #: modulo their number), so each takes part in k/n of the steps, alike for both views, and
+    #: a step costs k/n of the model calls.
+    models_per_step: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -129,6 +134,8 @@ class AttackSettings:
             raise ValueError("budget_low must be in [0, 1] and feather in [0, 0.5)")
         if self.epsilon is not None and not 0 < self.epsilon <= 1:
             raise ValueError("epsilon must be in (0, 1]")
+        if self.models_per_step < 0:
+            raise ValueError("models_per_step must not be negative (0: every model)")
         if min(self.momentum, self.gradient_blur, self.jitter, self.highpass) < 0:
             raise ValueError("momentum, gradient_blur, jitter and highpass must not be negative")
 
@@ -287,7 +294,8 @@ class LowKeyAttack:
                                     for f in batch.targets]))
             view = "both" if s.views == "both" else ("plain", "smoothed")[step % 2]
             value, terms = self.objective(original_embeddings, batch.originals, current,
-                                          batch.targets, batch.layout, step_plans, check, view)
+                                          batch.targets, batch.layout, step_plans, check, view,
+                                          self._members(step))
             check()
             grads = torch.autograd.grad(value, deltas)
             with torch.no_grad():
@@ -303,6 +311,14 @@ class LowKeyAttack:
             logger.debug("attack of %d photo(s), %d steps: last terms %s", len(photos), s.steps,
                          results[0].history[-1])
         return results
+
+    def _members(self, step: int) -> tuple[str, ...] | None:
+        """The models step ``step`` asks (None: all; see :attr:`AttackSettings.models_per_step`)."""
+        names = [m.name for m in self.objective.models]
+        k = self.settings.models_per_step
+        if not k or k >= len(names):
+            return None
+        return tuple(names[(step * k + j) % len(names)] for j in range(k))
 
     def _place(self, photos: Sequence[PhotoTask]) -> _Batch:
         """Every photo's windows (at their working resolution), faces and generator."""
@@ -373,8 +389,11 @@ class LowKeyAttack:
                  history: list[dict[str, torch.Tensor]]) -> list[AttackResult]:
         """Each photo with its windows' changes (upsampled from a working resolution), its
         faces' original embeddings and its terms per step (read from the device once)."""
-        names = list(history[0])
-        table = torch.stack([torch.stack([h[k] for k in names]) for h in history]).tolist()
+        names = list(dict.fromkeys(k for h in history for k in h))
+        # a model that a step did not ask (models_per_step) has no term there: NaN
+        missing = torch.full_like(history[0]["objective"], math.nan)
+        table = torch.stack([torch.stack([h.get(k, missing) for k in names])
+                             for h in history]).tolist()
         window_photo = batch.layout.window_photo
         results = []
         for index, photo in enumerate(photos):

@@ -156,13 +156,16 @@ class LowKeyObjective:
         return {m.name: plans[i * n:(i + 1) * n] for i, m in enumerate(self.models)}
 
     def embeddings(self, windows: Sequence[torch.Tensor], faces: Sequence[FaceInWindow],
-                   plans: Plans | None = None, check: Check | None = None
-                   ) -> dict[str, torch.Tensor]:
+                   plans: Plans | None = None, check: Check | None = None,
+                   members: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Each model's raw embeddings (N, D) of every face, from windows (3, h, w) RGB [0, 1]:
-        all of a model's faces in one call; ``check`` is called before each model's call."""
+        all of a model's faces in one call; ``check`` is called before each model's call;
+        ``members``: only these models (None: all)."""
         plans = self.plan(windows, faces) if plans is None else plans
         out = {}
         for m in self.models:
+            if members is not None and m.name not in members:
+                continue
             if check is not None:
                 check()
             out[m.name] = m(torch.stack([aligned(windows[f.window], p)
@@ -172,10 +175,11 @@ class LowKeyObjective:
     def feature_terms(self, original: dict[str, torch.Tensor], windows: list[torch.Tensor],
                       faces: Sequence[FaceInWindow], plans: Plans | None = None,
                       layout: Layout | None = None, check: Check | None = None,
-                      view: View = "both") -> dict[str, torch.Tensor]:
-        """Per model, (N,) feature distance per face: the mean of the plain (x') and the
-        smoothed (G(x')) one for ``view="both"`` (objective (1)), or one of them alone
-        (``"plain"``, ``"smoothed"``: half the model calls; see
+                      view: View = "both", members: Sequence[str] | None = None
+                      ) -> dict[str, torch.Tensor]:
+        """Per model (of ``members``; None: all), (N,) feature distance per face: the mean of
+        the plain (x') and the smoothed (G(x')) one for ``view="both"`` (objective (1)), or one
+        of them alone (``"plain"``, ``"smoothed"``: half the model calls; see
         :attr:`lowkey.attack.AttackSettings.views`).
 
         G's sigma is in photo pixels: on a window at a working scale k it is sigma / k."""
@@ -187,8 +191,9 @@ class LowKeyObjective:
         blurred = [gaussian_smoothing(w[None], self.blur_sigma / scale(i), self.blur_window)[0]
                    for i, w in enumerate(windows)] if view != "plain" else []
         if view != "both":
-            seen = self.embeddings(windows if view == "plain" else blurred, faces, plans, check)
-            return {name: distance(original[name], seen[name]) for name in original}
+            seen = self.embeddings(windows if view == "plain" else blurred, faces, plans, check,
+                                   members)
+            return {name: distance(original[name], seen[name]) for name in seen}
         # One model call per step for both views (faces of x' then of G(x')): half the kernel
         # launches, which is what bounds a step on a GPU (the models are in eval mode, so the
         # batch does not change any embedding).
@@ -196,11 +201,11 @@ class LowKeyObjective:
         both = self.embeddings(
             windows + blurred,
             list(faces) + [replace(f, window=f.window + len(windows)) for f in faces],
-            {name: p + p for name, p in plans.items()}, check)
+            {name: p + p for name, p in plans.items()}, check, members)
         return {
             name: 0.5 * (distance(original[name], both[name][:n])
                          + distance(original[name], both[name][n:]))
-            for name in original
+            for name in both
         }
 
     def perceptual(self, originals: list[torch.Tensor], windows: list[torch.Tensor],
@@ -277,15 +282,17 @@ class LowKeyObjective:
     def __call__(self, original_embeddings: dict[str, torch.Tensor],
                  originals: list[torch.Tensor], windows: list[torch.Tensor],
                  faces: Sequence[FaceInWindow], layout: Layout, plans: Plans | None = None,
-                 check: Check | None = None, view: View = "both"
+                 check: Check | None = None, view: View = "both",
+                 members: Sequence[str] | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The objective summed over the photos (a scalar) and each photo's terms, (P,) tensors
         detached from the graph: ``objective``, ``feature``, ``perceptual`` and
         ``feature/<model>``. Nothing here waits for the device (no ``.item()``). ``check`` is
         called before each ensemble member's model call (it raises to stop); ``view``: see
-        :meth:`feature_terms`."""
+        :meth:`feature_terms`; ``members``: the models this step asks (None: all; the feature
+        term is then their mean)."""
         per_model = self.feature_terms(original_embeddings, windows, faces, plans, layout,
-                                       check, view)
+                                       check, view, members)
         face_photo, counts = self._face_photos(layout, faces, windows[0].device)
 
         def per_photo(values: torch.Tensor) -> torch.Tensor:  # mean over each photo's faces
