@@ -108,10 +108,6 @@ class AttackSettings:
     #: modulo their number), so each takes part in k/n of the steps, alike for both views, and
     #: a step costs k/n of the model calls.
     models_per_step: int = 0
-    #: How the step size changes over the attack: "constant" (the paper) or "cosine" (from 2 x
-    #: ``step_size`` down to 0 on a half cosine: the same path length, large steps first and
-    #: small ones last, which settle the change where the perceptual term wants it)
-    step_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -138,9 +134,6 @@ class AttackSettings:
             raise ValueError("budget_low must be in [0, 1] and feather in [0, 0.5)")
         if self.epsilon is not None and not 0 < self.epsilon <= 1:
             raise ValueError("epsilon must be in (0, 1]")
-        if self.step_schedule not in ("constant", "cosine"):
-            raise ValueError(f"unknown step_schedule {self.step_schedule!r}; choose constant or "
-                             "cosine")
         if self.models_per_step < 0:
             raise ValueError("models_per_step must not be negative (0: every model)")
         if min(self.momentum, self.gradient_blur, self.jitter, self.highpass) < 0:
@@ -151,9 +144,7 @@ class AttackSettings:
         """Largest possible per-pixel change, in [0, 1] units (1: none below the [0, 1] range)."""
         reach = 1.0
         if self.step_rule == "sign":
-            # a cosine schedule's sizes add up to (steps + 1) x step_size
-            path = self.steps + (self.step_schedule == "cosine")
-            reach = min(reach, self.init_noise + path * self.step_size)
+            reach = min(reach, self.init_noise + self.steps * self.step_size)
         return reach if self.epsilon is None else min(reach, self.epsilon)
 
 
@@ -309,7 +300,7 @@ class LowKeyAttack:
             grads = torch.autograd.grad(value, deltas)
             with torch.no_grad():
                 deltas = [self._step(i, o, d, g, velocity, budgets[i], blur_sigmas[i],
-                                     batch.layout.scale(i), self._step_size(step))
+                                     batch.layout.scale(i))
                           for i, (o, d, g) in enumerate(zip(batch.originals, deltas, grads,
                                                             strict=True))]
             history.append(terms)
@@ -320,13 +311,6 @@ class LowKeyAttack:
             logger.debug("attack of %d photo(s), %d steps: last terms %s", len(photos), s.steps,
                          results[0].history[-1])
         return results
-
-    def _step_size(self, step: int) -> float:
-        """Step ``step``'s size (0-based; see :attr:`AttackSettings.step_schedule`)."""
-        s = self.settings
-        if s.step_schedule == "cosine":
-            return s.step_size * (1 + math.cos(math.pi * step / s.steps))
-        return s.step_size
 
     def _members(self, step: int) -> tuple[str, ...] | None:
         """The models step ``step`` asks (None: all; see :attr:`AttackSettings.models_per_step`)."""
@@ -379,7 +363,7 @@ class LowKeyAttack:
 
     def _step(self, i: int, original: torch.Tensor, delta: torch.Tensor, grad: torch.Tensor,
               velocity: list[torch.Tensor], budget: torch.Tensor | None, blur_sigma: float,
-              scale: int, step_size: float) -> torch.Tensor:
+              scale: int) -> torch.Tensor:
         """Window ``i``'s next change: (TI) blur of the gradient, (MI) momentum, one step (signed,
         or scaled to unit root mean square: :attr:`AttackSettings.step_rule`), (high-pass), then
         back within the budget and the [0, 1] range."""
@@ -393,7 +377,7 @@ class LowKeyAttack:
             direction = grad.sign()
         else:
             direction = grad / grad.square().mean().sqrt().clamp_min(1e-12)
-        delta = delta.detach() + step_size * direction
+        delta = delta.detach() + s.step_size * direction
         if s.highpass:  # sigma in photo pixels
             sigma = s.highpass / scale
             delta = delta - gaussian_smoothing(delta[None], sigma, 2 * math.ceil(3 * sigma) + 1)[0]
