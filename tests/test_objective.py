@@ -417,3 +417,27 @@ def test_a_face_region_follows_its_window_to_the_working_resolution():
     assert _pooled_region(Window(3, 4, 61, 70), 3, (23, 21)) == Window(1, 1, 21, 23)
     assert _pooled_region(Window(0, 0, 64, 64), 4, (16, 16)) == Window(0, 0, 16, 16)
     assert _pooled_region(None, 3, (10, 10)) is None
+
+
+def test_models_take_turns_when_a_step_asks_some_of_them():
+    """``models_per_step=k``: step i asks models i*k .. i*k + k - 1 (modulo n), each model
+    the same number of times over n steps; a model not asked has no term (NaN) at that step."""
+    nets = [CountingModel() for _ in range(3)]
+    objective = LowKeyObjective([toy_model(name, net) for name, net in zip("abc", nets)],
+                                SSIMPenalty(), distance="direction")
+    settings = AttackSettings(steps=6, step_size=0.01, seed=3, views="alternate",
+                              feature_distance="direction", models_per_step=2)
+    attack = LowKeyAttack(objective, settings)
+    assert [attack._members(i) for i in range(3)] == [("a", "b"), ("c", "a"), ("b", "c")]
+    photo = torch.rand(3, 40, 48, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    result = attack.run(photo, [_face()])
+    # 1 original each, then 6 steps x 2 of 3 models: 4 steps each
+    assert [net.faces for net in nets] == [5, 5, 5]
+    first = result.history[0]
+    assert math.isnan(first["feature/c"]) and not math.isnan(first["feature/a"])
+    assert first["feature"] == pytest.approx((first["feature/a"] + first["feature/b"]) / 2,
+                                             rel=1e-5)
+    assert result.history[-1]["feature"] > first["feature"] > 0
+    assert LowKeyAttack(objective, replace(settings, models_per_step=3))._members(1) is None
+    with pytest.raises(ValueError, match="models_per_step"):
+        AttackSettings(models_per_step=-1)
