@@ -423,7 +423,7 @@ def test_models_take_turns_when_a_step_asks_some_of_them():
     """``models_per_step=k``: step i asks models i*k .. i*k + k - 1 (modulo n), each model
     the same number of times over n steps; a model not asked has no term (NaN) at that step."""
     nets = [CountingModel() for _ in range(3)]
-    objective = LowKeyObjective([toy_model(name, net) for name, net in zip("abc", nets)],
+    objective = LowKeyObjective([toy_model(name, net) for name, net in zip("abc", nets, strict=True)],
                                 SSIMPenalty(), distance="direction")
     settings = AttackSettings(steps=6, step_size=0.01, seed=3, views="alternate",
                               feature_distance="direction", models_per_step=2)
