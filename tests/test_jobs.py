@@ -206,14 +206,17 @@ def test_a_batch_gives_each_photo_what_it_gets_alone_and_its_own_errors(pool, as
     assert results[2].output is None and results[2].report.status == "no-face"
     assert results[3].media_type == "image/jpeg"
     assert [p.step for p in steps if p.phase == "attack"] == [0, 1, 2]
-    for index in (0, 3):
+    for index, largest in ((0, 3), (3, 16)):
         data, chosen, _ = jobs[index]
         alone = load_photo(protect_bytes(data, chosen, pool).output).pixels
         batched = load_photo(results[index].output).pixels
-        # the same up to float summation order: a gradient near 0 may take the other sign
-        # (one step of 0.0025 the other way, 2 levels after rounding; JPEG may spread it)
+        # the same up to float summation order (a model's batch of two faces rounds otherwise
+        # than one face alone: SFace's embeddings differ by 2e-7): a gradient near 0 may take
+        # the other sign, one step of 0.0025 the other way, 2 levels after rounding (measured:
+        # 1.3 levels on 0.05% of the pixels); JPEG (index 3) re-quantises the 8 x 8 block
+        # around such a pixel, so its largest difference is larger, on as few pixels
         difference = (batched - alone).abs()
-        assert float(difference.max()) <= 3 / 255 + 1e-6, index
+        assert float(difference.max()) <= largest / 255 + 1e-6, index
         assert float((difference > 1.5 / 255).float().mean()) < 0.01, index
         assert float((batched - load_photo(data).pixels).abs().max()) > 0.003  # protected
     with pytest.raises(ValueError, match="same preset"):
