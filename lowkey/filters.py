@@ -22,8 +22,9 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-#: One thread at a time turns oneDNN off, so the switch is always restored to what it was.
-_ONEDNN_SWITCH = threading.Lock()
+#: One thread at a time turns oneDNN off (re-entrant: a filter inside another is fine), so the
+#: switch is always restored to what it was.
+_ONEDNN_SWITCH = threading.RLock()
 
 
 @contextmanager

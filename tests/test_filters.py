@@ -65,3 +65,16 @@ def test_the_switch_is_restored_after_an_error():
     # and the lock was released: it can be taken again
     with onednn_off():
         pass
+
+
+def test_a_filter_inside_another_runs_and_the_switch_comes_back():
+    image = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(3),
+                       requires_grad=True)
+    was = torch.backends.mkldnn.enabled
+
+    def outer(x: torch.Tensor) -> torch.Tensor:
+        assert torch.backends.mkldnn.enabled is False
+        return without_onednn(lambda y: separable_gaussian_blur(y, 5, 1.0), x).square().sum()
+
+    (grad,) = torch.autograd.grad(without_onednn(outer, image), (image,))
+    assert grad.abs().sum() > 0 and torch.backends.mkldnn.enabled == was
