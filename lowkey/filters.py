@@ -68,7 +68,7 @@ def without_onednn(fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> to
     """``fn(*inputs)``, one tensor, computed, and (when a gradient is wanted) differentiated,
     with oneDNN convolutions off; the same values as ``fn(*inputs)`` to float rounding. For
     functions made of one-channel convolutions (blurs, :class:`lowkey.perceptual.CVVDPPenalty`)
-    on a CPU; elsewhere it changes nothing but costs nothing either."""
+    on a CPU; on a GPU it changes nothing and costs one more autograd node."""
     if not (torch.is_grad_enabled() and any(x.requires_grad for x in inputs)):
         with onednn_off():
             return fn(*inputs)
