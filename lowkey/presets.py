@@ -102,8 +102,9 @@ PRESETS: dict[str, Preset] = {
     "default": Preset("default", "protects: the paper's attack on the offline ensemble of five "
                       "models, three architectures (SFace, FaceNet-128, FaceNet-512, OpenFace, "
                       "FacePlugin; no bound or floor), 70 colour steps that follow the "
-                      "gradient, two models a step in turn, turning each embedding's direction (what recognisers compare) "
-                      "away from the original's under jittered alignments while SSIM and "
+                      "gradient, two models a step in turn, turning each embedding's "
+                      "direction (what recognisers compare) away from the original's under "
+                      "jittered alignments while SSIM and "
                       "ColorVideoVDP judge the face; in our tests the recognisers never "
                       "attacked (ArcFace, dlib) recognised no protected face among 1,000 "
                       "strangers; the face looks visibly altered up close (docs/results.md)",
