@@ -130,7 +130,7 @@ class CVVDPPenalty(PerceptualPenalty):
     loses only what lies above the pooled images' Nyquist frequency). The metric's Gaussian
     blurs run as :class:`SeparableGaussianBlur` (the same values) and the whole loss without
     oneDNN (:func:`~lowkey.filters.without_onednn`): forward and backward of a 256-px image on one CPU
-    thread take 0.08 s instead of 0.36 s (0.03 s at 128 px). Not thread-safe (pycvvdp keeps a
+    thread take 0.07 s instead of 0.36 s (0.03 s at 128 px). Not thread-safe (pycvvdp keeps a
     pyramid for the last image size): one per device worker, as
     :class:`lowkey.pool.ModelPool` gives it.
     """
