@@ -43,21 +43,24 @@ from lowkey.evaluation.countermeasures import COUNTERMEASURES
 from lowkey.evaluation.dataset import scan_dataset, split_dataset
 from lowkey.evaluation.judges import JudgePanel
 from lowkey.image_decode import load_photo
+from lowkey.objective import LowKeyObjective
 from lowkey.perceptual import load_penalty
 from lowkey.protect import Protector
 
 
-def parse_variant(spec: str) -> tuple[str, dict[str, object], int, float, str | None]:
-    """``NAME:field=value,...`` -> (name, settings, steps, dropout, penalty or None)."""
+def parse_variant(spec: str) -> tuple[str, dict[str, object], int, float, str | None, float]:
+    """``NAME:field=value,...`` -> (name, settings, steps, dropout, penalty or None, decoy)."""
     name, _, pairs = spec.partition(":")
     settings: dict[str, object] = {}
-    steps, dropout, penalty = 50, 0.0, None
+    steps, dropout, penalty, decoy = 50, 0.0, None, 0.0
     for pair in filter(None, pairs.split(",")):
         key, value = pair.split("=")
         if key == "steps":
             steps = int(value)
         elif key == "dropout":
             dropout = float(value)
+        elif key == "decoy":
+            decoy = float(value)
         elif key == "penalty":
             penalty = value
         else:
@@ -65,7 +68,54 @@ def parse_variant(spec: str) -> tuple[str, dict[str, object], int, float, str | 
                 settings[key] = float(value) if "." in value else int(value)
             except ValueError:
                 settings[key] = value
-    return name, settings, steps, dropout, penalty
+    return name, settings, steps, dropout, penalty, decoy
+
+
+class DecoyObjective(LowKeyObjective):
+    """The objective with a pull toward a decoy identity (Fawkes; TIP-IM): each model's feature
+    term becomes ``d(o, p) - weight x d(t, p)``, with t that model's embedding of the decoy: of
+    a pool of photos of other people, the one whose face is least like the face protected (mean
+    cosine over the ensemble)."""
+
+    def __init__(self, base: LowKeyObjective, pool: dict[str, torch.Tensor],
+                 weight: float) -> None:
+        self.__dict__.update(base.__dict__)
+        self.pool, self.weight = pool, weight
+
+    def feature_terms(self, original, windows, faces, plans=None, layout=None, check=None,
+                      view="both", members=None):
+        away = super().feature_terms(original, windows, faces, plans, layout, check, view,
+                                     members)
+        cosines = torch.stack([F.normalize(original[n], dim=1) @ self.pool[n].T
+                               for n in self.pool]).mean(0)  # (N faces, K decoys)
+        decoy = cosines.argmin(1)
+        target = {n: self.pool[n][decoy] for n in self.pool}
+        toward = super().feature_terms(target, windows, faces, plans, layout, check, view,
+                                       members)
+        return {n: away[n] - self.weight * toward[n] for n in away}
+
+
+def decoy_pool(protector: Protector, folder: Path, exclude: Path, count: int
+               ) -> dict[str, torch.Tensor]:
+    """Each attacked model's unit embeddings (K, D) of the largest face of ``count`` photos of
+    ``folder`` (of different people, none in ``exclude``: the eval's gallery)."""
+    from lowkey.embedding import embed_faces
+
+    taken = {p.name for p in exclude.rglob("*")}
+    people = sorted(p for p in folder.iterdir() if p.name not in taken)
+    pool: dict[str, list[torch.Tensor]] = {m.name: [] for m in protector.models}
+    for person in people:
+        if len(pool[protector.models[0].name]) == count:
+            break
+        photo = sorted(person.iterdir())[0] if person.is_dir() else person
+        pixels = load_photo(photo).pixels
+        found = protector.detector.detect(pixels)[:1]
+        if not found:
+            continue
+        with torch.no_grad():
+            for m in protector.models:
+                pool[m.name].append(F.normalize(embed_faces(pixels, found, m)[0], dim=0))
+    return {n: torch.stack(v) for n, v in pool.items()}
 
 
 def add_dropout(protector: Protector, probability: float) -> None:
@@ -93,9 +143,12 @@ def main() -> None:
                              "cache), as lowkey eval does; the probes stay clean")
     parser.add_argument("--out", type=Path, default=Path("bench/out/screens"))
     parser.add_argument("--log", type=Path, default=Path("bench/screens/screens.jsonl"))
+    parser.add_argument("--decoys", type=Path, help="photos of other people (a file or a "
+                        "folder a person) for decoy=W: none may be in the eval's gallery")
+    parser.add_argument("--decoy-count", type=int, default=40)
     args = parser.parse_args()
 
-    name, settings, steps, dropout, penalty = parse_variant(args.variant)
+    name, settings, steps, dropout, penalty, decoy = parse_variant(args.variant)
     out = args.out / name
     if out.exists() and any(out.iterdir()):
         # protect_files skips photos whose output exists: a screen must protect every photo
@@ -120,6 +173,11 @@ def main() -> None:
     if penalty is not None:
         protector.penalty = load_penalty(penalty)
     protector.objective = objective_for(protector.models, protector.penalty, protector.settings)
+    if decoy:
+        if args.decoys is None:
+            parser.error("decoy=W needs --decoys")
+        pool = decoy_pool(protector, args.decoys, Path(config["distractors"]), args.decoy_count)
+        protector.objective = DecoyObjective(protector.objective, pool, decoy)
     protector.attack = LowKeyAttack(protector.objective, protector.settings)
     if dropout:
         add_dropout(protector, dropout)
