@@ -108,11 +108,6 @@ class AttackSettings:
     #: modulo their number), so each takes part in k/n of the steps, alike for both views, and
     #: a step costs k/n of the model calls.
     models_per_step: int = 0
-    #: A model's feature term for a face stops growing once the cosine between that model's
-    #: embeddings of the face, original and changed, falls to this value (None: it never stops;
-    #: needs ``feature_distance="direction"``). A model already fooled that far then gives no
-    #: gradient: the step follows the models not yet fooled and the perceptual term.
-    target_cosine: float | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -139,10 +134,6 @@ class AttackSettings:
             raise ValueError("budget_low must be in [0, 1] and feather in [0, 0.5)")
         if self.epsilon is not None and not 0 < self.epsilon <= 1:
             raise ValueError("epsilon must be in (0, 1]")
-        if self.target_cosine is not None and (
-                not -1 <= self.target_cosine < 1 or self.feature_distance != "direction"):
-            raise ValueError("target_cosine must be in [-1, 1) and needs feature_distance "
-                             "direction")
         if self.models_per_step < 0:
             raise ValueError("models_per_step must not be negative (0: every model)")
         if min(self.momentum, self.gradient_blur, self.jitter, self.highpass) < 0:
@@ -163,8 +154,7 @@ def objective_for(models: list[FaceRecognizer], penalty: PerceptualPenalty,
     ``models`` with ``penalty``: the one place settings become an objective."""
     return LowKeyObjective(models, penalty, settings.alpha, settings.blur_sigma,
                            settings.blur_window, settings.penalty_max_side,
-                           settings.feature_distance, settings.penalty_region,
-                           settings.target_cosine)
+                           settings.feature_distance, settings.penalty_region)
 
 
 @dataclass

@@ -25,7 +25,6 @@ each photo's own (1) (:class:`Layout` says which window is whose).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
@@ -119,16 +118,13 @@ class LowKeyObjective:
     key of :data:`PENALTY_REGIONS`, what P judges: the whole photo (``"photo"``, the paper: each
     window's penalty weighted by its share of the photo, nothing outside the windows changes) or
     each face on its face region (``"faces"``: the mean over the photo's faces, so a small face
-    in a big photo, or beside a bigger one, is judged as closely as a close-up);
-    ``target_cosine``: each model's distance for a face counts only until the cosine between
-    its embeddings of the original and the changed face falls to this (``"direction"`` only):
-    a model fooled that far gives no more gradient.
+    in a big photo, or beside a bigger one, is judged as closely as a close-up).
     """
 
     def __init__(self, models: list[FaceRecognizer], penalty: PerceptualPenalty,
                  alpha: float = 0.05, blur_sigma: float = 3.0, blur_window: int = 7,
                  penalty_max_side: int = 1536, distance: str = "normalised",
-                 penalty_region: str = "photo", target_cosine: float | None = None) -> None:
+                 penalty_region: str = "photo") -> None:
         if not models:
             raise ValueError("the ensemble needs at least one model")
         if distance not in FEATURE_DISTANCES:
@@ -137,13 +133,7 @@ class LowKeyObjective:
         if penalty_region not in PENALTY_REGIONS:
             raise ValueError(f"unknown penalty region {penalty_region!r}; choose from "
                              f"{', '.join(PENALTY_REGIONS)}")
-        if target_cosine is not None and (not -1 <= target_cosine < 1
-                                          or distance != "direction"):
-            raise ValueError("target_cosine must be in [-1, 1) and needs the direction distance")
         self.distance = distance
-        #: each feature distance counts up to this (None: no cap): the direction distance at
-        #: ``target_cosine``, sqrt(2 - 2 cos)
-        self.cap = None if target_cosine is None else math.sqrt(2 - 2 * target_cosine)
         self.penalty_region = penalty_region
         self.models = models
         self.penalty = penalty
@@ -196,12 +186,7 @@ class LowKeyObjective:
         if view not in VIEWS:
             raise ValueError(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
         plans = self.plan(windows, faces) if plans is None else plans
-        measure = FEATURE_DISTANCES[self.distance]
-
-        def distance(o: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-            d = measure(o, p)
-            return d if self.cap is None else d.clamp(max=self.cap)
-
+        distance = FEATURE_DISTANCES[self.distance]
         scale = layout.scale if layout is not None else (lambda i: 1)
         blurred = [gaussian_smoothing(w[None], self.blur_sigma / scale(i), self.blur_window)[0]
                    for i, w in enumerate(windows)] if view != "plain" else []
