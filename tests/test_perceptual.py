@@ -181,6 +181,24 @@ def test_ssim_and_cvvdp_penalty_is_the_sum_of_both():
     assert both(original, original).abs().max().item() < 1e-4
 
 
+def test_ssim_and_cvvdp_reads_ssim_as_given_and_cvvdp_pooled_under_256_px():
+    """Over 256 px a side, SSIM still sees every pixel (its cost is a fraction of
+    ColorVideoVDP's) while ColorVideoVDP reads the images average-pooled under 256 px, seen at
+    the display's pixels per degree / the pooling factor times the given pixel size."""
+    g = torch.Generator().manual_seed(4)
+    smooth = torch.rand(1, 3, 30, 26, generator=g) * 0.5 + 0.25
+    original = F.interpolate(smooth, size=(300, 260), mode="bilinear")
+    changed = (original + 0.03 * torch.randn(original.shape, generator=g)).clamp(0, 1)
+    both = load_penalty("ssim+cvvdp")
+    pooled = F.avg_pool2d(original, 2), F.avg_pool2d(changed, 2)
+    expected = (load_penalty("1-ssim")(original, changed)
+                + load_penalty("cvvdp")(*pooled, pixel_size=6))
+    assert torch.allclose(both(original, changed, pixel_size=3), expected, atol=1e-5)
+    # SSIM on the pooled images would miss much of this fine noise on a smooth face
+    ssim = load_penalty("1-ssim")
+    assert ssim(original, changed).item() > 1.5 * ssim(*pooled).item()
+
+
 def test_cvvdp_penalty_sees_pooled_images_at_the_photos_size_on_the_display():
     """A change read on images average-pooled by k, seen at the display's pixels per degree / k
     (``pixel_size=k``), costs about what it costs at full resolution; seen as if the pooled
