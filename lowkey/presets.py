@@ -92,7 +92,7 @@ _DIRECTION_ALTERNATE = (("feature_distance", "direction"), ("views", "alternate"
 #: not diluted over the photo or the background around the face. The longer path with the
 #: heavier weight gives the term the steps to take the change out of what people see.
 _FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 2.0), ("penalty_region", "faces"),
-                        ("penalty_max_side", 768), ("models_per_step", 1))
+                        ("penalty_max_side", 512), ("models_per_step", 1))
 
 #: What ``lowkey protect``, the daemon, the extension and ``--ray`` use when no preset is named.
 #: It must protect: measured against recognisers outside its ensemble (docs/results.md).
