@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "still recognised every face). paper: the paper's models. "
                         "docs/results.md has the figures")
     p.add_argument("--strength", type=int, default=None,
-                   help="attack steps (default: the preset's own: default 70, subtle 10, "
+                   help="attack steps (default: the preset's own: default 100, subtle 10, "
                         "paper 50); docs/results.md shows the look and protection of each")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
     p.add_argument("--largest", action="store_true", help="protect only the largest face")

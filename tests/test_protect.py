@@ -103,7 +103,7 @@ def test_astronaut_is_no_longer_the_same_person_to_dlib(astronaut_report):
 
 
 def test_preset_strength_sets_the_steps_and_each_preset_has_its_own():
-    assert [PRESETS[n].settings().steps for n in ("paper", "default", "subtle")] == [50, 70, 10]
+    assert [PRESETS[n].settings().steps for n in ("paper", "default", "subtle")] == [50, 100, 10]
     assert PRESETS["default"].settings(35).steps == 35
     # the look-first preset: a bound of 0.03 whatever the steps, luma only, a floor
     settings = PRESETS["subtle"].settings(50)
@@ -111,14 +111,14 @@ def test_preset_strength_sets_the_steps_and_each_preset_has_its_own():
     assert PRESETS["subtle"].quality_floor is not None
     # default: colour steps along the gradient (l2) without a bound or floor, on the
     # embeddings' directions with the two views in turn and jittered alignments, SSIM of the
-    # face regions plus ColorVideoVDP's JOD loss, weighted 1.5, two models a step in turn, 70
-    # steps; paper: exactly the paper
+    # face regions (read under 512 px) plus ColorVideoVDP's JOD loss, weighted 2, one model a
+    # step in turn, 100 steps; paper: exactly the paper
     default = PRESETS["default"].settings()
     assert default.linf_bound == 1.0 and default.step_size == 0.0015
     assert (default.feature_distance, default.views, default.jitter) == (
         "direction", "alternate", 0.05)
-    assert (default.step_rule, default.alpha, default.penalty_region) == ("l2", 1.5, "faces")
-    assert (default.models_per_step, default.steps) == (2, 70)
+    assert (default.step_rule, default.alpha, default.penalty_region) == ("l2", 2.0, "faces")
+    assert (default.models_per_step, default.steps, default.penalty_max_side) == (1, 100, 512)
     assert PRESETS["default"].penalty == "ssim+cvvdp"
     assert PRESETS["default"].quality_floor is None
     paper = PRESETS["paper"].settings()
