@@ -18,8 +18,10 @@ A variant is ``NAME:field=value,...``: any :class:`lowkey.attack.AttackSettings`
 ``steps=N``, ``penalty=NAME`` (the perceptual term, one of
 :data:`lowkey.perceptual.PENALTIES`) and ``dropout=P`` (model augmentation, DFANet-style:
 dropout of probability P on every convolution's output of every attacked model while
-attacking; the originals' embeddings are computed without it). A screen selects on few users;
-what it chooses must be checked with `lowkey eval` where it was not chosen. ``--countermeasure
+attacking; the originals' embeddings are computed without it) and ``decoy=W`` (a pull toward
+a decoy identity, Fawkes / TIP-IM: see :class:`DecoyObjective`; the decoys are the photos of
+``--decoys``, a folder a person, none of whom may be in the eval's gallery). A screen selects
+on few users; what it chooses must be checked with `lowkey eval` where it was not chosen. ``--countermeasure
 jpeg75`` ranks the protected photos after JPEG 75, as posted photos often are, and the gallery
 after the same (the binding case in the full runs).
 """
@@ -75,7 +77,7 @@ class DecoyObjective(LowKeyObjective):
     """The objective with a pull toward a decoy identity (Fawkes; TIP-IM): each model's feature
     term becomes ``d(o, p) - weight x d(t, p)``, with t that model's embedding of the decoy: of
     a pool of photos of other people, the one whose face is least like the face protected (mean
-    cosine over the ensemble)."""
+    cosine over the ensemble). A screen's version: it asks each model twice a step."""
 
     def __init__(self, base: LowKeyObjective, pool: dict[str, torch.Tensor],
                  weight: float) -> None:

@@ -10,10 +10,9 @@ jittered alignments (``default-direction``, 2026-12-07); then steps along the gr
 with SSIM of the faces' windows weighted 2 (``default-l2``, 2026-12-07); then SSIM plus
 ColorVideoVDP's JOD loss weighted 1 (``default-cvvdp``, 2026-12-07); then of the face regions,
 weighted 0.8 (``default-face``); then weighted 0.9, larger steps, the models taking turns
-(``default-turns``); then weighted 1.5, two models a step, 70 steps (``default-70``); then weighted 2, one
-model a step, 100 steps, SSIM read under 512 px (``default-100``). Each
-earlier form is still pinned, with the overrides (and penalty) that
-bring it back.
+(``default-turns``); then weighted 1.5, two models a step, 70 steps (``default-70``); then
+weighted 2, one model a step, 100 steps, SSIM read under 512 px (``default-100``). Each earlier
+form is still pinned, with the overrides (and penalty) that bring it back.
 
 Tolerance: the change's correlation with the recorded one at least 0.97, its mean magnitude
 within 5%, and each model's feature term within 0.02. Detection and attack run on one torch

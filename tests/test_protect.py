@@ -363,8 +363,8 @@ def _original_of(name: str, astronaut_rgb: np.ndarray) -> np.ndarray:
 @pytest.mark.slow
 def test_default_preset_on_the_astronaut_protects(astronaut_rgb):
     """``default`` at its own strength (measured with SSIM + ColorVideoVDP on the face region,
-    x1.5, two models a step in turn, 70 steps: face region 9.28 JOD, whole-photo SSIM 0.996,
-    cosines -0.55 to -0.20, dlib distance 0.84 on the 2-core CPU; bench/face_crops.py)."""
+    x2, one model a step in turn, 100 steps: face region 9.43 JOD, whole-photo SSIM 0.997,
+    cosines -0.54 to -0.11, dlib distance 0.83 on the 2-core CPU; bench/face_crops.py)."""
     protector = Protector()
     encoded, report = protector.protect_photo(load_photo(_png(astronaut_rgb)))
     (face,) = report.faces
