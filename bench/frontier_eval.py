@@ -13,6 +13,11 @@ that protects lies below it, and the goal (9.0 JOD, issue 21) is to its right.
 
 A label names the idea; points with the same label are joined (one per data set), and the data
 set (the run's ``dataset`` folder name) picks the marker. Prints the table it plots.
+
+``--ranks-after jpeg75`` adds a third panel, the margin the rates cannot show once every point
+is at 0%: the worst best rank of a protected user over the judges after that counter-measure
+(``bench/user_ranks.py``, from each run's folder: its cache and protected photos; log scale,
+rank 10 or better fails).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import json
 from pathlib import Path
 
 RANK_BAR, TAR_BAR, JOD_GOAL = 0.10, 0.02, 9.0
+#: a user's best rank at or under this fails (rank-10)
+RANK_WORST = 10
 
 
 def worst(results: dict) -> dict:
@@ -41,10 +48,23 @@ def worst(results: dict) -> dict:
             "dataset": Path(results["dataset"]["root"]).name}
 
 
+def worst_rank(results_json: Path, countermeasure: str) -> int:
+    """The worst (lowest) best rank of any protected user over the run's black-box judges after
+    ``countermeasure`` (users a judge found no face for do not count)."""
+    from user_ranks import best_ranks  # bench/, the script's own folder
+
+    run = results_json.parent
+    judges = json.loads(results_json.read_text())["black_box_judges"]
+    return min(rank for judge in judges
+               for rank in best_ranks(run, judge, countermeasure)[0].values() if rank is not None)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("points", nargs="+", metavar="LABEL=RESULTS_JSON")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    parser.add_argument("--ranks-after", metavar="COUNTERMEASURE",
+                        help="add the worst user's best rank after this counter-measure")
     args = parser.parse_args()
 
     points = []
@@ -52,13 +72,19 @@ def main() -> int:
         label, _, path = spec.rpartition("=")
         if not label:
             parser.error(f"{spec!r}: expected LABEL=RESULTS_JSON")
-        points.append((label, worst(json.loads(Path(path).read_text()))))
+        point = worst(json.loads(Path(path).read_text()))
+        if args.ranks_after:
+            point["rank"] = worst_rank(Path(path), args.ranks_after)
+        points.append((label, point))
 
-    print("| idea | data set | face JOD (worst) | FLIP | SSIM | worst rank-10 | worst TAR@1% |")
-    print("|---|---|---|---|---|---|---|")
+    margin = f" worst best rank after {args.ranks_after} |" if args.ranks_after else ""
+    print(f"| idea | data set | face JOD (worst) | FLIP | SSIM | worst rank-10 | worst TAR@1% |"
+          f"{margin}")
+    print("|---|---|---|---|---|---|---|" + ("---|" if margin else ""))
     for label, p in points:
         print(f"| {label} | {p['dataset']} | {p['jod']:.2f} ({p['jod_min']:.2f}) | "
-              f"{p['flip']:.3f} | {p['ssim']:.3f} | {p['rank10']:.1%} | {p['tar']:.1%} |")
+              f"{p['flip']:.3f} | {p['ssim']:.3f} | {p['rank10']:.1%} | {p['tar']:.1%} |"
+              + (f" {p['rank']} |" if margin else ""))
 
     import matplotlib
 
@@ -69,9 +95,13 @@ def main() -> int:
     markers = dict(zip(datasets, "osD^v", strict=False))
     labels = list(dict.fromkeys(label for label, _ in points))
     colours = {label: f"C{i}" for i, label in enumerate(labels)}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
-    for ax, key, bar, title in ((axes[0], "rank10", RANK_BAR, "worst rank-10 (1,000 distractors)"),
-                                (axes[1], "tar", TAR_BAR, "worst TAR at FAR 1%")):
+    panels = [("rank10", RANK_BAR, "worst rank-10 (1,000 distractors)"),
+              ("tar", TAR_BAR, "worst TAR at FAR 1%")]
+    if args.ranks_after:
+        panels.append(("rank", RANK_WORST,
+                       f"worst user's best rank after {args.ranks_after} (log)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), sharex=True)
+    for ax, (key, bar, title) in zip(axes, panels, strict=True):
         for label in labels:
             mine = [p for lab, p in points if lab == label]
             ax.plot([p["jod"] for p in mine], [p[key] for p in mine], "-", color=colours[label],
@@ -83,7 +113,10 @@ def main() -> int:
         ax.axvline(JOD_GOAL, color="k", linestyle="--", linewidth=1)
         ax.set_xlabel("face region, mean ColorVideoVDP (JOD; higher looks closer to the original)")
         ax.set_ylabel(title)
-        ax.set_ylim(-0.03, 1.03)
+        if key == "rank":
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(-0.03, 1.03)
         ax.set_xlim(min(7.0, min(p["jod"] for _, p in points) - 0.2), 10.0)
         ax.grid(alpha=0.3)
     judges = sorted({j for _, p in points for j in p["judges"]})
