@@ -12,6 +12,7 @@ the run's cache). Rank 10 or better fails the bar.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def cached_embeddings(run: Path, judge: str, key: str) -> dict[str, np.ndarray |
                                                             z["embeddings"], strict=True)}
 
 
+@functools.cache
+def judge_panel(judge: str) -> JudgePanel:
+    """One loaded panel per judge, however many runs are ranked (bench/frontier_eval.py ranks
+    a dozen)."""
+    return JudgePanel([judge])
+
+
 def best_ranks(run: Path, judge: str, countermeasure_name: str
                ) -> tuple[dict[str, int | None], int]:
     """Each protected user's best rank for ``judge`` in the finished ``lowkey eval`` run ``run``
@@ -43,7 +51,7 @@ def best_ranks(run: Path, judge: str, countermeasure_name: str
     hashes = json.loads((run / "cache" / "sha256.json").read_text())
     (attack,) = [p for p in (run / "protected").iterdir() if "-without-" not in p.name]
     countermeasure = COUNTERMEASURES[countermeasure_name]
-    panel = JudgePanel([judge])
+    panel = judge_panel(judge)
     clean = cached_embeddings(run, judge, "none")
     countered = cached_embeddings(run, judge, countermeasure.key)
 

@@ -185,8 +185,9 @@ class SSIMAndCVVDPPenalty(PerceptualPenalty):
 
     name = "ssim+cvvdp"
     #: ColorVideoVDP reads the images average-pooled under this side (SSIM reads them as
-    #: given): SSIM costs a fifth of ColorVideoVDP at 256 px and a quarter at 512, so SSIM can
-    #: see a big face's structure at near its own size while ColorVideoVDP's cost stays bounded
+    #: given): forward and backward on one CPU thread, SSIM takes 0.03 s at 256 px and 0.055 s
+    #: at 512 px, ColorVideoVDP 0.08 s and 0.23 s, so SSIM can see a big face's structure at
+    #: near its own size while ColorVideoVDP's cost stays bounded
     CVVDP_MAX_SIDE = 256
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
