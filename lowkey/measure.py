@@ -36,6 +36,7 @@ import torch
 from lowkey.dlib_judge import DLIB_SAME_PERSON, DlibFace, DlibJudge, box_iou
 from lowkey.embedding import embed_faces
 from lowkey.faces import Face, FaceDetector
+from lowkey.flip_loss import FLIP_PPD
 from lowkey.image_decode import Photo
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.perceptual import CVVDP_DISPLAY, LPIPSPenalty, pooled_under, whole_photo_distance
@@ -45,8 +46,6 @@ logger = logging.getLogger(__name__)
 
 #: dlib's name in verdicts and ``recognised_by``.
 DLIB = "dlib"
-#: FLIP's viewing condition: pixels per degree of visual angle (its default, a desktop monitor).
-FLIP_PPD = 67.0
 #: FLIP and ColorVideoVDP judge a face region whose long side is over this many pixels (a face
 #: of some 700 px and more) after an area downscale by the smallest integer factor that brings
 #: it under: on the 4K display of :data:`CVVDP_DISPLAY` such a face already fills half the
