@@ -236,15 +236,18 @@ class SSIMAndCVVDPAndFLIPPenalty(SSIMAndCVVDPPenalty):
     :class:`FLIPPenalty`): each of the three measures the face region is judged by."""
 
     name = "ssim+cvvdp+flip"
+    #: FLIP's weight in the sum
+    FLIP_WEIGHT = 1.0
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)
         self.flip = FLIPPenalty().to(device)
+        self.flip_weight = self.FLIP_WEIGHT
 
     def forward(self, original: torch.Tensor, perturbed: torch.Tensor,
                 pixel_size: int = 1) -> torch.Tensor:
         return (super().forward(original, perturbed, pixel_size)
-                + self.flip(original, perturbed, pixel_size))
+                + self.flip_weight * self.flip(original, perturbed, pixel_size))
 
 
 class SSIMAndFLIPPenalty(PerceptualPenalty):
