@@ -16,9 +16,9 @@ and the pairs accepted at FAR 1%.
 
 A variant is ``NAME:field=value,...``: any :class:`lowkey.attack.AttackSettings` field, plus
 ``steps=N``, ``penalty=NAME`` (the perceptual term, one of
-:data:`lowkey.perceptual.PENALTIES`; ``NAME@W`` weighs its FLIP part W) and ``dropout=P`` (model augmentation, DFANet-style:
-dropout of probability P on every convolution's output of every attacked model while
-attacking; the originals' embeddings are computed without it) and ``decoy=W`` (a pull toward
+:data:`lowkey.perceptual.PENALTIES`; ``NAME@W`` weighs its FLIP part W) and ``dropout=P``
+(model augmentation, DFANet-style: dropout of probability P on every convolution's output
+of every attacked model while attacking; the originals' embeddings are computed without it) and ``decoy=W`` (a pull toward
 a decoy identity, Fawkes / TIP-IM: see :class:`DecoyObjective`; the decoys are the photos of
 ``--decoys``, a folder a person, none of whom may be in the eval's gallery). A screen selects
 on few users; what it chooses must be checked with `lowkey eval` where it was not chosen. ``--countermeasure
