@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -193,28 +194,51 @@ def _features(ycxcz: torch.Tensor, ppd: float) -> tuple[torch.Tensor, torch.Tens
     return edges, points
 
 
+class FLIPView(NamedTuple):
+    """What FLIP sees of one image: (B, 3, H, W) Hunt-adjusted L*a*b* after the contrast
+    sensitivity filters, and (B, 1, H, W) magnitudes of its edges and points."""
+
+    lab: torch.Tensor
+    edges: torch.Tensor
+    points: torch.Tensor
+
+
+def flip_view(image: torch.Tensor, ppd: float) -> FLIPView:
+    """What FLIP sees of (B, 3, H, W) RGB, sRGB values in [0, 1] (clipped to it), at ``ppd``
+    pixels per degree: computed once for a reference that many test images are compared to."""
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(image.shape)}")
+    if ppd <= 0:
+        raise ValueError(f"pixels per degree must be positive, got {ppd}")
+    ycxcz = linear_to_ycxcz(srgb_to_linear(image.clamp(0.0, 1.0)))
+    return FLIPView(_colour_filtered(ycxcz, ppd), *_features(ycxcz, ppd))
+
+
+def flip_map_from(reference: FLIPView, test: torch.Tensor, ppd: float) -> torch.Tensor:
+    """The LDR-FLIP error map of ``test`` against a reference's :func:`flip_view` at the same
+    ``ppd`` (see :func:`flip_map`)."""
+    if test.shape[-2:] != reference.lab.shape[-2:] or test.shape[0] != reference.lab.shape[0]:
+        raise ValueError(f"both images must be (B, 3, H, W) of one shape, got "
+                         f"{tuple(reference.lab.shape)} and {tuple(test.shape)}")
+    seen = flip_view(test, ppd)
+    cmax = _colour_max()
+    bend = PC * cmax
+    hyab = _hyab(reference.lab, seen.lab) ** QC
+    colour = torch.where(hyab < bend, (PT / bend) * hyab,
+                         PT + (hyab - bend) / (cmax - bend) * (1.0 - PT))
+    feature = torch.maximum((reference.edges - seen.edges).abs(),
+                            (reference.points - seen.points).abs())
+    feature = (feature.clamp_min(FEATURE_EPS) / math.sqrt(2)) ** QF
+    return colour ** (1.0 - feature)
+
+
 def flip_map(reference: torch.Tensor, test: torch.Tensor, ppd: float) -> torch.Tensor:
     """The LDR-FLIP error map, (B, 1, H, W) in [0, 1] (0: the same), of two (B, 3, H, W) RGB
     images, sRGB values in [0, 1] (clipped to it), seen at ``ppd`` pixels per degree."""
-    if reference.shape != test.shape or reference.ndim != 4 or reference.shape[1] != 3:
+    if reference.shape != test.shape:
         raise ValueError(f"both images must be (B, 3, H, W) of one shape, got "
                          f"{tuple(reference.shape)} and {tuple(test.shape)}")
-    if ppd <= 0:
-        raise ValueError(f"pixels per degree must be positive, got {ppd}")
-    ref = linear_to_ycxcz(srgb_to_linear(reference.clamp(0.0, 1.0)))
-    tst = linear_to_ycxcz(srgb_to_linear(test.clamp(0.0, 1.0)))
-
-    cmax = _colour_max()
-    bend = PC * cmax
-    hyab = _hyab(_colour_filtered(ref, ppd), _colour_filtered(tst, ppd)) ** QC
-    colour = torch.where(hyab < bend, (PT / bend) * hyab,
-                         PT + (hyab - bend) / (cmax - bend) * (1.0 - PT))
-
-    edges_ref, points_ref = _features(ref, ppd)
-    edges_tst, points_tst = _features(tst, ppd)
-    feature = torch.maximum((edges_ref - edges_tst).abs(), (points_ref - points_tst).abs())
-    feature = (feature.clamp_min(FEATURE_EPS) / math.sqrt(2)) ** QF
-    return colour ** (1.0 - feature)
+    return flip_map_from(flip_view(reference, ppd), test, ppd)
 
 
 def flip_loss(reference: torch.Tensor, test: torch.Tensor, ppd: float) -> torch.Tensor:
@@ -222,5 +246,5 @@ def flip_loss(reference: torch.Tensor, test: torch.Tensor, ppd: float) -> torch.
     return flip_map(reference, test, ppd).flatten(1).mean(1)
 
 
-__all__ = ["FLIP_PPD", "flip_loss", "flip_map", "linear_to_hunt_lab", "linear_to_ycxcz", "srgb_to_linear",
-           "ycxcz_to_linear"]
+__all__ = ["FLIPView", "FLIP_PPD", "flip_loss", "flip_map", "flip_map_from", "flip_view",
+           "linear_to_hunt_lab", "linear_to_ycxcz", "srgb_to_linear", "ycxcz_to_linear"]

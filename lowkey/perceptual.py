@@ -20,7 +20,7 @@ from torchvision.transforms import GaussianBlur
 
 from lowkey.errors import WeightsError
 from lowkey.filters import SeparableGaussianBlur, without_onednn
-from lowkey.flip_loss import FLIP_PPD, flip_loss
+from lowkey.flip_loss import FLIP_PPD, FLIPView, flip_map_from, flip_view
 
 #: ColorVideoVDP's display model, here and in :mod:`lowkey.measure`: a 30-inch 4K monitor seen
 #: from about 0.7 m (its default).
@@ -218,6 +218,25 @@ class FLIPPenalty(PerceptualPenalty):
     #: the images are read average-pooled under this side: forward and backward on one CPU
     #: thread take about 0.06 s at 256 px seen at 67 pixels per degree
     MAX_SIDE = 256
+    #: how many originals' views are kept (an attack compares each face's original with its
+    #: perturbed region at every step)
+    CACHED_VIEWS = 8
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: (original as read, ppd, its view), newest last
+        self._views: list[tuple[torch.Tensor, float, FLIPView]] = []
+
+    def _view(self, original: torch.Tensor, ppd: float) -> FLIPView:
+        """The original's :func:`~lowkey.flip_loss.flip_view`, computed once for equal values
+        (compared, not trusted by identity) and the same ``ppd``."""
+        for kept, kept_ppd, view in self._views:
+            if kept_ppd == ppd and kept.shape == original.shape and torch.equal(kept, original):
+                return view
+        with torch.no_grad():
+            view = flip_view(original, ppd)
+        self._views = [*self._views[-(self.CACHED_VIEWS - 1):], (original.clone(), ppd, view)]
+        return view
 
     def forward(self, original: torch.Tensor, perturbed: torch.Tensor,
                 pixel_size: int = 1) -> torch.Tensor:
@@ -228,7 +247,8 @@ class FLIPPenalty(PerceptualPenalty):
             raise ValueError(f"pixel_size must be at least 1, got {pixel_size}")
         factor = pooling_factor(original.shape, self.MAX_SIDE)
         a, b = pooled_under(original.detach(), perturbed, self.MAX_SIDE)
-        return flip_loss(a, b, FLIP_PPD / (pixel_size * factor))
+        ppd = FLIP_PPD / (pixel_size * factor)
+        return flip_map_from(self._view(a, ppd), b, ppd).flatten(1).mean(1)
 
 
 class SSIMAndCVVDPAndFLIPPenalty(SSIMAndCVVDPPenalty):
