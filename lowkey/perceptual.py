@@ -256,8 +256,9 @@ class SSIMAndCVVDPAndFLIPPenalty(SSIMAndCVVDPPenalty):
     :class:`FLIPPenalty`): each of the three measures the face region is judged by."""
 
     name = "ssim+cvvdp+flip"
-    #: FLIP's weight in the sum
-    FLIP_WEIGHT = 1.0
+    #: FLIP's weight in the sum (screened: 1 and 0.3 took too much of the change's depth
+    #: at the same steps; docs/results.md, "FLIP inside the objective")
+    FLIP_WEIGHT = 0.3
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)

@@ -92,7 +92,7 @@ _DIRECTION_ALTERNATE = (("feature_distance", "direction"), ("views", "alternate"
 #: ColorVideoVDP at most 256 px, seen at the size it has in the photo, not diluted over the
 #: photo or the background around the face. The longer path with the heavier weight gives the
 #: term the steps to take the change out of what people see.
-_FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 2.0), ("penalty_region", "faces"),
+_FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 1.8), ("penalty_region", "faces"),
                         ("penalty_max_side", 512), ("models_per_step", 1))
 
 #: What ``lowkey protect``, the daemon, the extension and ``--ray`` use when no preset is named.
@@ -109,7 +109,7 @@ PRESETS: dict[str, Preset] = {
                       "ColorVideoVDP judge the face; in our tests the recognisers never "
                       "attacked (ArcFace, dlib) recognised no protected face among 1,000 "
                       "strangers; the face looks visibly altered up close (docs/results.md)",
-                      _OFFLINE, penalty="ssim+cvvdp", strength=100, step_size=0.0015,
+                      _OFFLINE, penalty="ssim+cvvdp+flip", strength=100, step_size=0.0018,
                       attack=_DIRECTION_ALTERNATE + _FOLLOW_THE_GRADIENT),
     "subtle": Preset("subtle", "looks unchanged and does NOT protect: in our measurements every "
                      "recogniser still recognised every face. Luma-only change where texture "

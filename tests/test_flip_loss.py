@@ -116,8 +116,10 @@ def test_ssim_cvvdp_and_flip_penalty_is_the_sum_of_its_parts():
     changed = _changes(image[0])["blotch"][None]
     three = load_penalty("ssim+cvvdp+flip")
     assert isinstance(three, SSIMAndCVVDPAndFLIPPenalty)
-    expected = SSIMAndCVVDPPenalty()(image, changed) + FLIPPenalty()(image, changed)
+    flip = FLIPPenalty()(image, changed)
+    expected = SSIMAndCVVDPPenalty()(image, changed) + SSIMAndCVVDPAndFLIPPenalty.FLIP_WEIGHT * flip
     assert three(image, changed).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert 0 < SSIMAndCVVDPAndFLIPPenalty.FLIP_WEIGHT <= 1
 
 
 def test_flip_penalty_computes_an_originals_view_once_and_never_reuses_a_stale_one():
