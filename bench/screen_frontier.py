@@ -1,6 +1,7 @@
 """Plot screens (``bench/screen_variants.py`` lines) as a frontier: face-region JOD against the
 worst best rank any never-attacked judge gives a screened user's protected photos (log scale;
-rank 10 or better fails the bar, drawn dotted). One panel per screened eval run.
+rank 10 or better fails the bar, drawn dotted), each point labelled with its face-region FLIP.
+One panel per screened eval run; a label with "(default)" marks the chosen variant.
 
     .venv/bin/python bench/screen_frontier.py bench/screens/2026-12-07-cvvdp.jsonl \\
         --out docs/img/frontier-screens.png
@@ -44,9 +45,10 @@ def main() -> None:
             chosen = "(default)" in line["label"]
             axis.scatter([x], [y], color="tab:red" if chosen else "tab:blue",
                          marker="*" if chosen else "o", s=120 if chosen else 30, zorder=3)
-            axis.annotate(line["label"], (x, y), fontsize=7, xytext=(4, 3),
-                          textcoords="offset points")
-            print(f"{run}\t{line['label']}\tJOD {x:.2f}\tworst best rank {y}")
+            axis.annotate(f"{line['label']} FLIP {line['flip']:.3f}", (x, y), fontsize=7,
+                          xytext=(4, 3), textcoords="offset points")
+            print(f"{run}\t{line['label']}\tJOD {x:.2f}\tFLIP {line['flip']:.3f}\t"
+                  f"worst best rank {y}")
         axis.axhline(RANK_BAR, linestyle=":", color="gray")
         axis.set_yscale("log")
         axis.set_xlabel("face region ColorVideoVDP (JOD, mean)")

@@ -228,6 +228,7 @@ class FLIPPenalty(PerceptualPenalty):
 
     def __init__(self) -> None:
         super().__init__()
+        self.max_side = self.MAX_SIDE
         #: (original as read, ppd, its view), newest last
         self._views: list[tuple[torch.Tensor, float, FLIPView]] = []
 
@@ -249,8 +250,8 @@ class FLIPPenalty(PerceptualPenalty):
                              f"{tuple(original.shape)} and {tuple(perturbed.shape)}")
         if pixel_size < 1:
             raise ValueError(f"pixel_size must be at least 1, got {pixel_size}")
-        factor = pooling_factor(original.shape, self.MAX_SIDE)
-        a, b = pooled_under(original.detach(), perturbed, self.MAX_SIDE)
+        factor = pooling_factor(original.shape, self.max_side)
+        a, b = pooled_under(original.detach(), perturbed, self.max_side)
         ppd = FLIP_PPD / (pixel_size * factor)
         return flip_map_from(self._view(a, ppd), b, ppd).flatten(1).mean(1)
 
