@@ -219,9 +219,11 @@ class FLIPPenalty(PerceptualPenalty):
     """
 
     name = "flip"
-    #: the images are read average-pooled under this side: forward and backward on one CPU
-    #: thread take about 0.06 s at 256 px seen at 67 pixels per degree
-    MAX_SIDE = 256
+    #: the images are read average-pooled under this side: forward and backward take 0.009 s
+    #: at 128 px and 0.037 s at 250 px (2 CPU threads; 0.06 s at 256 px on one), and reading
+    #: under 256 px instead screened the same look (docs/results.md, "FLIP inside the
+    #: objective") at 1.2x the photo's time
+    MAX_SIDE = 128
     #: how many originals' views are kept (an attack compares each face's original with its
     #: perturbed region at every step)
     CACHED_VIEWS = 8

@@ -90,9 +90,9 @@ _DIRECTION_ALTERNATE = (("feature_distance", "direction"), ("views", "alternate"
 #: ColorVideoVDP's JOD loss plus 0.3 FLIP (the preset's ``penalty``: the three measures the
 #: face is judged by), weighted 1.8 instead of the paper's 0.05 and judged on each face's face
 #: region (what a person looks at, each face counting alike), SSIM read at most 512 px,
-#: ColorVideoVDP and FLIP at most 256 px, seen at the size it has in the photo, not diluted
-#: over the photo or the background around the face. The longer path with the heavier weight
-#: gives the term the steps to take the change out of what people see.
+#: ColorVideoVDP at most 256 px and FLIP at most 128 px, seen at the size it has in the photo,
+#: not diluted over the photo or the background around the face. The longer path with the
+#: heavier weight gives the term the steps to take the change out of what people see.
 _FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 1.8), ("penalty_region", "faces"),
                         ("penalty_max_side", 512), ("models_per_step", 1))
 

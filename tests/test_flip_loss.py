@@ -96,17 +96,18 @@ def test_flip_loss_refuses_mismatched_shapes_and_bad_ppd():
         flip_loss(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), 0.0)
 
 
-def test_flip_penalty_reads_pooled_under_256_px_at_the_photos_size_on_the_display():
+def test_flip_penalty_reads_pooled_under_its_side_at_the_photos_size_on_the_display():
     image = _scene(600)
     changed = _changes(image)["blotch"]
     penalty = FLIPPenalty()
-    factor = math.ceil(600 / FLIPPenalty.MAX_SIDE)  # 3
+    factor = math.ceil(600 / FLIPPenalty.MAX_SIDE)
+    assert factor > 1
     pooled = [F.avg_pool2d(x[None], factor) for x in (image, changed)]
     assert penalty(image[None], changed[None]).item() == pytest.approx(
         flip_loss(*pooled, FLIP_PPD / factor).item(), rel=1e-5)
     assert penalty(image[None], changed[None], pixel_size=2).item() == pytest.approx(
         flip_loss(*pooled, FLIP_PPD / (2 * factor)).item(), rel=1e-5)
-    small = _scene(128)
+    small = _scene(FLIPPenalty.MAX_SIDE)
     assert penalty(small[None], _changes(small)["noise"][None]).item() == pytest.approx(
         flip_loss(small[None], _changes(small)["noise"][None], FLIP_PPD).item(), rel=1e-5)
 
