@@ -12,7 +12,8 @@ that protects lies below it, and the goal (9.0 JOD, issue 21) is to its right.
         "five models, 50 steps=eval-out/lfw5/results.json" ...
 
 A label names the idea; points with the same label are joined (one per data set), and the data
-set (the run's ``dataset`` folder name) picks the marker. Prints the table it plots.
+set (the run's ``dataset`` folder name) picks the marker; the last panel labels each point with
+its face-region FLIP. Prints the table it plots.
 
 ``--ranks-after jpeg75`` adds a third panel, the margin the rates cannot show once every point
 is at 0%: the worst best rank of a protected user over the judges after that counter-measure
@@ -109,6 +110,9 @@ def main() -> int:
             for p in mine:
                 ax.plot(p["jod"], p[key], markers[p["dataset"]], color=colours[label],
                         label=f"{label} ({p['dataset']})")
+                if key == panels[-1][0]:  # the last panel: each point's FLIP beside it
+                    ax.annotate(f"{p['flip']:.3f}", (p["jod"], p[key]), fontsize=6,
+                                xytext=(3, 3), textcoords="offset points", color=colours[label])
         ax.axhline(bar, color="k", linestyle=":", linewidth=1)
         ax.axvline(JOD_GOAL, color="k", linestyle="--", linewidth=1)
         ax.set_xlabel("face region, mean ColorVideoVDP (JOD; higher looks closer to the original)")
