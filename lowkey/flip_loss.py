@@ -2,9 +2,10 @@
 as a differentiable PyTorch function, for the attack's perceptual term.
 
 The face region is judged by NVIDIA's ``flip-evaluator`` (:func:`lowkey.measure.flip_error`),
-which has no gradient, and no maintained differentiable FLIP is on PyPI; this is the paper's
-LDR-FLIP written for the loop, held to ``flip-evaluator``'s values by tests
-(tests/test_flip_loss.py). The pipeline, per pixel:
+which has no gradient, and no differentiable FLIP is packaged on PyPI (NVIDIA's repository
+keeps a PyTorch loss outside its package); this is the paper's LDR-FLIP written for the loop,
+held to ``flip-evaluator``'s values by tests (tests/test_flip_loss.py). The pipeline, per
+pixel:
 
 1. colour: sRGB -> linear RGB -> XYZ -> YyCxCz (linearised L*a*b*); each channel filtered by its
    contrast sensitivity function (a sum of Gaussians in visual degrees, sampled at the viewing
