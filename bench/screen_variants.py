@@ -23,8 +23,9 @@ embeddings are computed without it) and ``decoy=W`` (a pull toward a decoy ident
 TIP-IM: see :class:`DecoyObjective`; the decoys are the photos of ``--decoys``, a folder a
 person, none of whom may be in the eval's gallery). A screen selects on few users; what it
 chooses must be checked with `lowkey eval` where it was not chosen (a screen's rank of 37 has
-come out as 9 in the full run). ``--countermeasure jpeg75`` ranks the protected photos after JPEG 75, as posted photos often are, and the gallery
-after the same (the binding case in the full runs).
+come out as 9 in the full run). ``--countermeasure jpeg75`` ranks the protected photos after
+JPEG 75, as posted photos often are, and the gallery after the same (the binding case in the
+full runs).
 """
 
 from __future__ import annotations
