@@ -95,7 +95,7 @@ def main() -> int:
     datasets = sorted({p["dataset"] for _, p in points})
     markers = dict(zip(datasets, "osD^v", strict=False))
     labels = list(dict.fromkeys(label for label, _ in points))
-    colours = {label: f"C{i}" for i, label in enumerate(labels)}
+    colours = {label: plt.cm.tab20(i % 20) for i, label in enumerate(labels)}  # 20 apart
     panels = [("rank10", RANK_BAR, "worst rank-10 (1,000 distractors)"),
               ("tar", TAR_BAR, "worst TAR at FAR 1%")]
     if args.ranks_after:

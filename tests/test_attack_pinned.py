@@ -112,9 +112,10 @@ _SIGN_STEPS = {"step_rule": "sign", "step_size": 0.0025, "alpha": 0.05, "penalty
     # astronaut's face region is under 256 px either way; recorded 2026-12-07, its eighth
     # change; the test's 8 steps, not the preset's 100)
     ("default-100", "default", {}),
-    # FLIP inside the perceptual term (weight 0.3), steps of 0.0018, weighted 1.8: tried as
-    # the ninth change and not kept (docs/results.md, "FLIP inside the objective"); pinned so
-    # that the FLIP penalty's path through the attack stays what was measured
+    # FLIP inside the perceptual term (weight 0.3), steps of 0.0018, weighted 1.8: tried after
+    # the eighth change and not kept (docs/results.md, "Tried after the eighth change: FLIP
+    # inside the objective"); pinned so that the FLIP penalty's path through the attack stays
+    # what was measured (recorded 2026-12-07)
     ("default-flip", "default", {"penalty": "ssim+cvvdp+flip", "step_size": 0.0018,
                                  "alpha": 1.8}),
 ])
