@@ -50,6 +50,16 @@ class PerceptualPenalty(nn.Module):
         raise NotImplementedError
 
 
+def check_pair(original: torch.Tensor, perturbed: torch.Tensor, pixel_size: int = 1) -> None:
+    """A clear :class:`ValueError` unless both images are (B, C, H, W) of one shape and
+    ``pixel_size`` is at least 1: what every penalty's ``forward`` checks first."""
+    if original.shape != perturbed.shape or original.ndim != 4:
+        raise ValueError(f"both images must be (B, 3, H, W) of one shape, got "
+                         f"{tuple(original.shape)} and {tuple(perturbed.shape)}")
+    if pixel_size < 1:
+        raise ValueError(f"pixel_size must be at least 1, got {pixel_size}")
+
+
 class LPIPSPenalty(PerceptualPenalty):
     """LPIPS v0.1 with the AlexNet backbone (Zhang et al. 2018), as in the paper."""
 
@@ -105,9 +115,7 @@ class SSIMPenalty(PerceptualPenalty):
                 pixel_size: int = 1) -> torch.Tensor:
         from pytorch_msssim.ssim import gaussian_filter
 
-        if original.shape != perturbed.shape or original.ndim != 4:
-            raise ValueError(f"both images must be (B, 3, H, W) of one shape, got "
-                             f"{tuple(original.shape)} and {tuple(perturbed.shape)}")
+        check_pair(original, perturbed)
         x, y = original, perturbed
         channels = x.shape[1]
         window = self.window.to(x.device, x.dtype).repeat(5 * channels, 1, 1, 1)
@@ -167,11 +175,7 @@ class CVVDPPenalty(PerceptualPenalty):
 
     def forward(self, original: torch.Tensor, perturbed: torch.Tensor,
                 pixel_size: int = 1) -> torch.Tensor:
-        if original.shape != perturbed.shape or original.ndim != 4:
-            raise ValueError(f"both images must be (B, 3, H, W) of one shape, got "
-                             f"{tuple(original.shape)} and {tuple(perturbed.shape)}")
-        if pixel_size < 1:
-            raise ValueError(f"pixel_size must be at least 1, got {pixel_size}")
+        check_pair(original, perturbed, pixel_size)
         metric = self._metric(int(pixel_size))
 
         def loss(original: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
@@ -247,11 +251,7 @@ class FLIPPenalty(PerceptualPenalty):
 
     def forward(self, original: torch.Tensor, perturbed: torch.Tensor,
                 pixel_size: int = 1) -> torch.Tensor:
-        if original.shape != perturbed.shape or original.ndim != 4:
-            raise ValueError(f"both images must be (B, 3, H, W) of one shape, got "
-                             f"{tuple(original.shape)} and {tuple(perturbed.shape)}")
-        if pixel_size < 1:
-            raise ValueError(f"pixel_size must be at least 1, got {pixel_size}")
+        check_pair(original, perturbed, pixel_size)
         factor = pooling_factor(original.shape, self.max_side)
         a, b = pooled_under(original.detach(), perturbed, self.max_side)
         ppd = FLIP_PPD / (pixel_size * factor)
