@@ -90,7 +90,7 @@ function dispatchFiles([kind, selector, files]) {
   target.dispatchEvent(event);
 }
 
-const PROTECT_MS = 240000;
+const PROTECT_MS = 240000; // one photo through a CPU daemon, with margin for a busy machine
 
 /** Poll `fn()` (in Node) until it returns something truthy. */
 export async function waitFor(fn, ms, what) {
@@ -101,7 +101,7 @@ export async function waitFor(fn, ms, what) {
     await sleep(150);
   }
   throw new Error(`timed out after ${ms} ms: ${what}`);
-}  // one photo through a CPU daemon, with margin for a busy machine
+}
 
 function fileArg(files, name, type) {
   return { name, type, bytes: [...readFileSync(join(files, name))] };
