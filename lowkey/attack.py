@@ -47,6 +47,16 @@ class AttackCancelled(LowKeyError):
     """The step callback asked to stop; nothing was produced."""
 
 
+#: The views of x' that the steps see in turn, for each value of :attr:`AttackSettings.views`.
+VIEW_CYCLES: dict[str, tuple[str, ...]] = {
+    "both": ("both",), "alternate": ("plain", "smoothed"),
+    "alternate-jpeg": ("plain", "smoothed", "compressed"),
+}
+#: The JPEG qualities of the "compressed" steps, in turn: the range platforms re-encode uploads
+#: at. Four, so that with five models taking turns every model meets every quality.
+JPEG_QUALITIES = (90.0, 75.0, 60.0, 80.0)
+
+
 @dataclass(frozen=True)
 class AttackSettings:
     """Hyper-parameters of the attack (defaults: the paper's, appendix 8.1)."""
@@ -64,6 +74,9 @@ class AttackSettings:
     #: Which views of x' each step's feature term sees: "both" (the paper: x' and G(x') every
     #: step) or "alternate" (x' on odd steps, G(x') on even ones: half the model calls, and the
     #: objective over the attack is still (1)'s two terms, one step each).
+    #: "alternate-jpeg": x', G(x') and J(x') in turn, J a JPEG of the window at one of
+    #: :data:`JPEG_QUALITIES` (a third of the steps see the photo as a platform will serve it,
+    #: so the change is made to survive re-encoding).
     views: str = "both"
     #: How a step follows the gradient: "sign" (the paper: every pixel moves by ``step_size``)
     #: or "l2" (the gradient divided by its root mean square over the window: the same energy
@@ -124,8 +137,8 @@ class AttackSettings:
             raise ValueError(f"unknown penalty_region {self.penalty_region!r}")
         if self.feature_distance not in FEATURE_DISTANCES:
             raise ValueError(f"unknown feature_distance {self.feature_distance!r}")
-        if self.views not in ("both", "alternate"):
-            raise ValueError(f"unknown views {self.views!r}; choose both or alternate")
+        if self.views not in VIEW_CYCLES:
+            raise ValueError(f"unknown views {self.views!r}; choose from {', '.join(VIEW_CYCLES)}")
         if self.step_rule not in ("sign", "l2"):
             raise ValueError(f"unknown step_rule {self.step_rule!r}; choose sign or l2")
         if self.budget not in ("uniform", "visibility"):
@@ -292,10 +305,10 @@ class LowKeyAttack:
                 step_plans = self.objective.plan(batch.originals, self._jittered(
                     batch.targets, [batch.generators[batch.layout.window_photo[f.window]]
                                     for f in batch.targets]))
-            view = "both" if s.views == "both" else ("plain", "smoothed")[step % 2]
+            view, quality = self._view(step)
             value, terms = self.objective(original_embeddings, batch.originals, current,
                                           batch.targets, batch.layout, step_plans, check, view,
-                                          self._members(step))
+                                          self._members(step), quality)
             check()
             grads = torch.autograd.grad(value, deltas)
             with torch.no_grad():
@@ -311,6 +324,13 @@ class LowKeyAttack:
             logger.debug("attack of %d photo(s), %d steps: last terms %s", len(photos), s.steps,
                          results[0].history[-1])
         return results
+
+    def _view(self, step: int) -> tuple[str, float]:
+        """The view step ``step`` sees (:data:`VIEW_CYCLES`) and, for a "compressed" one, its
+        JPEG quality (:data:`JPEG_QUALITIES` in turn over the compressed steps)."""
+        cycle = VIEW_CYCLES[self.settings.views]
+        turn, at = divmod(step, len(cycle))
+        return cycle[at], JPEG_QUALITIES[turn % len(JPEG_QUALITIES)]
 
     def _members(self, step: int) -> tuple[str, ...] | None:
         """The models step ``step`` asks (None: all; see :attr:`AttackSettings.models_per_step`)."""

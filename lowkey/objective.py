@@ -33,15 +33,16 @@ import torch
 import torch.nn.functional as F
 
 from lowkey.align import AlignPlan, aligned, plan_alignments
-from lowkey.filters import separable_gaussian_blur, without_onednn
+from lowkey.filters import jpeg_compressed, separable_gaussian_blur, without_onednn
 from lowkey.models.recognizer import FaceRecognizer
 from lowkey.perceptual import PerceptualPenalty, pooled_under, pooling_factor
 from lowkey.windows import FaceInWindow
 
 #: model name -> one :class:`AlignPlan` per face (see :meth:`LowKeyObjective.plan`)
 Plans = dict[str, list[AlignPlan]]
-#: Which views of x' a step's feature term sees: both (objective (1)), x' alone or G(x') alone.
-View = Literal["both", "plain", "smoothed"]
+#: Which views of x' a step's feature term sees: both (objective (1)), x' alone, G(x') alone, or
+#: J(x') alone (x' through JPEG, :func:`lowkey.filters.jpeg_compressed`).
+View = Literal["both", "plain", "smoothed", "compressed"]
 VIEWS: tuple[str, ...] = get_args(View)
 #: Called before each ensemble member's model call; raises to stop the attack there (see
 #: :meth:`lowkey.attack.LowKeyAttack.run_many`'s ``stop``).
@@ -175,12 +176,12 @@ class LowKeyObjective:
     def feature_terms(self, original: dict[str, torch.Tensor], windows: list[torch.Tensor],
                       faces: Sequence[FaceInWindow], plans: Plans | None = None,
                       layout: Layout | None = None, check: Check | None = None,
-                      view: View = "both", members: Sequence[str] | None = None
-                      ) -> dict[str, torch.Tensor]:
+                      view: View = "both", members: Sequence[str] | None = None,
+                      quality: float = 75.0) -> dict[str, torch.Tensor]:
         """Per model (of ``members``; None: all), (N,) feature distance per face: the mean of
         the plain (x') and the smoothed (G(x')) one for ``view="both"`` (objective (1)), or one
-        of them alone (``"plain"``, ``"smoothed"``: half the model calls; see
-        :attr:`lowkey.attack.AttackSettings.views`).
+        view alone (``"plain"``, ``"smoothed"``, or ``"compressed"``: x' through JPEG at
+        ``quality``; half the model calls; see :attr:`lowkey.attack.AttackSettings.views`).
 
         G's sigma is in photo pixels: on a window at a working scale k it is sigma / k."""
         if view not in VIEWS:
@@ -188,6 +189,10 @@ class LowKeyObjective:
         plans = self.plan(windows, faces) if plans is None else plans
         distance = FEATURE_DISTANCES[self.distance]
         scale = layout.scale if layout is not None else (lambda i: 1)
+        if view == "compressed":
+            seen = self.embeddings([jpeg_compressed(w[None], quality)[0] for w in windows],
+                                   faces, plans, check, members)
+            return {name: distance(original[name], seen[name]) for name in seen}
         blurred = [gaussian_smoothing(w[None], self.blur_sigma / scale(i), self.blur_window)[0]
                    for i, w in enumerate(windows)] if view != "plain" else []
         if view != "both":
@@ -283,16 +288,16 @@ class LowKeyObjective:
                  originals: list[torch.Tensor], windows: list[torch.Tensor],
                  faces: Sequence[FaceInWindow], layout: Layout, plans: Plans | None = None,
                  check: Check | None = None, view: View = "both",
-                 members: Sequence[str] | None = None
+                 members: Sequence[str] | None = None, quality: float = 75.0
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The objective summed over the photos (a scalar) and each photo's terms, (P,) tensors
         detached from the graph: ``objective``, ``feature``, ``perceptual`` and
         ``feature/<model>``. Nothing here waits for the device (no ``.item()``). ``check`` is
         called before each ensemble member's model call (it raises to stop); ``view``: see
         :meth:`feature_terms`; ``members``: the models this step asks (None: all; the feature
-        term is then their mean)."""
+        term is then their mean); ``quality``: the JPEG quality of a ``"compressed"`` view."""
         per_model = self.feature_terms(original_embeddings, windows, faces, plans, layout,
-                                       check, view, members)
+                                       check, view, members, quality)
         face_photo, counts = self._face_photos(layout, faces, windows[0].device)
 
         def per_photo(values: torch.Tensor) -> torch.Tensor:  # mean over each photo's faces

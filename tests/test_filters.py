@@ -6,6 +6,7 @@ import torchvision.transforms.functional as TF
 
 from lowkey.filters import (
     SeparableGaussianBlur,
+    jpeg_compressed,
     onednn_off,
     separable_gaussian_blur,
     without_onednn,
@@ -78,3 +79,52 @@ def test_a_filter_inside_another_runs_and_the_switch_comes_back():
 
     (grad,) = torch.autograd.grad(without_onednn(outer, image), (image,))
     assert grad.abs().sum() > 0 and torch.backends.mkldnn.enabled == was
+
+
+def _photo_like(size: int = 96) -> torch.Tensor:
+    """(1, 3, size, size) in [0, 1]: smooth shading, edges and some texture (JPEG's three cases)."""
+    g = torch.Generator().manual_seed(5)
+    y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    base = torch.stack([0.3 + 0.4 * x, 0.5 - 0.2 * y, 0.4 + 0.3 * x * y])
+    base[:, size // 3: 2 * size // 3, size // 4: size // 2] += 0.25  # a block with edges
+    noise = TF.gaussian_blur(torch.rand(1, 3, size, size, generator=g), 3, 0.8)[0] - 0.5
+    return (base + 0.15 * noise).clamp(0, 1)[None]
+
+
+@pytest.mark.parametrize("quality", [60, 75, 90])
+def test_jpeg_compressed_is_close_to_pillows_jpeg_and_passes_a_gradient(quality):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    image = _photo_like(100)  # not a multiple of 8 or 16
+    pixels = (image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    image = torch.from_numpy(pixels.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)  # 4:2:0, as kornia
+    pillow = torch.from_numpy(np.asarray(Image.open(buffer).convert("RGB")).astype(np.float32)
+                              / 255).permute(2, 0, 1)[None]
+    x = image.clone().requires_grad_()
+    ours = jpeg_compressed(x, quality)
+    assert ours.shape == image.shape
+
+    def psnr(a, b):
+        return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
+
+    # what JPEG loses, and how close the two codecs are: much closer than either to the input
+    assert psnr(ours.detach(), pillow) > psnr(pillow, image) + 6
+    assert psnr(ours.detach(), pillow) > 40
+    ours.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="quality"):
+        jpeg_compressed(image, 0)
+    with pytest.raises(ValueError, match="B, 3, H, W"):
+        jpeg_compressed(image[:, :1], quality)
+
+
+def test_lower_quality_loses_more():
+    image = _photo_like()
+    errors = [float((jpeg_compressed(image, q) - image).abs().mean()) for q in (95, 75, 40)]
+    assert errors[0] < errors[1] < errors[2]
+

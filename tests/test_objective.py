@@ -10,6 +10,7 @@ from torch import nn
 
 from lowkey.align import alignment_matrix, box_crop_matrix
 from lowkey.attack import (
+    JPEG_QUALITIES,
     AttackCancelled,
     AttackSettings,
     LowKeyAttack,
@@ -125,7 +126,7 @@ class CountingModel(nn.Module):
 
 def test_alternate_views_halve_the_model_calls_and_still_attack():
     seen = {}
-    for views in ("both", "alternate"):
+    for views in ("both", "alternate", "alternate-jpeg"):
         net = CountingModel()
         objective = LowKeyObjective([toy_model("b", net)], SSIMPenalty(), distance="direction")
         settings = AttackSettings(steps=6, step_size=0.01, seed=3, views=views,
@@ -137,9 +138,38 @@ def test_alternate_views_halve_the_model_calls_and_still_attack():
         # the direction moved away (both views see the mean, which G keeps)
         assert result.history[-1]["feature"] > result.history[0]["feature"] > 0
     # 1 original + 6 steps x 2 views, against 1 + 6 x 1
-    assert seen == {"both": 13, "alternate": 7}
+    assert seen == {"both": 13, "alternate": 7, "alternate-jpeg": 7}
     with pytest.raises(ValueError, match="views"):
         AttackSettings(views="sometimes")
+
+
+def test_the_jpeg_view_takes_turns_and_every_model_meets_every_quality():
+    """views="alternate-jpeg": x', G(x'), J(x') in turn; over the compressed steps the qualities
+    go round JPEG_QUALITIES, and with five models one a step every model meets every quality."""
+    models = [toy_model(name, MeanPlusBias()) for name in "abcde"]
+    objective = LowKeyObjective(models, SSIMPenalty(), distance="direction")
+    attack = LowKeyAttack(objective, AttackSettings(views="alternate-jpeg", models_per_step=1))
+    views = [attack._view(step) for step in range(60)]
+    assert [v for v, _ in views[:6]] == ["plain", "smoothed", "compressed"] * 2
+    met = {(attack._members(step)[0], quality) for step, (view, quality) in enumerate(views)
+           if view == "compressed"}
+    assert met == {(m, q) for m in "abcde" for q in JPEG_QUALITIES}
+    assert attack._view(0) == ("plain", JPEG_QUALITIES[0])
+
+
+def test_the_compressed_view_sees_what_jpeg_leaves():
+    """J(x') is what JPEG leaves of the change: a fine checkerboard survives quality 95 and
+    much less of it quality 30 (its highest frequencies are quantised away)."""
+    objective = LowKeyObjective([toy_model("b", MeanSquarePlusOne())], SSIMPenalty())
+    original, perturbed = checker_photo(0.05, 0.1)
+    faces = [FaceInWindow(0, {"b": box_crop_matrix(BOX, 0, SIZE, (40, 40))})]
+    with torch.no_grad():
+        emb = objective.embeddings([original], faces)
+        plain = objective.feature_terms(emb, [perturbed], faces, view="plain")["b"].item()
+        high, low = (objective.feature_terms(emb, [perturbed], faces, view="compressed",
+                                             quality=q)["b"].item() for q in (95, 30))
+    assert high == pytest.approx(plain, rel=0.1)
+    assert 0 < low < 0.8 * high  # the shift (what JPEG keeps) still counts
 
 
 def test_objective_matches_equation_1_term_by_term():
