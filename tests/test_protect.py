@@ -110,14 +110,14 @@ def test_preset_strength_sets_the_steps_and_each_preset_has_its_own():
     assert settings.linf_bound == pytest.approx(0.03) and settings.luminance_only
     assert PRESETS["subtle"].quality_floor is not None
     # default: colour steps along the gradient (l2) without a bound or floor, on the
-    # embeddings' directions with the two views in turn and jittered alignments, SSIM of the
-    # face regions (read under 512 px) plus ColorVideoVDP's JOD loss, weighted 2, one model a
-    # step in turn, 100 steps; paper: exactly the paper
+    # embeddings' directions with three views in turn (x', G(x'), JPEG(x')) and jittered
+    # alignments, SSIM of the face regions (read under 512 px) plus ColorVideoVDP's JOD loss,
+    # weighted 0.8, one model a step in turn, 100 steps; paper: exactly the paper
     default = PRESETS["default"].settings()
     assert default.linf_bound == 1.0 and default.step_size == 0.0015
     assert (default.feature_distance, default.views, default.jitter) == (
-        "direction", "alternate", 0.05)
-    assert (default.step_rule, default.alpha, default.penalty_region) == ("l2", 2.0, "faces")
+        "direction", "alternate-jpeg", 0.05)
+    assert (default.step_rule, default.alpha, default.penalty_region) == ("l2", 0.8, "faces")
     assert (default.models_per_step, default.steps, default.penalty_max_side) == (1, 100, 512)
     assert PRESETS["default"].penalty == "ssim+cvvdp"
     assert PRESETS["default"].quality_floor is None
