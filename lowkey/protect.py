@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 
 from lowkey.attack import (
+    JPEG_QUALITIES,
+    VIEW_CYCLES,
     AttackCancelled,
     AttackResult,
     LowKeyAttack,
@@ -40,6 +42,7 @@ from lowkey.attack import (
 )
 from lowkey.errors import LowKeyError, WeightsError
 from lowkey.faces import Face, FaceSelection, select_faces
+from lowkey.filters import jpeg_compressed
 from lowkey.image_decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Photo, load_photo
 from lowkey.image_encode import encode_photo
 from lowkey.image_formats import DEFAULT_QUALITY, MEDIA_TYPES
@@ -285,7 +288,8 @@ class Protector:
     def warm_up(self, measure: bool = True) -> None:
         """Detection, one attack step, encoding and (``measure``) a measurement on a real face
         (the sample astronaut at 256 px, :func:`lowkey.sample.sample_photo`), so that the first
-        real photo does not pay for lazy initialisation (kernels, caches, ColorVideoVDP's set-up)."""
+        real photo does not pay for lazy initialisation (kernels, caches, ColorVideoVDP's set-up,
+        the JPEG view's import of kornia, some 3 s)."""
         import numpy as np
 
         from lowkey.sample import sample_photo
@@ -300,6 +304,8 @@ class Protector:
             landmarks=((75.0, 55.0), (105.0, 55.0), (90.0, 75.0), (78.0, 95.0), (102.0, 95.0)))]
         one_step = LowKeyAttack(self.objective, replace(self.settings, steps=1))
         result = one_step.run(photo.pixels.to(self.device), faces)
+        if "compressed" in VIEW_CYCLES[self.settings.views]:  # step 0 sees x': import kornia
+            jpeg_compressed(photo.pixels[None, :, :64, :64].to(self.device), JPEG_QUALITIES[0])
         encoded = encode_photo(photo, result.pixels.cpu())
         if measure:
             self.measurer.measure(photo, load_photo(encoded), PhotoReport("warm-up", "protected"),

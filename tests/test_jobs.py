@@ -345,3 +345,25 @@ def test_warm_up_finds_the_sample_face_and_runs_one_attack_step(pool, monkeypatc
     assert attacks == [(1, 1)]  # one step of one photo, not the protector's two
     assert protector.settings.steps == 2  # its own settings untouched
     assert any("warmed up tiny on cpu" in r.getMessage() for r in caplog.records)
+
+
+def test_warm_up_runs_the_jpeg_view_once_when_the_preset_has_one(pool, monkeypatch):
+    """A preset whose steps see J(x') imports kornia at warm-up (some 3 s), not in the first
+    real photo's attack: the warm-up's one step sees x' alone, so it runs J once itself."""
+    import dataclasses
+
+    from test_daemon_helpers import TINY
+
+    import lowkey.protect
+    from lowkey.presets import PRESETS
+
+    calls = []
+    jpeg = lowkey.protect.jpeg_compressed
+    monkeypatch.setattr(lowkey.protect, "jpeg_compressed",
+                        lambda image, quality: calls.append(quality) or jpeg(image, quality))
+    monkeypatch.setitem(PRESETS, "tiny-jpeg", dataclasses.replace(
+        TINY, name="tiny-jpeg", attack=(("views", "alternate-jpeg"),)))
+    Protector(preset="tiny-jpeg", strength=2, pool=pool, judge=False).warm_up(measure=False)
+    assert len(calls) == 1
+    Protector(preset="tiny", strength=2, pool=pool, judge=False).warm_up(measure=False)
+    assert len(calls) == 1  # two views, no JPEG: nothing to import
