@@ -115,7 +115,7 @@ class SSIMPenalty(PerceptualPenalty):
                 pixel_size: int = 1) -> torch.Tensor:
         from pytorch_msssim.ssim import gaussian_filter
 
-        check_pair(original, perturbed)
+        check_pair(original, perturbed, pixel_size)
         x, y = original, perturbed
         channels = x.shape[1]
         window = self.window.to(x.device, x.dtype).repeat(5 * channels, 1, 1, 1)
