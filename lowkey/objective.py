@@ -49,6 +49,28 @@ VIEWS: tuple[str, ...] = get_args(View)
 Check = Callable[[], None]
 
 
+#: JPEG's block (a 4:2:0 minimum coded unit: 16 x 16 luma pixels, 8 x 8 of each chroma).
+JPEG_BLOCK = 16
+
+
+def jpeg_read_box(reads: Sequence[AlignPlan], size: tuple[int, int]) -> tuple[slice, slice]:
+    """The rows and columns of an image of ``size`` (H, W) to put through JPEG so that every
+    crop of ``reads`` sees JPEG's output: the union of their regions widened by one
+    :data:`JPEG_BLOCK` on each side (chroma filtering reads past a block's edge) and snapped
+    outwards to the image's block grid, clipped to the image."""
+    height, width = size
+
+    def snapped(lo: int, hi: int, end: int) -> slice:
+        lo = max(0, (lo - JPEG_BLOCK) // JPEG_BLOCK * JPEG_BLOCK)
+        hi = min(end, -(-(hi + JPEG_BLOCK) // JPEG_BLOCK) * JPEG_BLOCK)
+        return slice(lo, hi)
+
+    return (snapped(min(p.rows.start or 0 for p in reads),
+                    max(height if p.rows.stop is None else p.rows.stop for p in reads), height),
+            snapped(min(p.cols.start or 0 for p in reads),
+                    max(width if p.cols.stop is None else p.cols.stop for p in reads), width))
+
+
 @dataclass(frozen=True)
 class Layout:
     """Which photo each window belongs to, each photo's area in pixels, and each window's
@@ -190,7 +212,7 @@ class LowKeyObjective:
         distance = FEATURE_DISTANCES[self.distance]
         scale = layout.scale if layout is not None else (lambda i: 1)
         if view == "compressed":
-            seen = self.embeddings([jpeg_compressed(w[None], quality)[0] for w in windows],
+            seen = self.embeddings(self._compressed(windows, faces, plans, members, quality),
                                    faces, plans, check, members)
             return {name: distance(original[name], seen[name]) for name in seen}
         blurred = [gaussian_smoothing(w[None], self.blur_sigma / scale(i), self.blur_window)[0]
@@ -212,6 +234,32 @@ class LowKeyObjective:
                          + distance(original[name], both[name][n:]))
             for name in both
         }
+
+    def _compressed(self, windows: list[torch.Tensor], faces: Sequence[FaceInWindow],
+                    plans: Plans, members: Sequence[str] | None,
+                    quality: float) -> list[torch.Tensor]:
+        """J(x') of each window (3, h, w) where the asked models read it: what they read of
+        each window (their plans' regions, :func:`jpeg_read_box`) goes through JPEG, the rest
+        is left as it is (no model sees it). The box's blocks are the window's own 16 x 16
+        blocks and it keeps a block of context on each side, so the models read what a JPEG of
+        the whole window would give them (to the float rounding of chroma filtering), at a
+        fraction of the cost when a step asks one model of several."""
+        names = [m.name for m in self.models if members is None or m.name in members]
+        out = []
+        for i, w in enumerate(windows):
+            reads = [plans[name][k] for name in names for k, f in enumerate(faces)
+                     if f.window == i]
+            if not reads:
+                out.append(w)
+                continue
+            rows, cols = jpeg_read_box(reads, tuple(w.shape[-2:]))
+            if rows == slice(0, w.shape[-2]) and cols == slice(0, w.shape[-1]):
+                out.append(jpeg_compressed(w[None], quality)[0])
+                continue
+            view = w.clone()
+            view[:, rows, cols] = jpeg_compressed(w[None, :, rows, cols], quality)[0]
+            out.append(view)
+        return out
 
     def perceptual(self, originals: list[torch.Tensor], windows: list[torch.Tensor],
                    layout: Layout, faces: Sequence[FaceInWindow] = ()) -> torch.Tensor:
@@ -312,6 +360,6 @@ class LowKeyObjective:
         return value.sum(), {k: v.detach() for k, v in terms.items()}
 
 
-__all__ = ["FEATURE_DISTANCES", "PENALTY_REGIONS", "VIEWS", "Check", "View", "Layout",
+__all__ = ["FEATURE_DISTANCES", "JPEG_BLOCK", "PENALTY_REGIONS", "VIEWS", "Check", "View", "Layout",
            "LowKeyObjective", "Plans",
            "direction_distance", "gaussian_smoothing", "normalised_distance"]

@@ -172,6 +172,39 @@ def test_the_compressed_view_sees_what_jpeg_leaves():
     assert 0 < low < 0.8 * high  # the shift (what JPEG keeps) still counts
 
 
+def test_the_compressed_view_compresses_only_what_the_asked_models_read():
+    """J(x') goes through JPEG only where the step's models read the window (their crops'
+    regions, a block of context each side, on the window's 16-px block grid): what they read
+    is what a JPEG of the whole window gives them, and a step asking one model compresses
+    less of the window than one asking both."""
+    from lowkey.filters import jpeg_compressed
+    from lowkey.objective import JPEG_BLOCK, jpeg_read_box
+
+    models = [toy_model("a", MeanSquarePlusOne()), toy_model("b", MeanSquarePlusOne())]
+    objective = LowKeyObjective(models, SSIMPenalty())
+    window = torch.rand(3, 320, 300, generator=torch.Generator().manual_seed(0))
+    faces = [FaceInWindow(0, {"a": box_crop_matrix((130, 140, 194, 204), 0, SIZE, (300, 320)),
+                              "b": box_crop_matrix((90, 100, 220, 230), 0, SIZE, (300, 320))})]
+    plans = objective.plan([window], faces)
+    whole = objective.embeddings([jpeg_compressed(window[None], 60.0)[0]], faces, plans)
+    boxes = {}
+    for members in (("a",), ("b",), ("a", "b")):
+        reads = [plans[name][0] for name in members]
+        rows, cols = boxes[members] = jpeg_read_box(reads, (320, 300))
+        for p in reads:  # every region read, with a block of context, inside the box
+            assert rows.start <= p.rows.start - JPEG_BLOCK and p.rows.stop + JPEG_BLOCK <= rows.stop
+            assert cols.start <= p.cols.start - JPEG_BLOCK and p.cols.stop + JPEG_BLOCK <= cols.stop
+        assert rows.start % JPEG_BLOCK == 0 and cols.start % JPEG_BLOCK == 0
+        assert rows.stop % JPEG_BLOCK == 0 and cols.stop % JPEG_BLOCK == 0
+        view = objective._compressed([window], faces, plans, members, 60.0)[0]
+        seen = objective.embeddings([view], faces, plans, members=members)
+        for name in members:
+            torch.testing.assert_close(seen[name], whole[name], rtol=1e-4, atol=1e-5)
+        assert torch.equal(view[:, :rows.start], window[:, :rows.start])  # outside: untouched
+    area = {m: (r.stop - r.start) * (c.stop - c.start) for m, (r, c) in boxes.items()}
+    assert area[("a",)] < area[("b",)] <= area[("a", "b")] < 320 * 300
+
+
 def test_objective_matches_equation_1_term_by_term():
     models = [toy_model("a", MeanPlusBias()), toy_model("b", MeanSquarePlusOne())]
     penalty = SSIMPenalty()
