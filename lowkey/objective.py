@@ -53,17 +53,17 @@ Check = Callable[[], None]
 JPEG_BLOCK = 16
 
 
-def jpeg_read_box(reads: Sequence[AlignPlan], size: tuple[int, int]) -> tuple[slice, slice]:
-    """The rows and columns of an image of ``size`` (H, W) to put through JPEG so that every
-    crop of ``reads`` sees JPEG's output: the union of their regions widened by one
-    :data:`JPEG_BLOCK` on each side (chroma filtering reads past a block's edge) and snapped
-    outwards to the image's block grid, clipped to the image."""
+def read_box(reads: Sequence[AlignPlan], size: tuple[int, int], margin: int,
+             grid: int = 1) -> tuple[slice, slice]:
+    """The rows and columns of an image of ``size`` (H, W) that a filter must be applied to
+    for every crop of ``reads`` to see the filtered image: the union of their regions widened
+    by ``margin`` pixels on each side (what the filter reads around a pixel) and snapped
+    outwards to multiples of ``grid`` (a block filter's blocks), clipped to the image."""
     height, width = size
 
     def snapped(lo: int, hi: int, end: int) -> slice:
-        lo = max(0, (lo - JPEG_BLOCK) // JPEG_BLOCK * JPEG_BLOCK)
-        hi = min(end, -(-(hi + JPEG_BLOCK) // JPEG_BLOCK) * JPEG_BLOCK)
-        return slice(lo, hi)
+        return slice(max(0, (lo - margin) // grid * grid),
+                     min(end, -(-(hi + margin) // grid) * grid))
 
     return (snapped(min(p.rows.start or 0 for p in reads),
                     max(height if p.rows.stop is None else p.rows.stop for p in reads), height),
@@ -211,12 +211,16 @@ class LowKeyObjective:
         plans = self.plan(windows, faces) if plans is None else plans
         distance = FEATURE_DISTANCES[self.distance]
         scale = layout.scale if layout is not None else (lambda i: 1)
-        if view == "compressed":
-            seen = self.embeddings(self._compressed(windows, faces, plans, members, quality),
-                                   faces, plans, check, members)
+        if view == "compressed":  # JPEG's chroma filters read a block past a block's edge
+            seen = self.embeddings(
+                self._where_read(windows, faces, plans, members,
+                                 lambda part, i: jpeg_compressed(part, quality),
+                                 JPEG_BLOCK, JPEG_BLOCK), faces, plans, check, members)
             return {name: distance(original[name], seen[name]) for name in seen}
-        blurred = [gaussian_smoothing(w[None], self.blur_sigma / scale(i), self.blur_window)[0]
-                   for i, w in enumerate(windows)] if view != "plain" else []
+        blurred = self._where_read(
+            windows, faces, plans, members,
+            lambda part, i: gaussian_smoothing(part, self.blur_sigma / scale(i), self.blur_window),
+            self.blur_window // 2) if view != "plain" else []
         if view != "both":
             seen = self.embeddings(windows if view == "plain" else blurred, faces, plans, check,
                                    members)
@@ -235,15 +239,15 @@ class LowKeyObjective:
             for name in both
         }
 
-    def _compressed(self, windows: list[torch.Tensor], faces: Sequence[FaceInWindow],
+    def _where_read(self, windows: list[torch.Tensor], faces: Sequence[FaceInWindow],
                     plans: Plans, members: Sequence[str] | None,
-                    quality: float) -> list[torch.Tensor]:
-        """J(x') of each window (3, h, w) where the asked models read it: what they read of
-        each window (their plans' regions, :func:`jpeg_read_box`) goes through JPEG, the rest
-        is left as it is (no model sees it). The box's blocks are the window's own 16 x 16
-        blocks and it keeps a block of context on each side, so the models read what a JPEG of
-        the whole window would give them (to the float rounding of chroma filtering), at a
-        fraction of the cost when a step asks one model of several."""
+                    view: Callable[[torch.Tensor, int], torch.Tensor], margin: int,
+                    grid: int = 1) -> list[torch.Tensor]:
+        """Each window (3, h, w) with ``view(part, i)`` (of a (1, 3, h', w') part of window
+        ``i``) applied where the asked models read it (:func:`read_box` of their plans, with
+        ``margin`` and ``grid``) and the rest left as it is: no model sees it. The models read
+        what ``view`` of the whole window would give them, at a fraction of the cost when a
+        step asks one model of several, or a window holds more than the models read."""
         names = [m.name for m in self.models if members is None or m.name in members]
         out = []
         for i, w in enumerate(windows):
@@ -252,13 +256,13 @@ class LowKeyObjective:
             if not reads:
                 out.append(w)
                 continue
-            rows, cols = jpeg_read_box(reads, tuple(w.shape[-2:]))
+            rows, cols = read_box(reads, tuple(w.shape[-2:]), margin, grid)
             if rows == slice(0, w.shape[-2]) and cols == slice(0, w.shape[-1]):
-                out.append(jpeg_compressed(w[None], quality)[0])
+                out.append(view(w[None], i)[0])
                 continue
-            view = w.clone()
-            view[:, rows, cols] = jpeg_compressed(w[None, :, rows, cols], quality)[0]
-            out.append(view)
+            seen = w.clone()
+            seen[:, rows, cols] = view(w[None, :, rows, cols], i)[0]
+            out.append(seen)
         return out
 
     def perceptual(self, originals: list[torch.Tensor], windows: list[torch.Tensor],
@@ -361,5 +365,5 @@ class LowKeyObjective:
 
 
 __all__ = ["FEATURE_DISTANCES", "JPEG_BLOCK", "PENALTY_REGIONS", "VIEWS", "Check", "View", "Layout",
-           "LowKeyObjective", "Plans",
+           "LowKeyObjective", "Plans", "read_box",
            "direction_distance", "gaussian_smoothing", "normalised_distance"]

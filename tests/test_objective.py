@@ -172,13 +172,13 @@ def test_the_compressed_view_sees_what_jpeg_leaves():
     assert 0 < low < 0.8 * high  # the shift (what JPEG keeps) still counts
 
 
-def test_the_compressed_view_compresses_only_what_the_asked_models_read():
-    """J(x') goes through JPEG only where the step's models read the window (their crops'
-    regions, a block of context each side, on the window's 16-px block grid): what they read
-    is what a JPEG of the whole window gives them, and a step asking one model compresses
-    less of the window than one asking both."""
+def test_the_filtered_views_filter_only_what_the_asked_models_read():
+    """G(x') and J(x') are computed only where the step's models read the window (their crops'
+    regions, with the filter's reach as margin; for JPEG a block, on the window's 16-px block
+    grid): what the models read is what the filter of the whole window gives them, the rest of
+    the window is untouched, and a step asking one model filters less than one asking both."""
     from lowkey.filters import jpeg_compressed
-    from lowkey.objective import JPEG_BLOCK, jpeg_read_box
+    from lowkey.objective import JPEG_BLOCK, gaussian_smoothing, read_box
 
     models = [toy_model("a", MeanSquarePlusOne()), toy_model("b", MeanSquarePlusOne())]
     objective = LowKeyObjective(models, SSIMPenalty())
@@ -186,23 +186,28 @@ def test_the_compressed_view_compresses_only_what_the_asked_models_read():
     faces = [FaceInWindow(0, {"a": box_crop_matrix((130, 140, 194, 204), 0, SIZE, (300, 320)),
                               "b": box_crop_matrix((90, 100, 220, 230), 0, SIZE, (300, 320))})]
     plans = objective.plan([window], faces)
-    whole = objective.embeddings([jpeg_compressed(window[None], 60.0)[0]], faces, plans)
-    boxes = {}
-    for members in (("a",), ("b",), ("a", "b")):
-        reads = [plans[name][0] for name in members]
-        rows, cols = boxes[members] = jpeg_read_box(reads, (320, 300))
-        for p in reads:  # every region read, with a block of context, inside the box
-            assert rows.start <= p.rows.start - JPEG_BLOCK and p.rows.stop + JPEG_BLOCK <= rows.stop
-            assert cols.start <= p.cols.start - JPEG_BLOCK and p.cols.stop + JPEG_BLOCK <= cols.stop
-        assert rows.start % JPEG_BLOCK == 0 and cols.start % JPEG_BLOCK == 0
-        assert rows.stop % JPEG_BLOCK == 0 and cols.stop % JPEG_BLOCK == 0
-        view = objective._compressed([window], faces, plans, members, 60.0)[0]
-        seen = objective.embeddings([view], faces, plans, members=members)
-        for name in members:
-            torch.testing.assert_close(seen[name], whole[name], rtol=1e-4, atol=1e-5)
-        assert torch.equal(view[:, :rows.start], window[:, :rows.start])  # outside: untouched
-    area = {m: (r.stop - r.start) * (c.stop - c.start) for m, (r, c) in boxes.items()}
-    assert area[("a",)] < area[("b",)] <= area[("a", "b")] < 320 * 300
+    filters = {  # name: (filter of a (1, 3, h, w) part, margin, grid)
+        "jpeg": (lambda part, i: jpeg_compressed(part, 60.0), JPEG_BLOCK, JPEG_BLOCK),
+        "blur": (lambda part, i: gaussian_smoothing(part, 3.0, 7), 3, 1),
+    }
+    for name, (view, margin, grid) in filters.items():
+        whole = objective.embeddings([view(window[None], 0)[0]], faces, plans)
+        area = {}
+        for members in (("a",), ("b",), ("a", "b")):
+            reads = [plans[m][0] for m in members]
+            rows, cols = read_box(reads, (320, 300), margin, grid)
+            area[members] = (rows.stop - rows.start) * (cols.stop - cols.start)
+            for p in reads:  # every region read, with the margin, inside the box
+                assert rows.start <= p.rows.start - margin and p.rows.stop + margin <= rows.stop
+                assert cols.start <= p.cols.start - margin and p.cols.stop + margin <= cols.stop
+            assert all(v % grid == 0 for v in (rows.start, rows.stop, cols.start, cols.stop))
+            seen_window = objective._where_read([window], faces, plans, members, view, margin,
+                                                grid)[0]
+            seen = objective.embeddings([seen_window], faces, plans, members=members)
+            for m in members:
+                torch.testing.assert_close(seen[m], whole[m], rtol=1e-4, atol=1e-5, msg=name)
+            assert torch.equal(seen_window[:, :rows.start], window[:, :rows.start])
+        assert area[("a",)] < area[("b",)] <= area[("a", "b")] < 320 * 300, name
 
 
 def test_objective_matches_equation_1_term_by_term():
