@@ -89,11 +89,13 @@ _DIRECTION_ALTERNATE = (("feature_distance", "direction"), ("views", "alternate-
 #: (root mean square 0.0015) instead of its sign, so the change goes to the pixels the models
 #: read most and not to every pixel alike; one of the five models a step, taking turns (each
 #: model in one step of five: a fifth of the model calls a step), which pays for 100 steps
-#: instead of 50; and the perceptual term, ``1 - SSIM`` plus ColorVideoVDP's JOD loss (the
-#: preset's ``penalty``), weighted 0.8 instead of the paper's 0.05 (2 before the ninth change,
-#: whose margin proved to depend on the seed; with the JPEG view at 2 the margin went) and
-#: judged on each face's face region (what a person looks at, each face counting alike), SSIM
-#: read at most 512 px and ColorVideoVDP at most 256 px, seen at the size it has in the photo,
+#: instead of 50; and the perceptual term, ``1 - SSIM`` plus ColorVideoVDP's JOD loss plus 0.3
+#: FLIP (the preset's ``penalty``; FLIP since the tenth change, docs/results.md, "FLIP inside
+#: the objective, on the JPEG view"), weighted 0.8 instead of the paper's 0.05 (2 before the
+#: ninth change, whose margin proved to depend on the seed; with the JPEG view at 2 the margin
+#: went) and judged on each face's face region (what a person looks at, each face counting
+#: alike), SSIM read at most 512 px, ColorVideoVDP at most 256 px and FLIP at most 128 px, seen
+#: at the size it has in the photo,
 #: not diluted over the photo or the background around the face. The longer path gives the
 #: term the steps to take the change out of what people see.
 _FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 0.8), ("penalty_region", "faces"),
@@ -110,11 +112,11 @@ PRESETS: dict[str, Preset] = {
                       "gradient, one model a step in turn, turning each embedding's "
                       "direction (what recognisers compare) away from the original's under "
                       "jittered alignments, a third of the steps seeing the photo through "
-                      "JPEG as platforms serve it, while SSIM and "
-                      "ColorVideoVDP judge the face; in our tests the recognisers never "
+                      "JPEG as platforms serve it, while SSIM, "
+                      "ColorVideoVDP and FLIP judge the face; in our tests the recognisers never "
                       "attacked (ArcFace, dlib) recognised no protected face among 1,000 "
                       "strangers; the face looks visibly altered up close (docs/results.md)",
-                      _OFFLINE, penalty="ssim+cvvdp", strength=100, step_size=0.0015,
+                      _OFFLINE, penalty="ssim+cvvdp+flip", strength=100, step_size=0.0015,
                       attack=_DIRECTION_ALTERNATE + _FOLLOW_THE_GRADIENT),
     "subtle": Preset("subtle", "looks unchanged and does NOT protect: in our measurements every "
                      "recogniser still recognised every face. Luma-only change where texture "
