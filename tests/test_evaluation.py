@@ -413,8 +413,8 @@ def test_eval_end_to_end(tiny_run):
                       for name in (judge, f"{judge}@fixed"))
         assert {f: own[f] for f in figures} == {f: fixed[f] for f in figures}
     # the protected photos are exactly protect_file's outputs, with their reports beside them
-    assert results["penalty"] == "ssim+cvvdp"
-    tag = out / "protected" / f"default-ssim+cvvdp-s1-seed0-{PRESETS['default'].fingerprint()}"
+    assert results["penalty"] == "ssim+cvvdp+flip"
+    tag = out / "protected" / f"default-ssim+cvvdp+flip-s1-seed0-{PRESETS['default'].fingerprint()}"
     outputs = sorted(tag.glob("*/*_lowkey.jpg"))
     assert len(outputs) == 3
     for output in outputs:
@@ -423,9 +423,9 @@ def test_eval_end_to_end(tiny_run):
         assert report["steps"] == 1 and report["original_bytes"] > 0
     quality = results["quality"]["ensemble"]
     assert quality["protected"] == 3 and 0.9 < quality["ssim_mean"] <= 1
-    # the default preset's penalty is 1 - SSIM plus ColorVideoVDP, and whole-photo LPIPS is
+    # the default preset's penalty is 1 - SSIM plus ColorVideoVDP plus FLIP, and whole-photo LPIPS is
     # measured only under LPIPS
-    assert quality["penalty"] == "ssim+cvvdp"
+    assert quality["penalty"] == "ssim+cvvdp+flip"
     assert quality["lpips_measured"] == 0 and quality["lpips_mean"] is None
     assert quality["face_measured"] == 3
     assert 0 < quality["face_ssim_min"] <= quality["face_ssim_mean"] <= 1

@@ -68,7 +68,7 @@ def test_astronaut_embeddings_move_far_and_the_photo_stays_close(astronaut_repor
     # l2 steps have no per-pixel bound (0.31 measured at the strongest pixel); their energy
     # has one: root mean square over the window at most 0.005 + 20 x the step size
     assert report.ssim > 0.97 and report.psnr > 33
-    assert report.penalty == "ssim+cvvdp"
+    assert report.penalty == "ssim+cvvdp+flip"
     assert report.smallest_face_px == 20  # a 512 px photo is searched at full resolution
 
 
@@ -119,7 +119,7 @@ def test_preset_strength_sets_the_steps_and_each_preset_has_its_own():
         "direction", "alternate-jpeg", 0.05)
     assert (default.step_rule, default.alpha, default.penalty_region) == ("l2", 0.8, "faces")
     assert (default.models_per_step, default.steps, default.penalty_max_side) == (1, 100, 512)
-    assert PRESETS["default"].penalty == "ssim+cvvdp"
+    assert PRESETS["default"].penalty == "ssim+cvvdp+flip"
     assert PRESETS["default"].quality_floor is None
     paper = PRESETS["paper"].settings()
     assert (paper.step_size, paper.budget, paper.luminance_only, paper.momentum) == (
@@ -165,12 +165,12 @@ def test_every_face_of_a_group_photo_is_protected(protector, multi_face_dir, tmp
 
 
 def test_the_penalty_is_the_presets_whatever_is_on_disk(quick):
-    """The offline presets name weight-free penalties (SSIM and ColorVideoVDP) and the
+    """The offline presets name weight-free penalties (SSIM, ColorVideoVDP, FLIP) and the
     paper's names LPIPS: output never depends on whether LPIPS's weights happen to be cached."""
-    assert PRESETS["default"].penalty == "ssim+cvvdp"
+    assert PRESETS["default"].penalty == "ssim+cvvdp+flip"
     assert PRESETS["subtle"].penalty == "1-ssim"
     assert PRESETS["paper"].penalty == "lpips-alex"
-    assert quick.penalty.name == "ssim+cvvdp"
+    assert quick.penalty.name == "ssim+cvvdp+flip"
 
 
 def test_report_has_lpips_only_when_lpips_is_the_penalty(quick, astronaut_rgb, monkeypatch):
