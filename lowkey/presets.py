@@ -78,9 +78,9 @@ _OFFLINE = tuple(r.name for r in default_ensemble())
 #: the change accumulates less where the two views disagree); and each model's alignment is
 #: jittered every step (5% of scale, angle, shift), so the change does not depend on one crop:
 #: recognisers align faces their own way. The views are three since the ninth change
-#: (docs/results.md, "A third of the steps through JPEG"): x', G(x') and J(x'), J the window
-#: through a differentiable JPEG at quality 90, 75, 60 or 80 in turn, because every platform
-#: re-encodes what is uploaded and the change must survive that.
+#: (docs/results.md, "a third of the steps through JPEG"): x', G(x') and J(x'), J what the
+#: step's model reads of the window through a differentiable JPEG at quality 90, 75, 60 or 80
+#: in turn, because every platform re-encodes what is uploaded and the change must survive that.
 _DIRECTION_ALTERNATE = (("feature_distance", "direction"), ("views", "alternate-jpeg"),
                         ("jitter", 0.05))
 #: How ``default`` finds the change it makes (docs/results.md, "The default follows the
