@@ -95,9 +95,8 @@ _DIRECTION_ALTERNATE = (("feature_distance", "direction"), ("views", "alternate-
 #: ninth change, whose margin proved to depend on the seed; with the JPEG view at 2 the margin
 #: went) and judged on each face's face region (what a person looks at, each face counting
 #: alike), SSIM read at most 512 px, ColorVideoVDP at most 256 px and FLIP at most 128 px, seen
-#: at the size it has in the photo,
-#: not diluted over the photo or the background around the face. The longer path gives the
-#: term the steps to take the change out of what people see.
+#: at the size it has in the photo, not diluted over the photo or the background around the
+#: face. The longer path gives the term the steps to take the change out of what people see.
 _FOLLOW_THE_GRADIENT = (("step_rule", "l2"), ("alpha", 0.8), ("penalty_region", "faces"),
                         ("penalty_max_side", 512), ("models_per_step", 1))
 
