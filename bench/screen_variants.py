@@ -16,8 +16,8 @@ and the pairs accepted at FAR 1%.
 
 A variant is ``NAME:field=value,...``: any :class:`lowkey.attack.AttackSettings` field, plus
 ``steps=N``, ``penalty=NAME`` (the perceptual term, one of
-:data:`lowkey.perceptual.PENALTIES`; ``NAME@W`` or ``NAME@W@S`` weighs its FLIP part W and
-reads it under S px), ``dropout=P`` (model augmentation, DFANet-style: dropout of probability
+:data:`lowkey.perceptual.PENALTIES`; ``NAME@W``, ``NAME@W@S`` or ``NAME@W@S@C`` weighs its FLIP part W,
+reads it under S px and its ColorVideoVDP part under C px), ``dropout=P`` (model augmentation, DFANet-style: dropout of probability
 P on every convolution's output of every attacked model while attacking; the originals'
 embeddings are computed without it) and ``decoy=W`` (a pull toward a decoy identity, Fawkes /
 TIP-IM: see :class:`DecoyObjective`; the decoys are the photos of ``--decoys``, a folder a
@@ -174,14 +174,17 @@ def main() -> None:
     protector = Protector(preset="default", strength=steps, judge=False,
                           models=args.models.split(",") if args.models else None)
     protector.settings = dataclasses.replace(protector.settings, **settings)
-    if penalty is not None:  # NAME, NAME@W or NAME@W@S: the FLIP part weighed W, read under S px
-        penalty, _, flip = penalty.partition("@")
+    if penalty is not None:  # NAME[@W[@S[@C]]]: FLIP weighed W, read under S px; ColorVideoVDP
+        penalty, _, flip = penalty.partition("@")  # read under C px
         protector.penalty = load_penalty(penalty)
-        flip_weight, _, flip_side = flip.partition("@")
+        flip_weight, _, sides = flip.partition("@")
+        flip_side, _, cvvdp_side = sides.partition("@")
         if flip_weight:
             protector.penalty.flip_weight = float(flip_weight)
         if flip_side:
             protector.penalty.flip.max_side = int(flip_side)
+        if cvvdp_side:
+            protector.penalty.CVVDP_MAX_SIDE = int(cvvdp_side)
     protector.objective = objective_for(protector.models, protector.penalty, protector.settings)
     if decoy:
         if args.decoys is None:
