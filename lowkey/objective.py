@@ -65,10 +65,8 @@ def read_box(reads: Sequence[AlignPlan], size: tuple[int, int], margin: int,
         return slice(max(0, (lo - margin) // grid * grid),
                      min(end, -(-(hi + margin) // grid) * grid))
 
-    return (snapped(min(p.rows.start or 0 for p in reads),
-                    max(height if p.rows.stop is None else p.rows.stop for p in reads), height),
-            snapped(min(p.cols.start or 0 for p in reads),
-                    max(width if p.cols.stop is None else p.cols.stop for p in reads), width))
+    return (snapped(min(p.rows.start for p in reads), max(p.rows.stop for p in reads), height),
+            snapped(min(p.cols.start for p in reads), max(p.cols.stop for p in reads), width))
 
 
 @dataclass(frozen=True)

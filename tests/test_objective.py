@@ -205,9 +205,21 @@ def test_the_filtered_views_filter_only_what_the_asked_models_read():
                                                 grid)[0]
             seen = objective.embeddings([seen_window], faces, plans, members=members)
             for m in members:
-                torch.testing.assert_close(seen[m], whole[m], rtol=1e-4, atol=1e-5, msg=name)
+                # the same values to float rounding (without the margin: 3e-5 to 5e-5 off)
+                torch.testing.assert_close(seen[m], whole[m], rtol=0, atol=1e-6, msg=name)
             assert torch.equal(seen_window[:, :rows.start], window[:, :rows.start])
         assert area[("a",)] < area[("b",)] <= area[("a", "b")] < 320 * 300, name
+    # and the objective's views are these: the feature terms of J(x') and G(x') for one model
+    # are those of the whole window's JPEG and blur
+    original = objective.embeddings([torch.rand(3, 320, 300)], faces, plans)
+    whole = {v: objective.embeddings([f(window[None], 0)[0]], faces, plans)
+             for v, f in (("compressed", lambda p, i: jpeg_compressed(p, 75.0)),
+                          ("smoothed", filters["blur"][0]))}
+    for v in whole:
+        terms = objective.feature_terms(original, [window], faces, plans, view=v,
+                                        members=("a",), quality=75.0)
+        expected = normalised_distance(original["a"], whole[v]["a"])
+        torch.testing.assert_close(terms["a"], expected, rtol=0, atol=1e-6, msg=v)
 
 
 def test_objective_matches_equation_1_term_by_term():
